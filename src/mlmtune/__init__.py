@@ -1,0 +1,44 @@
+"""mlmtune: adapt BERT-style masked language models to your own text, measure the gain, fill in blanks.
+
+    import mlmtune
+    results = mlmtune.train(model="minilm", data=["bbc-news"], output_dir="runs/demo", max_steps=200)
+    mlmtune.evaluate("runs/demo", "bbc-news").perplexity
+    mlmtune.fill_mask("runs/demo", "The [MASK] is happy.")
+"""
+
+__version__ = "0.1.0"
+
+from .config import Config, build_config  # noqa: E402
+from .errors import MlmtuneError  # noqa: E402
+
+
+def train(config=None, **overrides):
+    """Train with the given config (a Config, a dict, or keyword overrides); returns results.json's figures."""
+    from .train import train as _train
+
+    return _train(config, **overrides)
+
+
+def evaluate(model="minilm", data="bbc-news", **options):
+    """Perplexity and accuracy of `model` on the held-out part of `data` (an EvalResult)."""
+    from .evaluate import evaluate as _evaluate
+
+    return _evaluate(model, data, **options)
+
+
+def fill_mask(model, texts, top_k=5):
+    """Top-k fillers per mask: fill_mask("runs/demo", "The [MASK] is happy.")."""
+    from .predict import fill_mask as _fill_mask
+
+    return _fill_mask(model, texts, top_k)
+
+
+def __getattr__(name):
+    if name == "FillMask":
+        from .predict import FillMask
+
+        return FillMask
+    raise AttributeError(name)
+
+
+__all__ = ["Config", "FillMask", "MlmtuneError", "build_config", "evaluate", "fill_mask", "train"]

@@ -1,0 +1,70 @@
+"""Full training states for --resume: OUTPUT/checkpoints/step-NNNNNNN/.
+
+Accelerate's save_state writes model, optimizer, scheduler and every process's RNG states; we add
+trainer_state.json (the optimizer step, which fixes the position in the data, and the counters).
+Everything is written into a hidden temporary folder that is renamed once complete, so a folder
+named step-N is always whole; a kill mid-save leaves only a temporary folder, which is ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+from .errors import CheckpointError
+from .outputs import atomic_write_json
+
+STATE_FILE = "trainer_state.json"
+_NAME = re.compile(r"^step-(\d+)$")
+
+
+def checkpoint_root(output_dir: Path) -> Path:
+    return Path(output_dir) / "checkpoints"
+
+
+def complete_checkpoints(output_dir: Path) -> list[Path]:
+    """Complete checkpoints, oldest first."""
+    root = checkpoint_root(output_dir)
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir()
+             if (m := _NAME.match(p.name)) and (p / STATE_FILE).is_file()]
+    return [p for _, p in sorted(found)]
+
+
+def save_checkpoint(accelerator, output_dir: Path, step: int, state: dict, keep: int) -> Path:
+    """Every process calls this (each saves its own RNG state); only the main process renames and prunes."""
+    root = checkpoint_root(output_dir)
+    final = root / f"step-{step:07d}"
+    tmp = root / f".step-{step:07d}.tmp"
+    if accelerator.is_main_process:
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp), safe_serialization=True)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        atomic_write_json(tmp / STATE_FILE, {**state, "step": step})  # written last: marks it complete
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+        for old in complete_checkpoints(output_dir)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def load_checkpoint(accelerator, path: Path) -> dict:
+    """Restore the training state saved in `path`; returns its trainer_state.json."""
+    try:
+        state = json.loads((Path(path) / STATE_FILE).read_text(encoding="utf-8"))
+        accelerator.load_state(str(path))
+    except Exception as exc:  # a truncated tensor file fails in safetensors, torch or pickle
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise CheckpointError(
+            f"checkpoint {path} is damaged ({first}): delete that folder to resume from an older "
+            "checkpoint, or start again with --overwrite"
+        ) from None
+    return state

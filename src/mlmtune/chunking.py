@@ -1,0 +1,220 @@
+"""Documents -> token blocks: tokenize, hold out evaluation text, concatenate-and-cut or line by
+line, downsample.
+
+Everything after tokenization is numpy on flat arrays, so concatenating and cutting is linear in
+the number of tokens (the seed's `sum(lists, [])` is quadratic).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .corpus import Documents
+from .errors import ConfigError, DataError
+
+# Below this many documents, whole documents cannot make a sensible held-out share; the
+# evaluation blocks are then the tail of the token stream (still no text in both splits).
+MIN_DOCS_FOR_HOLDOUT = 10
+
+
+@dataclass
+class Blocks:
+    """Token sequences stored back to back: sequence i is tokens[offsets[i]:offsets[i + 1]].
+
+    `words` runs beside `tokens`: the index of the word a token belongs to within its document
+    (the fast tokenizer's word ids), -1 for special tokens. Whole-word masking reads it.
+    """
+
+    tokens: np.ndarray  # (T,) int32
+    words: np.ndarray  # (T,) int32
+    offsets: np.ndarray  # (N + 1,) int64
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.offsets[-1] - self.offsets[0])
+
+    def take(self, indices) -> "Blocks":
+        """The sequences at `indices`, in that order (a gather, linear in their tokens)."""
+        indices = np.asarray(indices, dtype=np.int64)
+        starts = self.offsets[indices]
+        lengths = self.offsets[indices + 1] - starts
+        offsets = np.zeros(len(indices) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        gather = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1], dtype=np.int64)
+        return Blocks(self.tokens[gather], self.words[gather], offsets)
+
+    def batch(self, indices, pad_id: int, pad_to_multiple_of: int = 1) -> dict[str, np.ndarray]:
+        """A padded batch: input_ids (B, L) int64, word_ids (B, L) int32 (-1 at pads), attention_mask (B, L) bool."""
+        part = self.take(indices)
+        lengths = part.lengths
+        width = int(lengths.max()) if len(lengths) else 0
+        width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
+        attention = np.arange(width)[None, :] < lengths[:, None]  # (B, L)
+        input_ids = np.full(attention.shape, pad_id, dtype=np.int64)
+        word_ids = np.full(attention.shape, -1, dtype=np.int32)
+        input_ids[attention] = part.tokens  # row-major fill keeps each row's order
+        word_ids[attention] = part.words
+        return {"input_ids": input_ids, "word_ids": word_ids, "attention_mask": attention}
+
+
+def concat_blocks(parts: list[Blocks]) -> Blocks:
+    offsets = [np.zeros(1, dtype=np.int64)]
+    base = 0
+    for p in parts:
+        offsets.append(p.offsets[1:] - p.offsets[0] + base)
+        base += p.num_tokens
+    return Blocks(
+        np.concatenate([p.tokens[p.offsets[0]:p.offsets[-1]] for p in parts]) if parts else np.zeros(0, np.int32),
+        np.concatenate([p.words[p.offsets[0]:p.offsets[-1]] for p in parts]) if parts else np.zeros(0, np.int32),
+        np.concatenate(offsets),
+    )
+
+
+def tokenize(texts: list[str], tokenizer, *, truncate_to: int | None = None, batch_size: int = 1000) -> Blocks:
+    """One sequence per text, with special tokens, through the fast tokenizer in batched `datasets.map`."""
+    import datasets
+
+    if not getattr(tokenizer, "is_fast", False):
+        raise DataError(
+            f"tokenizer {tokenizer.name_or_path!r} is not a fast tokenizer, which word ids need: "
+            "use a model whose tokenizer.json is available"
+        )
+
+    def encode(batch):
+        enc = tokenizer(
+            batch["text"], truncation=truncate_to is not None, max_length=truncate_to,
+            return_attention_mask=False, return_token_type_ids=False,
+        )
+        words = [[-1 if w is None else w for w in enc.word_ids(i)] for i in range(len(batch["text"]))]
+        return {"input_ids": enc["input_ids"], "word_ids": words}
+
+    features = datasets.Features({
+        "input_ids": datasets.List(datasets.Value("int32")),
+        "word_ids": datasets.List(datasets.Value("int32")),
+    })
+    ds = datasets.Dataset.from_dict({"text": texts}).map(
+        encode, batched=True, batch_size=batch_size, remove_columns=["text"], features=features,
+        keep_in_memory=True, desc="tokenizing",
+    )
+    if len(ds) == 0:
+        return Blocks(np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(1, np.int64))
+    ids = ds.data.column("input_ids").combine_chunks()
+    words = ds.data.column("word_ids").combine_chunks()
+    offsets = ids.offsets.to_numpy().astype(np.int64)
+    flat_ids = ids.values.to_numpy()[offsets[0]:offsets[-1]]
+    w_off = words.offsets.to_numpy()
+    flat_words = words.values.to_numpy()[w_off[0]:w_off[-1]]
+    return Blocks(flat_ids.astype(np.int32, copy=False), flat_words.astype(np.int32, copy=False), offsets - offsets[0])
+
+
+def cut(docs: Blocks, chunk_size: int) -> Blocks:
+    """Concatenate every document and cut into blocks of `chunk_size`; only the final remainder is dropped."""
+    tokens = docs.tokens[docs.offsets[0]:docs.offsets[-1]]
+    words = docs.words[docs.offsets[0]:docs.offsets[-1]]
+    n = len(tokens) // chunk_size
+    return Blocks(
+        tokens[: n * chunk_size].copy(), words[: n * chunk_size].copy(),
+        np.arange(n + 1, dtype=np.int64) * chunk_size,
+    )
+
+
+def _rng(seed: int, purpose: int) -> np.random.Generator:
+    return np.random.default_rng([seed, purpose])
+
+
+def subsample(blocks: Blocks, size: int | None, seed: int, purpose: int) -> Blocks:
+    """`size` sequences drawn without replacement, kept in corpus order (the sampler shuffles)."""
+    if size is None or size >= len(blocks):
+        return blocks
+    keep = np.sort(_rng(seed, purpose).choice(len(blocks), size=size, replace=False))
+    return blocks.take(keep)
+
+
+@dataclass
+class Splits:
+    train: Blocks
+    eval: Blocks
+    documents: int
+    holdout: str  # "split" (the source's own), "documents" or "tail"
+
+    def summary(self) -> dict:
+        return {
+            "documents": self.documents,
+            "holdout": self.holdout,
+            "train_examples": len(self.train),
+            "train_tokens": self.train.num_tokens,
+            "eval_examples": len(self.eval),
+            "eval_tokens": self.eval.num_tokens,
+        }
+
+
+def prepare(documents: Documents, tokenizer, *, chunk_size: int = 128, line_by_line: bool = False,
+            max_length: int | None = None, train_size: int | None = None, eval_size: int | None = None,
+            eval_fraction: float = 0.1, seed: int = 42) -> Splits:
+    """Tokenize once, hold out evaluation text, then make blocks and downsample each side."""
+    n_train_docs = len(documents.train)
+    texts = documents.train + (documents.eval or [])
+    docs = tokenize(texts, tokenizer, truncate_to=max_length if line_by_line else None)
+
+    def to_blocks(d: Blocks) -> Blocks:
+        return d if line_by_line else cut(d, chunk_size)
+
+    if documents.eval is not None:
+        holdout = "split"
+        train = to_blocks(docs.take(np.arange(n_train_docs)))
+        eval_ = to_blocks(docs.take(np.arange(n_train_docs, len(docs))))
+    elif n_train_docs >= MIN_DOCS_FOR_HOLDOUT:
+        holdout = "documents"
+        order = _rng(seed, 0).permutation(n_train_docs)
+        n_eval = max(1, round(eval_fraction * n_train_docs))
+        eval_ = to_blocks(docs.take(np.sort(order[:n_eval])))
+        train = to_blocks(docs.take(np.sort(order[n_eval:])))
+    else:
+        holdout = "tail"
+        blocks = to_blocks(docs)
+        n_eval = max(1, round(eval_fraction * len(blocks)))
+        train = blocks.take(np.arange(0, max(0, len(blocks) - n_eval)))
+        eval_ = blocks.take(np.arange(max(0, len(blocks) - n_eval), len(blocks)))
+
+    unit = "lines" if line_by_line else f"blocks of {chunk_size} tokens"
+    if len(train) == 0 or len(eval_) == 0:
+        raise DataError(
+            f"the corpus is too small: {docs.num_tokens} tokens give {len(train)} training and "
+            f"{len(eval_)} evaluation {unit}; add text or lower --chunk-size"
+        )
+    return Splits(
+        train=subsample(train, train_size, seed, 1),
+        eval=subsample(eval_, eval_size, seed, 2),
+        documents=len(texts),
+        holdout=holdout,
+    )
+
+
+def splits_from_config(cfg, tokenizer, max_positions: int) -> Splits:
+    """The recipe's data step: read --data, then `prepare` with the config's options."""
+    from .corpus import read_corpus
+
+    if not cfg.line_by_line and cfg.chunk_size > max_positions:
+        raise ConfigError(
+            f"--chunk-size {cfg.chunk_size} is above the {max_positions} positions the model takes: "
+            f"use --chunk-size {max_positions} or less"
+        )
+    if cfg.line_by_line and cfg.max_length is not None and cfg.max_length > max_positions:
+        raise ConfigError(
+            f"--max-length {cfg.max_length} is above the {max_positions} positions the model takes: "
+            f"use --max-length {max_positions} or less"
+        )
+    documents = read_corpus(cfg.data, split=cfg.data_split, eval_split=cfg.eval_split,
+                            text_column=cfg.text_column, encoding=cfg.encoding, line_by_line=cfg.line_by_line)
+    return prepare(documents, tokenizer, chunk_size=cfg.chunk_size, line_by_line=cfg.line_by_line,
+                   max_length=cfg.max_length or max_positions, train_size=cfg.train_size,
+                   eval_size=cfg.eval_size, eval_fraction=cfg.eval_fraction, seed=cfg.seed)

@@ -1,0 +1,224 @@
+"""The command line: subcommands -> config objects -> library calls.
+
+Flags are generated from the config dataclasses (config.py), so a flag, a YAML key and a run.json
+entry are the same thing. Every MlmtuneError becomes one `error: ...` line and its exit code (2
+for bad input); argparse's own errors are reduced to one line too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import MISSING, fields
+
+from .config import GROUPS, build_config, load_config_file, to_yaml, validate, _hint
+from .errors import InputError, MlmtuneError
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2, no usage dump
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_config_flags(parser: argparse.ArgumentParser, only: list[str] | None = None) -> None:
+    """One flag per config field (all default to 'not given', so the config file's value stands)."""
+    for group, cls in GROUPS.items():
+        chosen = [f for f in fields(cls) if only is None or f.name in only]
+        if not chosen:
+            continue
+        g = parser.add_argument_group(group)
+        for f in chosen:
+            hint = _hint(f.name)
+            default = f.default if f.default is not MISSING else f.default_factory()
+            shown = ", ".join(default) if isinstance(default, list) else default
+            help_text = f"{f.metadata['help']} (default: {shown})"
+            kwargs = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
+            if hint is bool:
+                g.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, **kwargs)
+            elif "list" in str(hint):
+                g.add_argument(_flag(f.name), action="append", metavar=f.metadata.get("metavar", "VALUE"), **kwargs)
+            else:
+                g.add_argument(_flag(f.name), choices=f.metadata.get("choices"),
+                               metavar=None if f.metadata.get("choices") else f.name.upper(), **kwargs)
+
+
+def config_from_args(args: argparse.Namespace, only: list[str] | None = None):
+    """Defaults <- --config file <- flags."""
+    layers = []
+    if getattr(args, "config", None):
+        loaded = load_config_file(args.config)
+        if only is not None:  # evaluate reads a training config's relevant part
+            loaded = {k: v for k, v in loaded.items() if k in only}
+        layers.append(loaded)
+    from .config import FIELDS
+
+    layers.append({k: v for k, v in vars(args).items() if k in FIELDS})
+    return build_config(*layers)
+
+
+# --- train -------------------------------------------------------------------------------------
+
+def cmd_train(args) -> int:
+    cfg = config_from_args(args)
+    validate(cfg)
+    if args.print_config:
+        print(to_yaml(cfg), end="")
+        return 0
+    from .train import fit
+
+    results = fit(cfg)
+    if os.environ.get("RANK", "0") == "0":
+        before, after = results["baseline_perplexity"], results["eval_perplexity"]
+        change = f"{before:,.2f} -> {after:,.2f} ({before / after:,.1f}x lower)" if before else f"{after:,.2f}"
+        print(f"done: eval perplexity {change}, accuracy {results['eval_accuracy']:.1%}, "
+              f"{results['train_tokens_per_second']:,.0f} training tokens/s over {results['train_seconds']:,.0f} s")
+    return 0
+
+
+# --- evaluate ----------------------------------------------------------------------------------
+
+def cmd_evaluate(args) -> int:
+    from .evaluate import EVALUATE_FIELDS, run_evaluation
+
+    cfg = config_from_args(args, only=EVALUATE_FIELDS)
+    result = run_evaluation(cfg, say=lambda m: print(m, file=sys.stderr))
+    if os.environ.get("RANK", "0") != "0":
+        return 0
+    if args.json:
+        print(json.dumps({"perplexity": result.perplexity, "accuracy": result.accuracy,
+                          "masked_tokens": result.masked_tokens, "loss": result.loss}))
+    else:
+        print(f"perplexity {result.perplexity:,.2f}, accuracy {result.accuracy:.1%} "
+              f"on {result.masked_tokens:,} masked tokens")
+    return 0
+
+
+# --- predict -----------------------------------------------------------------------------------
+
+def read_texts(texts: list[str]) -> list[str]:
+    if texts == ["-"]:
+        texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    if not texts:
+        raise InputError("no text given: pass sentences with [MASK], or - to read them from stdin")
+    return texts
+
+
+def format_columns(text: str, columns: list[tuple[str, list[list]]]) -> str:
+    """A text and, per mask, the predictions of each model side by side."""
+    lines = [text]
+    width = 28
+    n_masks = len(columns[0][1])
+    for m in range(n_masks):
+        lines.append(f"  mask {m + 1}/{n_masks}:  " + "".join(f"{name[:width]:<{width}}" for name, _ in columns).rstrip())
+        for rank in range(len(columns[0][1][m])):
+            cells = []
+            for _, masks in columns:
+                p = masks[m][rank]
+                cells.append(f"{p.token[:16]:<16} {p.score:>7.2%}".ljust(width))
+            lines.append(f"  {rank + 1:>9}   " + "".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def cmd_predict(args) -> int:
+    from .predict import FillMask
+
+    texts = read_texts(args.texts)
+    models = [FillMask(args.model)] + ([FillMask(args.compare)] if args.compare else [])
+    for m in models:
+        if m.grown_head:
+            print(f"note: {m.name} has no MLM head; its predictions come from an untrained head", file=sys.stderr)
+    results = [m(texts, top_k=args.top_k) for m in models]
+    for i, text in enumerate(texts):
+        if args.json:
+            record = {"text": text, "masks": [[p.as_dict() for p in mask] for mask in results[0][i]]}
+            if args.compare:
+                record["compare"] = {"model": args.compare,
+                                     "masks": [[p.as_dict() for p in mask] for mask in results[1][i]]}
+            print(json.dumps(record))
+        else:  # the base (--compare) on the left, so a row reads before -> after
+            columns = [(m.name, r[i]) for m, r in zip(models, results)]
+            print(format_columns(text, columns[::-1]))
+    return 0
+
+
+# --- serve and report (issue: see it) -----------------------------------------------------------
+
+def cmd_serve(args) -> int:
+    from .serve import run_server
+
+    return run_server(args.model, compare=args.compare, host=args.host, port=args.port)
+
+
+def cmd_report(args) -> int:
+    from .report import write_report
+
+    path = write_report(args.output_dir, base_model=args.base_model, probes=args.probe or None,
+                        say=lambda m: print(m, file=sys.stderr))
+    print(path)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="mlmtune", description=__doc__.splitlines()[0] if __doc__ else None)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    p = sub.add_parser("train", help="adapt a masked LM to your text; writes the model, metrics, run.json")
+    p.add_argument("--config", help="YAML or run.json file; flags override its values")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    add_config_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    from .evaluate import EVALUATE_FIELDS
+
+    p = sub.add_parser("evaluate", help="perplexity and accuracy on the held-out part of a corpus, fixed masks")
+    p.add_argument("--config", help="YAML or run.json file (its data and masking options are used)")
+    p.add_argument("--json", action="store_true", help='print {"perplexity", "accuracy", "masked_tokens"}')
+    add_config_flags(p, EVALUATE_FIELDS)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="top-k fillers for each [MASK] in TEXT")
+    p.add_argument("--model", required=True, help="model folder or Hugging Face id (minilm: the offline encoder)")
+    p.add_argument("--compare", metavar="BASE", help="a second model shown beside the first, e.g. the base")
+    p.add_argument("--top-k", type=int, default=5, help="predictions per mask (default: 5)")
+    p.add_argument("--json", action="store_true", help="one JSON object per text")
+    p.add_argument("texts", nargs="+", metavar="TEXT", help="sentences with [MASK]; - reads one per line from stdin")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("serve", help="fill-mask web page and JSON API")
+    p.add_argument("--model", required=True, help="model folder or Hugging Face id")
+    p.add_argument("--compare", metavar="BASE", help="a second model shown beside it (e.g. the base model)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("report", help="write OUTPUT/report.html: curves, config, results, before/after")
+    p.add_argument("output_dir", metavar="OUTPUT", help="a folder written by mlmtune train")
+    p.add_argument("--base-model", help="model to compare against (default: the run's --model)")
+    p.add_argument("--probe", action="append", metavar="TEXT", help="sentence with [MASK], repeatable")
+    p.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except MlmtuneError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return getattr(exc, "exit_code", 2)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `mlmtune predict ... | head`
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,334 @@
+"""The one source of truth for options: dataclasses whose fields are the CLI flags, the YAML keys
+and the `config` of run.json. Defaults live here and nowhere else.
+
+A config file is flat: each key is a flag name with `_` for `-` (`chunk_size: 128`). Groups only
+order `--help` and `--print-config`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+DEFAULT_PROBES = [
+    "The [MASK] is happy.",
+    "The government announced a new [MASK] on Tuesday.",
+    "Shares in the company [MASK] sharply after the report.",
+    "She scored the winning [MASK] in the final minute.",
+]
+
+
+def _opt(default, help: str, **meta):
+    """A config field: `help` becomes the flag's --help text."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help, **meta})
+    return field(default=default, metadata={"help": help, **meta})
+
+
+@dataclass
+class DataConfig:
+    data: list[str] = _opt(
+        ["bbc-news"],
+        "text source, repeatable: a .txt file, a folder of .txt files, a .jsonl/.json/.csv/.parquet "
+        "file, a Hugging Face dataset name (e.g. imdb), or the built-in offline corpus bbc-news",
+        metavar="SOURCE",
+    )
+    data_split: str = _opt("train", "split to read from a Hugging Face dataset")
+    eval_split: str | None = _opt(
+        None, "split of a Hugging Face dataset to evaluate on (default: hold out documents)"
+    )
+    text_column: str = _opt("text", "column holding the text in .jsonl/.json/.csv/.parquet and Hub data")
+    encoding: str = _opt("utf-8", "encoding of .txt files (bbc-news is always latin-1)")
+    line_by_line: bool = _opt(
+        False, "one example per non-empty line, padded per batch, instead of concatenate-and-cut"
+    )
+    chunk_size: int = _opt(128, "tokens per block when concatenating and cutting")
+    max_length: int | None = _opt(
+        None, "longest example in --line-by-line mode, longer lines are truncated (default: model maximum)"
+    )
+    train_size: int | None = _opt(None, "keep this many training examples, drawn with --seed (default: all)")
+    eval_size: int | None = _opt(1000, "keep at most this many evaluation examples, drawn with --seed")
+    eval_fraction: float = _opt(
+        0.1, "share of documents held out for evaluation when the source has no eval split"
+    )
+    streaming: bool = _opt(
+        False, "stream the training text instead of loading it (corpora larger than memory; needs --max-steps)"
+    )
+
+
+@dataclass
+class MaskingConfig:
+    mlm_probability: float = _opt(0.15, "share of tokens chosen for prediction in training")
+    eval_mlm_probability: float = _opt(
+        0.15, "share of tokens chosen in the fixed evaluation masks (keep 0.15 to compare runs)"
+    )
+    mask_replace_prob: float = _opt(0.8, "share of chosen tokens replaced by the mask token")
+    random_replace_prob: float = _opt(
+        0.1, "share of chosen tokens replaced by a random non-special token (the rest stay as they are)"
+    )
+    whole_word_mask: bool = _opt(False, "choose whole words: all pieces of a word are masked together")
+
+
+@dataclass
+class ModelConfig:
+    model: str = _opt(
+        "minilm",
+        "Hugging Face model id or local folder; `minilm` is the built-in offline all-MiniLM-L6-v2",
+    )
+    tokenizer: str | None = _opt(None, "tokenizer id or folder, when it is not beside the model")
+    head_lr: float = _opt(
+        1e-3, "learning rate of parameters the checkpoint lacks (a new MLM head)"
+    )
+    precision: str = _opt(
+        "auto", "auto (bf16 where the device supports it, else fp32), fp32, bf16 or fp16",
+        choices=["auto", "fp32", "bf16", "fp16"],
+    )
+    compile: bool = _opt(False, "torch.compile the model (slow start, faster steps on some devices)")
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = _opt("runs/mlmtune", "folder for the model, metrics and checkpoints")
+    epochs: int = _opt(3, "passes over the training data (ignored when --max-steps is given)")
+    max_steps: int | None = _opt(None, "stop after this many optimizer steps")
+    batch_size: int = _opt(16, "examples per process per micro-batch")
+    eval_batch_size: int | None = _opt(None, "examples per evaluation batch (default: 2 x --batch-size)")
+    gradient_accumulation_steps: int = _opt(1, "micro-batches per optimizer step")
+    lr: float = _opt(5e-5, "peak learning rate of the pretrained parameters")
+    weight_decay: float = _opt(0.01, "AdamW weight decay (never on biases and LayerNorm)")
+    warmup_steps: int = _opt(0, "linear warm-up steps (overrides --warmup-ratio when > 0)")
+    warmup_ratio: float = _opt(0.0, "warm-up as a share of all optimizer steps")
+    max_grad_norm: float | None = _opt(1.0, "clip the gradient norm to this (none: no clipping)")
+    eval_every: int | None = _opt(None, "also evaluate every N optimizer steps")
+    log_every: int = _opt(10, "append a training record to metrics.jsonl every N steps")
+    save_every: int | None = _opt(None, "save a full training checkpoint every N optimizer steps")
+    keep_checkpoints: int = _opt(2, "how many of the newest checkpoints to keep")
+    seed: int = _opt(42, "seed of the split, sampling, masks, head init and dropout")
+    probe: list[str] = _opt(DEFAULT_PROBES, "sentence with a mask for the report, repeatable", metavar="TEXT")
+    report_to: str = _opt(
+        "none", "experiment tracker besides metrics.jsonl", choices=["none", "tensorboard", "mlflow"]
+    )
+    report: bool = _opt(True, "write report.html at the end of training")
+    overwrite: bool = _opt(False, "replace an output folder that holds another run")
+    resume: bool = _opt(False, "continue from the newest complete checkpoint in --output-dir")
+
+
+GROUPS: dict[str, type] = {  # attribute names differ from field names (`data`, `model`) on purpose
+    "dataset": DataConfig,
+    "masking": MaskingConfig,
+    "modeling": ModelConfig,
+    "training": TrainConfig,
+}
+
+# Fields that may change between a run and its --resume: they do not change what is learned.
+RESUMABLE_CHANGES = {
+    "resume", "overwrite", "output_dir", "log_every", "save_every", "keep_checkpoints",
+    "report_to", "report", "probe", "eval_every", "eval_batch_size",
+}
+
+
+@dataclass
+class Config:
+    """Every option of a run, grouped. Attribute access is flat: `cfg.lr`, `cfg.chunk_size`."""
+
+    dataset: DataConfig = field(default_factory=DataConfig)
+    masking: MaskingConfig = field(default_factory=MaskingConfig)
+    modeling: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainConfig = field(default_factory=TrainConfig)
+
+    def __getattr__(self, name: str) -> Any:  # only called when normal lookup fails
+        group = FIELD_GROUP.get(name)
+        if group is None:
+            raise AttributeError(name)
+        return getattr(object.__getattribute__(self, group), name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Flat mapping, in group order: what --print-config and run.json show."""
+        out: dict[str, Any] = {}
+        for group in GROUPS:
+            out.update(dataclasses.asdict(getattr(self, group)))
+        return out
+
+    def replace(self, **changes: Any) -> "Config":
+        return build_config(self.to_dict(), changes)
+
+
+FIELDS: dict[str, dataclasses.Field] = {}
+FIELD_GROUP: dict[str, str] = {}
+for _group, _cls in GROUPS.items():
+    for _f in fields(_cls):
+        FIELDS[_f.name] = _f
+        FIELD_GROUP[_f.name] = _group
+
+
+def _hint(name: str):
+    group_cls = GROUPS[FIELD_GROUP[name]]
+    return typing.get_type_hints(group_cls)[name]
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Check `value` against the field's type; convert the harmless cases (1 -> 1.0, '5e-5' -> 5e-05)."""
+    hint = _hint(name)
+    args = typing.get_args(hint)
+    optional = (typing.get_origin(hint) in (typing.Union, types.UnionType)) and type(None) in args
+    if optional:
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        hint = next(a for a in args if a is not type(None))
+    origin = typing.get_origin(hint)
+
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(f"config key '{name}' (--{name.replace('_', '-')}) must be {expected}, got {value!r}")
+
+    if origin is list:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise bad("a list of strings")
+        return list(value)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise bad("true or false")
+    if hint is int:
+        if isinstance(value, bool):
+            raise bad("an integer")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise bad("an integer")
+    if hint is float:
+        if isinstance(value, bool):
+            raise bad("a number")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise bad("a number")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise bad("a string")
+    raise AssertionError(f"unhandled type {hint} for {name}")  # pragma: no cover
+
+
+def build_config(*layers: dict[str, Any]) -> Config:
+    """Defaults, then each layer in turn (file, then flags). Unknown keys and wrong types raise."""
+    values: dict[str, dict[str, Any]] = {g: {} for g in GROUPS}
+    for layer in layers:
+        for key, value in layer.items():
+            if key not in FIELDS:
+                close = [k for k in FIELDS if k.replace("_", "") == key.replace("_", "").replace("-", "")]
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise ConfigError(f"unknown config key '{key}'{hint}; see `mlmtune train --print-config`")
+            values[FIELD_GROUP[key]][key] = _coerce(key, value)
+    return Config(**{g: cls(**values[g]) for g, cls in GROUPS.items()})
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML or JSON config. The run.json of an output folder is accepted as it is."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist: give the path of a .yaml or run.json file")
+    try:
+        text = path.read_text(encoding="utf-8")
+        loaded = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"config file {path} cannot be parsed ({first}): fix its syntax") from None
+    if loaded is None:
+        loaded = {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of option: value")
+    if "config" in loaded and "versions" in loaded:  # an output folder's run.json
+        loaded = loaded["config"]
+    return loaded
+
+
+def to_yaml(cfg: Config) -> str:
+    """The resolved config as YAML, one commented block per group; `--config` reads it back."""
+    flat = cfg.to_dict()
+    parts = []
+    for group, cls in GROUPS.items():
+        block = {f.name: flat[f.name] for f in fields(cls)}
+        parts.append(f"# {group}\n" + yaml.safe_dump(block, sort_keys=False, allow_unicode=True, width=100))
+    return "\n".join(parts)
+
+
+def validate(cfg: Config, *, training: bool = True) -> None:
+    """Every problem with the values, in one message naming each flag."""
+    problems: list[str] = []
+
+    def check(ok: bool, text: str) -> None:
+        if not ok:
+            problems.append(text)
+
+    for name in ("mlm_probability", "eval_mlm_probability"):
+        v = getattr(cfg, name)
+        check(0 < v < 1 and math.isfinite(v), f"--{name.replace('_', '-')} must be between 0 and 1 (exclusive), got {v}")
+    for name in ("mask_replace_prob", "random_replace_prob"):
+        v = getattr(cfg, name)
+        check(0 <= v <= 1, f"--{name.replace('_', '-')} must be between 0 and 1, got {v}")
+    check(
+        cfg.mask_replace_prob + cfg.random_replace_prob <= 1 + 1e-9,
+        "--mask-replace-prob + --random-replace-prob must not exceed 1",
+    )
+    check(cfg.chunk_size > 0, f"--chunk-size must be a positive number of tokens, got {cfg.chunk_size}")
+    check(cfg.max_length is None or cfg.max_length > 2, f"--max-length must be at least 3, got {cfg.max_length}")
+    check(cfg.train_size is None or cfg.train_size > 0, f"--train-size must be positive, got {cfg.train_size}")
+    check(cfg.eval_size is None or cfg.eval_size > 0, f"--eval-size must be positive, got {cfg.eval_size}")
+    check(0 < cfg.eval_fraction < 1, f"--eval-fraction must be between 0 and 1, got {cfg.eval_fraction}")
+    check(len(cfg.data) > 0, "--data needs at least one source")
+    check(cfg.batch_size > 0, f"--batch-size must be positive, got {cfg.batch_size}")
+    check(cfg.eval_batch_size is None or cfg.eval_batch_size > 0, "--eval-batch-size must be positive")
+    if training:
+        check(cfg.epochs > 0, f"--epochs must be positive, got {cfg.epochs}")
+        check(cfg.max_steps is None or cfg.max_steps > 0, f"--max-steps must be positive, got {cfg.max_steps}")
+        check(cfg.gradient_accumulation_steps > 0, "--gradient-accumulation-steps must be positive")
+        check(cfg.lr > 0 and math.isfinite(cfg.lr), f"--lr must be positive, got {cfg.lr}")
+        check(cfg.head_lr > 0 and math.isfinite(cfg.head_lr), f"--head-lr must be positive, got {cfg.head_lr}")
+        check(cfg.weight_decay >= 0, f"--weight-decay must not be negative, got {cfg.weight_decay}")
+        check(cfg.warmup_steps >= 0, f"--warmup-steps must not be negative, got {cfg.warmup_steps}")
+        check(0 <= cfg.warmup_ratio < 1, f"--warmup-ratio must be in [0, 1), got {cfg.warmup_ratio}")
+        check(cfg.max_grad_norm is None or cfg.max_grad_norm > 0, "--max-grad-norm must be positive or none")
+        check(cfg.eval_every is None or cfg.eval_every > 0, "--eval-every must be positive")
+        check(cfg.log_every > 0, "--log-every must be positive")
+        check(cfg.save_every is None or cfg.save_every > 0, "--save-every must be positive")
+        check(cfg.keep_checkpoints > 0, "--keep-checkpoints must be at least 1")
+        check(not (cfg.streaming and cfg.max_steps is None), "--streaming needs --max-steps (a stream has no length)")
+        check(not (cfg.resume and cfg.overwrite), "--resume and --overwrite contradict each other: pick one")
+        check(all(cfg_text.strip() for cfg_text in cfg.probe), "--probe must not be empty")
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def resume_mismatch(saved: dict[str, Any], current: Config) -> str | None:
+    """The first field that differs between a checkpoint's config and this run's, or None."""
+    now = current.to_dict()
+    for key, value in now.items():
+        if key in RESUMABLE_CHANGES:
+            continue
+        if key in saved and saved[key] != value:
+            return f"{key} was {saved[key]!r} in the checkpoint, now {value!r}"
+    return None

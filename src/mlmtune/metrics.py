@@ -1,0 +1,94 @@
+"""Token-weighted evaluation and the metrics log.
+
+Perplexity is exp(total NLL / number of masked tokens) over the whole evaluation set, summed
+across processes. (The seed averages per-batch means, which weights a batch with 10 masked tokens
+like one with 300.)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from .batching import Batch
+
+
+@dataclass
+class EvalResult:
+    loss: float  # mean NLL per masked token
+    perplexity: float
+    accuracy: float  # share of masked tokens whose argmax is the label
+    masked_tokens: int
+
+    @classmethod
+    def from_sums(cls, nll: float, correct: float, count: float) -> "EvalResult":
+        if count <= 0:
+            return cls(float("nan"), float("nan"), float("nan"), 0)
+        loss = nll / count
+        return cls(loss, math.exp(loss) if loss < 700 else float("inf"), correct / count, int(count))
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@torch.no_grad()
+def evaluate_batches(objective, batches: list[Batch], device, reduce=None) -> EvalResult:
+    """Sum NLL, correct predictions and masked tokens over `batches`; `reduce` sums the three
+    across processes (Accelerator.reduce), so every process returns the same, global result."""
+    was_training = objective.training
+    objective.eval()
+    sums = torch.zeros(3, dtype=torch.float64, device=device)
+    for batch in batches:
+        b = batch.to(device)
+        nll, correct = objective(b.input_ids, b.attention_mask, b.labels)
+        sums += torch.stack([nll.double(), correct.double(), torch.tensor(float(b.n_masked), device=device, dtype=torch.float64)])
+    if reduce is not None:
+        sums = reduce(sums)
+    objective.train(was_training)
+    nll, correct, count = sums.tolist()
+    return EvalResult.from_sums(nll, correct, count)
+
+
+class MetricsLog:
+    """OUTPUT/metrics.jsonl: one JSON object per line, flushed as written."""
+
+    def __init__(self, path: Path, enabled: bool = True):
+        self.path = Path(path)
+        self.enabled = enabled
+
+    def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    def truncate_after(self, step: int) -> None:
+        """On resume: drop records from steps the checkpoint has not seen, and any torn last line."""
+        if not self.enabled or not self.path.exists():
+            return
+        kept = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if record.get("step", 0) <= step:
+                kept.append(line)
+        from .outputs import atomic_write_text
+
+        atomic_write_text(self.path, "".join(k + "\n" for k in kept))
+
+
+def read_metrics(path: Path) -> list[dict]:
+    records = []
+    if Path(path).exists():
+        for line in Path(path).read_text(encoding="utf-8").splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return records

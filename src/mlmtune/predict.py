@@ -1,0 +1,92 @@
+"""FillMask: load a masked LM once, then fill the masks of strings with top-k tokens and scores.
+
+Shared by `mlmtune predict`, `mlmtune serve`, the report and the Python API. `[MASK]` is accepted
+for any model and rewritten to the model's own mask token (`<mask>` for RoBERTa).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import torch
+
+from .errors import InputError
+from .modeling import load_masked_lm, load_tokenizer
+
+GENERIC_MASK = "[MASK]"
+
+
+@dataclass
+class Prediction:
+    token: str
+    score: float
+    token_id: int
+
+    def as_dict(self) -> dict:
+        return {"token": self.token, "score": self.score}
+
+
+class FillMask:
+    """`FillMask("runs/demo")(["The [MASK] is happy."], top_k=5)` -> one list of predictions per mask.
+
+    Thread-safe: one forward pass at a time (torch already uses every core for one).
+    """
+
+    def __init__(self, model: str, *, tokenizer: str | None = None, seed: int = 0, device: str | None = None):
+        self.name = model
+        self.tokenizer = load_tokenizer(model, tokenizer)
+        loaded = load_masked_lm(model, seed=seed)
+        self.grown_head = bool(loaded.new_parameters)  # predictions of an untrained head are noise
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = loaded.model.to(self.device).eval()
+        self.max_length = min(self.tokenizer.model_max_length, 4096)
+        self.batch_size = 32
+        self._lock = threading.Lock()
+
+    def normalise(self, text: str) -> str:
+        mask = self.tokenizer.mask_token
+        return text.replace(GENERIC_MASK, mask) if mask != GENERIC_MASK else text
+
+    def check(self, text: str) -> str:
+        text = self.normalise(text)
+        if self.tokenizer.mask_token not in text:
+            raise InputError(f"no mask token in {text[:60]!r}: write [MASK] where a word should be filled in")
+        return text
+
+    @torch.no_grad()
+    def __call__(self, texts: list[str], top_k: int = 5) -> list[list[list[Prediction]]]:
+        """texts -> per text, per mask (in order), the top_k predictions."""
+        vocab = len(self.tokenizer)
+        if not 1 <= top_k <= vocab:
+            raise InputError(f"top-k must be between 1 and the vocabulary size {vocab}, got {top_k}")
+        texts = [self.check(t) for t in texts]
+        if len(texts) > self.batch_size:
+            return [r for i in range(0, len(texts), self.batch_size) for r in self(texts[i:i + self.batch_size], top_k)]
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=self.max_length)
+        mask_id = self.tokenizer.mask_token_id
+        for i, text in enumerate(texts):
+            if not (enc["input_ids"][i] == mask_id).any():
+                raise InputError(f"the mask in {text[:60]!r} lies beyond the model's {self.max_length} tokens: shorten the text")
+        with self._lock:
+            logits = self.model(input_ids=enc["input_ids"].to(self.device),
+                                attention_mask=enc["attention_mask"].to(self.device)).logits.float()
+        k = min(top_k, logits.shape[-1])  # a tokenizer may count added tokens the head lacks
+        out = []
+        for i in range(len(texts)):
+            positions = (enc["input_ids"][i] == mask_id).nonzero().flatten().tolist()
+            probs = logits[i, positions].softmax(-1)  # (masks, V)
+            scores, ids = probs.topk(k, dim=-1)
+            out.append([
+                [Prediction(self.tokenizer.decode([t]).strip(), round(float(s), 6), int(t))
+                 for s, t in zip(row_s.tolist(), row_i.tolist())]
+                for row_s, row_i in zip(scores, ids)
+            ])
+        return out
+
+
+def fill_mask(model: str, texts: str | list[str], top_k: int = 5) -> list[list[list[dict]]]:
+    """Python API: per text (a single string gives just its list), per mask, top_k {"token", "score"} dicts."""
+    single = isinstance(texts, str)
+    result = [[[p.as_dict() for p in mask] for mask in text] for text in FillMask(model)([texts] if single else texts, top_k)]
+    return result[0] if single else result

@@ -1,0 +1,139 @@
+"""OUTPUT/report.html: loss and perplexity curves, the run's config and results, and fill-mask
+before/after for probe sentences. One self-contained file (plots embedded as PNG); the plot is
+also written to OUTPUT/curves.png.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+from .config import DEFAULT_PROBES
+from .errors import ConfigError
+from .metrics import read_metrics
+from .outputs import atomic_write_bytes, atomic_write_text
+
+
+def plot_curves(records: list[dict]) -> bytes:
+    """Training loss and eval perplexity against the optimizer step, as PNG bytes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [r for r in records if r.get("type") == "train"]
+    evals = [r for r in records if r.get("type") == "eval"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8), dpi=110)
+    ax1.plot([r["step"] for r in train], [r["loss"] for r in train], color="#2563eb", lw=1.6)
+    ax1.set(title="training loss (per masked token)", xlabel="optimizer step", ylabel="cross-entropy")
+    ax2.plot([r["step"] for r in evals], [r["perplexity"] for r in evals], "o-", color="#db2777", lw=1.6)
+    ax2.set(title="eval perplexity (fixed masks)", xlabel="optimizer step", ylabel="perplexity")
+    if evals and max(r["perplexity"] for r in evals) > 20 * min(r["perplexity"] for r in evals):
+        ax2.set_yscale("log")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _table(rows: list[tuple[str, str]]) -> str:
+    return "<table>" + "".join(
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows
+    ) + "</table>"
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:,.4g}" if abs(value) < 1e6 else f"{value:,.0f}"
+    return str(value)
+
+
+def _predictions_html(probes: list[str], tuned, base) -> str:
+    top_tuned = tuned(probes, top_k=5)
+    top_base = base(probes, top_k=5) if base is not None else None
+    parts = []
+    for i, probe in enumerate(probes):
+        for m, tuned_mask in enumerate(top_tuned[i]):
+            cols = [("before (" + html.escape(base.name) + ")", top_base[i][m])] if top_base else []
+            cols.append(("after (this run)", tuned_mask))
+            cells = "".join(
+                "<td><b>" + title + "</b><ol>" + "".join(
+                    f"<li>{html.escape(p.token)} <span>{p.score:.1%}</span></li>" for p in preds
+                ) + "</ol></td>"
+                for title, preds in cols
+            )
+            label = html.escape(probe) + (f" (mask {m + 1})" if len(top_tuned[i]) > 1 else "")
+            parts.append(f"<tr><th>{label}</th>{cells}</tr>")
+    return "<table class=preds>" + "".join(parts) + "</table>"
+
+
+def write_report(output_dir: str | Path, *, base_model: str | None = None, probes: list[str] | None = None,
+                 say=print) -> Path:
+    out = Path(output_dir)
+    if not (out / "run.json").is_file():
+        raise ConfigError(f"{out} holds no run.json: give a folder written by mlmtune train")
+    run = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    results = json.loads((out / "results.json").read_text()) if (out / "results.json").is_file() else {}
+    records = read_metrics(out / "metrics.jsonl")
+    config = run.get("config", {})
+    probes = probes or config.get("probe") or DEFAULT_PROBES
+    base_model = base_model or config.get("model")
+
+    png = plot_curves(records)
+    atomic_write_bytes(out / "curves.png", png)
+
+    predictions = "<p>No model in this folder yet (training has not finished).</p>"
+    if (out / "config.json").is_file():
+        from .predict import FillMask
+
+        tuned = FillMask(str(out))
+        base = FillMask(base_model) if base_model else None
+        predictions = _predictions_html(probes, tuned, base)
+        if base is not None and base.grown_head:
+            predictions += (f"<p class=note>{html.escape(base_model)} has no MLM head: its column shows a "
+                            "freshly initialised head, which is what training started from.</p>")
+
+    evals = [r for r in records if r.get("type") == "eval"]
+    headline = ""
+    if len(evals) >= 2:
+        first, last = evals[0]["perplexity"], evals[-1]["perplexity"]
+        headline = (f"<p class=headline>eval perplexity <b>{first:,.1f}</b> &rarr; <b>{last:,.1f}</b> "
+                    f"({first / last:,.1f}&times; lower)</p>")
+    page = f"""<!doctype html>
+<html lang=en><head><meta charset=utf-8><title>mlmtune report: {html.escape(out.name)}</title>
+<style>
+body {{ font: 15px/1.5 system-ui, sans-serif; max-width: 1100px; margin: 2rem auto; padding: 0 1rem; color: #1f2937; }}
+h1 {{ font-size: 1.5rem; }} h2 {{ font-size: 1.15rem; margin-top: 2rem; border-bottom: 1px solid #e5e7eb; }}
+table {{ border-collapse: collapse; }} th, td {{ text-align: left; padding: .25rem .8rem .25rem 0; vertical-align: top; }}
+th {{ font-weight: 600; color: #374151; }} .headline {{ font-size: 1.2rem; }}
+.preds td {{ min-width: 14rem; }} .preds ol {{ margin: .2rem 0; padding-left: 1.3rem; }} .preds span {{ color: #6b7280; }}
+.note {{ color: #6b7280; font-size: .9rem; }} img {{ max-width: 100%; }}
+.cols {{ display: flex; gap: 3rem; flex-wrap: wrap; }}
+</style></head><body>
+<h1>mlmtune report: {html.escape(str(out))}</h1>
+{headline}
+<img alt="training loss and eval perplexity" src="data:image/png;base64,{base64.b64encode(png).decode()}">
+<h2>Fill-mask before and after</h2>
+{predictions}
+<div class=cols><div><h2>Results</h2>
+{_table([(k, _fmt(v)) for k, v in results.items()])}
+<h2>Data</h2>
+{_table(list(run.get("data", {}).items()) + [("processes", run.get("processes")), ("device", run.get("device"))])}
+</div><div><h2>Config</h2>
+{_table([(k, ", ".join(v) if isinstance(v, list) else v) for k, v in config.items()])}
+<h2>Versions</h2>
+{_table(list(run.get("versions", {}).items()))}
+</div></div>
+</body></html>
+"""
+    path = out / "report.html"
+    atomic_write_text(path, page)
+    say(f"wrote {path}")
+    return path

@@ -1,0 +1,371 @@
+"""`mlmtune train`: fit(config) -> results. The one training loop.
+
+Setup runs in an order that matters: validate everything and read the data *before* the output
+folder is touched (bad input leaves nothing behind), then build model, optimizer and schedule,
+hand them to Accelerate, and only then restore a checkpoint (load_state needs prepared objects).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+import signal
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+from .batching import Batch, epoch_order, eval_batches, make_batch, process_batches
+from .checkpoints import complete_checkpoints, load_checkpoint, save_checkpoint
+from .chunking import Splits, splits_from_config
+from .config import Config, build_config, resume_mismatch, validate
+from .errors import CheckpointError, ConfigError, Interrupted, TrainingError
+from .masking import Masker, MaskingSpec
+from .metrics import EvalResult, MetricsLog, evaluate_batches
+from .modeling import (MaskedLMObjective, load_masked_lm, load_tokenizer, max_positions,
+                       resolve_precision)
+from .outputs import atomic_write_json, check_output_dir, clear_output_dir, save_model, versions
+
+SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+def make_accelerator(cfg: Config, output_dir: Path | None = None):
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration
+
+    tracker = None if cfg.report_to == "none" or output_dir is None else cfg.report_to
+    return Accelerator(
+        mixed_precision=resolve_precision(cfg.precision),
+        # The schedule counts optimizer steps of the whole job; by default Accelerate would step it
+        # once per process per step.
+        step_scheduler_with_optimizer=False,
+        log_with=tracker,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir))
+        if output_dir is not None else None,
+    )
+
+
+def build_optimizer(model: torch.nn.Module, *, lr: float, head_lr: float, weight_decay: float,
+                    new_parameters: list[str]) -> torch.optim.Optimizer:
+    """AdamW in four groups: pretrained/new x decayed/not. Biases and norm weights (ndim < 2) never decay;
+    parameters the checkpoint lacked (a grown head) learn at head_lr."""
+    new = set(new_parameters)
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            groups.setdefault((name in new, p.ndim >= 2), []).append(p)
+    param_groups = [
+        {"params": ps, "lr": head_lr if is_new else lr, "weight_decay": weight_decay if decays else 0.0}
+        for (is_new, decays), ps in sorted(groups.items())
+    ]
+    fused = {"fused": True} if all(p.device.type in ("cpu", "cuda") for p in model.parameters()) else {}
+    try:
+        return torch.optim.AdamW(param_groups, lr=lr, **fused)
+    except (RuntimeError, TypeError):  # fused kernels missing for this device or dtype
+        return torch.optim.AdamW(param_groups, lr=lr, foreach=True)
+
+
+class StopFlag:
+    """SIGINT/SIGTERM ask the loop to stop after the current step; a second SIGINT stops at once."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in SIGNAL_EXIT:
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (e.g. called from a server): no handlers
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def peak_rss_mb() -> float:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+
+
+def fit(cfg: Config) -> dict:
+    validate(cfg)
+    out = Path(cfg.output_dir)
+    check_output_dir(out, overwrite=cfg.overwrite, resume=cfg.resume)
+    resume_from = _checkpoint_to_resume(cfg, out) if cfg.resume else None
+
+    accelerator = make_accelerator(cfg, out)
+    main = accelerator.is_main_process
+    say = accelerator.print
+    world = accelerator.num_processes
+
+    # --- data: read, split, cut; every process does the same deterministic work
+    tokenizer = load_tokenizer(cfg.model, cfg.tokenizer)
+    limit = max_positions(cfg.model, tokenizer)
+    splits = splits_from_config(cfg, tokenizer, limit)
+    micro_per_epoch = len(splits.train) // (cfg.batch_size * world)
+    steps_per_epoch = micro_per_epoch // cfg.gradient_accumulation_steps
+    if steps_per_epoch == 0 and not cfg.streaming:
+        raise ConfigError(
+            f"{len(splits.train)} training examples make no full optimizer step of "
+            f"{cfg.batch_size} x {world} processes x {cfg.gradient_accumulation_steps} accumulation: "
+            "lower --batch-size or add text"
+        )
+    total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
+    warmup = cfg.warmup_steps or math.ceil(cfg.warmup_ratio * total_steps)
+
+    # --- model, optimizer, schedule
+    loaded = load_masked_lm(cfg.model, seed=cfg.seed)
+    if loaded.new_parameters:
+        say(f"note: {cfg.model} has no MLM head; created one ({len(loaded.new_parameters)} new tensors, "
+            f"decoder tied to the word embeddings), trained at --head-lr {cfg.head_lr:g}")
+    objective = MaskedLMObjective(loaded.model)
+    optimizer = build_optimizer(objective.model, lr=cfg.lr, head_lr=cfg.head_lr,
+                                weight_decay=cfg.weight_decay, new_parameters=loaded.new_parameters)
+    from transformers import get_scheduler
+
+    scheduler = get_scheduler("linear", optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
+    if cfg.compile:
+        objective = torch.compile(objective)
+
+    # --- nothing was written until here; now the output folder is ours
+    if main:
+        if cfg.overwrite:
+            clear_output_dir(out)
+        out.mkdir(parents=True, exist_ok=True)
+        if not cfg.resume:
+            atomic_write_json(out / "run.json", run_record(cfg, accelerator, splits, loaded.new_parameters,
+                                                           total_steps, steps_per_epoch))
+    accelerator.wait_for_everyone()
+    objective, optimizer, scheduler = accelerator.prepare(objective, optimizer, scheduler)
+    if cfg.report_to != "none":
+        accelerator.init_trackers(out.name, config=_flat_for_tracker(cfg))
+
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    multiple = 8 if cfg.line_by_line else 1
+    train_masker = Masker(tokenizer, MaskingSpec(cfg.mlm_probability, cfg.mask_replace_prob,
+                                                 cfg.random_replace_prob, cfg.whole_word_mask))
+    eval_masker = Masker(tokenizer, MaskingSpec(cfg.eval_mlm_probability, cfg.mask_replace_prob,
+                                                cfg.random_replace_prob, cfg.whole_word_mask))
+    eval_set = eval_batches(splits.eval, eval_masker, seed=cfg.seed, batch_size=cfg.eval_batch_size or 2 * cfg.batch_size,
+                            pad_id=pad_id, pad_to_multiple_of=multiple,
+                            rank=accelerator.process_index, world=world)
+    metrics = MetricsLog(out / "metrics.jsonl", enabled=main)
+    device = accelerator.device
+
+    def evaluate(step: int, epoch: float) -> EvalResult:
+        t0 = time.perf_counter()
+        result = evaluate_batches(objective, eval_set, device, reduce=lambda t: accelerator.reduce(t, "sum"))
+        record = {"type": "eval", "step": step, "epoch": round(epoch, 4), **result.as_dict(),
+                  "seconds": round(time.perf_counter() - t0, 3)}
+        metrics.write(record)
+        if cfg.report_to != "none":
+            accelerator.log({"eval/perplexity": result.perplexity, "eval/accuracy": result.accuracy}, step=step)
+        when = "before training" if step == 0 else f"step {step} (epoch {epoch:.2f})"
+        say(f"eval {when}: perplexity {result.perplexity:,.2f}, accuracy {result.accuracy:.1%} "
+            f"on {result.masked_tokens:,} masked tokens")
+        return result
+
+    # --- resume or baseline
+    counters = {"tokens": 0, "train_seconds": 0.0, "eval_seconds": 0.0, "baseline_perplexity": None}
+    start = 0
+    last_eval = None
+    if resume_from is not None:
+        state = load_checkpoint(accelerator, resume_from)
+        start = int(state["step"])
+        counters.update({k: state.get(k, v) for k, v in counters.items()})
+        metrics.truncate_after(start)
+        say(f"resumed from {resume_from} at step {start} of {total_steps}")
+    else:
+        t0 = time.perf_counter()
+        last_eval = evaluate(0, 0.0)
+        counters["eval_seconds"] += time.perf_counter() - t0
+        counters["baseline_perplexity"] = last_eval.perplexity
+
+    def micro_batches(first_step: int):
+        """This process's micro-batches from optimizer step `first_step` on, epoch after epoch."""
+        usable = steps_per_epoch * cfg.gradient_accumulation_steps
+        epoch, skip = divmod(first_step, steps_per_epoch)
+        lengths = splits.train.lengths if cfg.line_by_line else None
+        while True:
+            order = epoch_order(len(splits.train), seed=cfg.seed, epoch=epoch, lengths=lengths,
+                                global_batch=cfg.batch_size * world)
+            mine = process_batches(order, batch_size=cfg.batch_size, rank=accelerator.process_index, world=world)
+            for indices in mine[skip * cfg.gradient_accumulation_steps:usable]:
+                yield make_batch(splits.train, indices, train_masker, seed=cfg.seed, stream=epoch,
+                                 pad_id=pad_id, pad_to_multiple_of=multiple)
+            epoch, skip = epoch + 1, 0
+
+    def checkpoint(step: int) -> Path:
+        return save_checkpoint(accelerator, out, step, {**counters, "config": cfg.to_dict()}, cfg.keep_checkpoints)
+
+    from tqdm.auto import tqdm
+
+    data = micro_batches(start)
+    bar = tqdm(total=total_steps, initial=start, disable=not main, desc="train", unit="step", dynamic_ncols=True)
+    window = {"nll": 0.0, "masked": 0, "tokens": 0, "seconds": 0.0}
+    objective.train()
+    with StopFlag() as stop:
+        for step in range(start + 1, total_steps + 1):
+            t0 = time.perf_counter()
+            # 1) one optimizer step = `accum` micro-batches. The loss is normalised by the masked
+            #    tokens of all of them on all processes, so it does not depend on how the global
+            #    batch is split; DDP averages gradients over processes, hence the `* world`.
+            micro: list[Batch] = [next(data) for _ in range(cfg.gradient_accumulation_steps)]
+            n_masked = accelerator.reduce(torch.tensor(float(sum(b.n_masked for b in micro)), device=device), "sum")
+            step_nll = torch.zeros((), device=device)
+            for i, b in enumerate(micro):
+                b = b.to(device)
+                last = i == len(micro) - 1
+                with nullcontext() if last else accelerator.no_sync(objective):  # sync grads once per step
+                    nll, _ = objective(b.input_ids, b.attention_mask, b.labels)
+                    accelerator.backward(nll * world / n_masked.clamp(min=1))
+                step_nll += nll.detach()
+            # 2) agree on the step's loss and on stopping (a signal may reach one process only)
+            flags = accelerator.reduce(torch.stack([step_nll.float(), torch.tensor(float(stop.signum or 0), device=device)]), "sum")
+            nll_sum, stop_requested = float(flags[0]), bool(flags[1] > 0)
+            if not math.isfinite(nll_sum):
+                optimizer.zero_grad(set_to_none=True)
+                kept = complete_checkpoints(out)
+                where = f"the last good checkpoint is {kept[-1]}" if kept else "no checkpoint was saved"
+                raise TrainingError(f"loss is {nll_sum} at step {step}; {where}: lower --lr or --head-lr, or use --precision fp32")
+            # 3) clip, step, schedule
+            if cfg.max_grad_norm:
+                accelerator.clip_grad_norm_(objective.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            # 4) account and log
+            dt = time.perf_counter() - t0
+            tokens = sum(b.n_tokens for b in micro) * world
+            counters["tokens"] += tokens
+            counters["train_seconds"] += dt
+            window["nll"] += nll_sum
+            window["masked"] += int(n_masked)
+            window["tokens"] += tokens
+            window["seconds"] += dt
+            epoch = step / max(steps_per_epoch, 1)
+            bar.update(1)
+            if step % cfg.log_every == 0 or step == total_steps:
+                loss = window["nll"] / max(window["masked"], 1)
+                tps = window["tokens"] / max(window["seconds"], 1e-9)
+                bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}")
+                metrics.write({"type": "train", "step": step, "epoch": round(epoch, 4), "loss": loss,
+                               "lr": scheduler.get_last_lr()[0], "tokens_per_second": tps,
+                               "masked_tokens": window["masked"]})
+                if cfg.report_to != "none":
+                    accelerator.log({"train/loss": loss, "train/tokens_per_second": tps}, step=step)
+                window = {"nll": 0.0, "masked": 0, "tokens": 0, "seconds": 0.0}
+            # 5) evaluate and checkpoint when due
+            epoch_end = steps_per_epoch > 0 and step % steps_per_epoch == 0
+            if epoch_end or step == total_steps or (cfg.eval_every and step % cfg.eval_every == 0):
+                t1 = time.perf_counter()
+                bar.clear()
+                last_eval = evaluate(step, epoch)
+                counters["eval_seconds"] += time.perf_counter() - t1
+            if stop_requested or epoch_end or (cfg.save_every and step % cfg.save_every == 0):
+                path = checkpoint(step)
+            if stop_requested:
+                bar.close()
+                signum = signal.SIGTERM if (stop.signum or signal.SIGTERM) == signal.SIGTERM else signal.SIGINT
+                raise Interrupted(
+                    f"stopped by {signal.Signals(signum).name} after step {step}; checkpoint saved in {path}. "
+                    f"Resume with: mlmtune train --config {out / 'run.json'} --resume",
+                    SIGNAL_EXIT[signum],
+                )
+    bar.close()
+
+    # --- the final model, in the standard layout, and the figures
+    if last_eval is None or start == total_steps:
+        last_eval = evaluate(total_steps, total_steps / max(steps_per_epoch, 1))
+    state_dict = accelerator.get_state_dict(objective)
+    results = {
+        "steps": total_steps,
+        "train_tokens": counters["tokens"],
+        "train_seconds": round(counters["train_seconds"], 3),
+        "train_tokens_per_second": counters["tokens"] / max(counters["train_seconds"], 1e-9),
+        "eval_seconds": round(counters["eval_seconds"], 3),
+        "baseline_perplexity": counters["baseline_perplexity"],
+        "eval_perplexity": last_eval.perplexity,
+        "eval_accuracy": last_eval.accuracy,
+        "eval_masked_tokens": last_eval.masked_tokens,
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "processes": world,
+        "precision": accelerator.mixed_precision,
+    }
+    if main:
+        inner = accelerator.unwrap_model(objective)
+        inner = getattr(inner, "_orig_mod", inner)  # torch.compile wrapper
+        prefix = "model."
+        model_state = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)} if state_dict else None
+        save_model(inner.model, tokenizer, out, state_dict=model_state)
+        atomic_write_json(out / "results.json", results)
+        say(f"saved the model to {out} (pipeline('fill-mask', model='{out}') loads it)")
+    accelerator.wait_for_everyone()
+    if cfg.report_to != "none":
+        accelerator.end_training()
+    if main and cfg.report:
+        from .report import write_report
+
+        write_report(out, base_model=cfg.model, probes=cfg.probe, say=say)
+    _shutdown(accelerator)
+    return results
+
+
+def _checkpoint_to_resume(cfg: Config, out: Path) -> Path:
+    import json
+
+    saved = json.loads((out / "run.json").read_text(encoding="utf-8")).get("config", {})
+    problem = resume_mismatch(saved, cfg)
+    if problem:
+        raise ConfigError(f"--resume needs the config of the run in {out}: {problem}; "
+                          f"resume with --config {out / 'run.json'} --resume")
+    found = complete_checkpoints(out)
+    if not found:
+        raise CheckpointError(f"--resume: {out} has no complete checkpoint: start again with --overwrite "
+                              "(use --save-every N to save checkpoints more often)")
+    return found[-1]
+
+
+def run_record(cfg: Config, accelerator, splits: Splits, new_parameters: list[str], total_steps: int,
+               steps_per_epoch: int) -> dict:
+    return {
+        "config": cfg.to_dict(),
+        "versions": versions(),
+        "processes": accelerator.num_processes,
+        "device": str(accelerator.device),
+        "mixed_precision": accelerator.mixed_precision,
+        "data": splits.summary(),
+        "new_parameters": new_parameters,
+        "total_steps": total_steps,
+        "steps_per_epoch": steps_per_epoch,
+        "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def _flat_for_tracker(cfg: Config) -> dict:
+    return {k: (", ".join(v) if isinstance(v, list) else v) for k, v in cfg.to_dict().items() if v is not None}
+
+
+def _shutdown(accelerator) -> None:
+    """Leave the process group cleanly, so torchrun's workers exit without an abort."""
+    if accelerator.num_processes > 1 and torch.distributed.is_initialized():
+        accelerator.wait_for_everyone()
+        torch.distributed.destroy_process_group()
+
+
+def train(config: Config | dict | None = None, **overrides) -> dict:
+    """Python API: `mlmtune.train(model="minilm", data=["bbc-news"], max_steps=100)`."""
+    base = config.to_dict() if isinstance(config, Config) else dict(config or {})
+    return fit(build_config(base, overrides))

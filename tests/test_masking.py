@@ -1,0 +1,127 @@
+import numpy as np
+import pytest
+import torch
+
+from mlmtune.masking import IGNORE_INDEX, Masker, MaskingSpec
+
+
+def _batch(tokenizer, rows=64, length=128, seed=0):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(2000, 20000, size=(rows, length))
+    ids[:, 0] = tokenizer.cls_token_id
+    lengths = rng.integers(length // 2, length + 1, size=rows)
+    attention = np.arange(length)[None, :] < lengths[:, None]
+    ids[np.arange(rows), lengths - 1] = tokenizer.sep_token_id
+    ids[~attention] = tokenizer.pad_token_id
+    return ids, attention
+
+
+def test_never_masks_special_or_pad_tokens(tokenizer):
+    ids, attention = _batch(tokenizer)
+    masker = Masker(tokenizer, MaskingSpec(probability=0.9))
+    for stream in range(5):
+        corrupted, labels = masker(ids, attention, np.arange(len(ids)), seed=0, stream=stream)
+        special = np.isin(ids, tokenizer.all_special_ids) | ~attention
+        assert (labels[special] == IGNORE_INDEX).all()
+        assert (corrupted[special] == ids[special]).all()
+
+
+def test_rates_match_15_percent_and_80_10_10(tokenizer):
+    ids, attention = _batch(tokenizer, rows=256)
+    masker = Masker(tokenizer, MaskingSpec())
+    maskable = ~(np.isin(ids, tokenizer.all_special_ids) | ~attention)
+    chosen = masked = random = kept = total = 0
+    for stream in range(20):
+        corrupted, labels = masker(ids, attention, np.arange(len(ids)), seed=7, stream=stream)
+        c = labels != IGNORE_INDEX
+        chosen += c.sum()
+        total += maskable.sum()
+        masked += (corrupted[c] == tokenizer.mask_token_id).sum()
+        kept += (corrupted[c] == ids[c]).sum()
+        random += ((corrupted[c] != ids[c]) & (corrupted[c] != tokenizer.mask_token_id)).sum()
+    assert abs(chosen / total - 0.15) < 0.003
+    assert abs(masked / chosen - 0.8) < 0.01
+    assert abs(random / chosen - 0.1) < 0.008
+    assert abs(kept / chosen - 0.1) < 0.008  # includes random draws of the same token (~1e-5)
+
+
+def test_random_replacements_are_never_special(tokenizer):
+    ids, attention = _batch(tokenizer)
+    masker = Masker(tokenizer, MaskingSpec(probability=0.5, mask_replace_prob=0.0, random_replace_prob=1.0))
+    corrupted, labels = masker(ids, attention, np.arange(len(ids)), seed=1, stream=0)
+    replaced = corrupted[labels != IGNORE_INDEX]
+    assert not np.isin(replaced, tokenizer.all_special_ids).any()
+    assert len(np.unique(replaced)) > 1000  # spread over the vocabulary
+
+
+def test_masks_depend_only_on_seed_stream_and_example(tokenizer):
+    ids, attention = _batch(tokenizer, rows=8)
+    masker = Masker(tokenizer, MaskingSpec())
+    a = masker(ids, attention, np.arange(8), seed=3, stream=0)
+    b = masker(ids, attention, np.arange(8), seed=3, stream=0)
+    # the same examples in another batch composition get the same masks
+    half = masker(ids[4:], attention[4:], np.arange(4, 8), seed=3, stream=0)
+    other_epoch = masker(ids, attention, np.arange(8), seed=3, stream=1)
+    other_seed = masker(ids, attention, np.arange(8), seed=4, stream=0)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert np.array_equal(a[1][4:], half[1])
+    assert not np.array_equal(a[1], other_epoch[1])
+    assert not np.array_equal(a[1], other_seed[1])
+
+
+def test_inputs_are_not_modified(tokenizer):
+    ids, attention = _batch(tokenizer, rows=4)
+    before = ids.copy()
+    Masker(tokenizer, MaskingSpec())(ids, attention, np.arange(4), seed=0, stream=0)
+    assert np.array_equal(ids, before)
+
+
+def test_whole_words_are_never_split(tokenizer):
+    text = "unbelievably tokenization of extraordinarily hyperparameterized transformers " * 6
+    enc = tokenizer([text] * 32)
+    ids = np.array(enc["input_ids"])
+    words = np.array([[-1 if w is None else w for w in enc.word_ids(i)] for i in range(32)])
+    attention = np.ones_like(ids, bool)
+    masker = Masker(tokenizer, MaskingSpec(probability=0.3, whole_word=True))
+    share = []
+    for stream in range(10):
+        _, labels = masker(ids, attention, np.arange(32), seed=0, stream=stream, word_ids=words)
+        chosen = labels != IGNORE_INDEX
+        for row in range(32):
+            for w in np.unique(words[row][words[row] >= 0]):
+                pieces = chosen[row][words[row] == w]
+                assert pieces.all() or not pieces.any()
+        share.append(chosen[:, 1:-1].mean())
+    assert abs(np.mean(share) - 0.3) < 0.03
+
+
+def test_whole_word_mask_needs_word_ids(tokenizer):
+    ids, attention = _batch(tokenizer, rows=2)
+    with pytest.raises(Exception, match="word ids"):
+        Masker(tokenizer, MaskingSpec(whole_word=True))(ids, attention, np.arange(2), seed=0, stream=0)
+
+
+def test_rates_agree_with_transformers_collator(tokenizer):
+    """Same choice, [MASK] and random rates as DataCollatorForLanguageModeling, within sampling error."""
+    from transformers import DataCollatorForLanguageModeling
+
+    ids, attention = _batch(tokenizer, rows=256)
+    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15, seed=0)
+    torch.manual_seed(0)
+    features = [{"input_ids": row[a].tolist()} for row, a in zip(ids, attention)]
+    ours = Masker(tokenizer, MaskingSpec())
+
+    def rates(corrupted, labels, original):
+        c = labels != IGNORE_INDEX
+        maskable = ~np.isin(original, tokenizer.all_special_ids)
+        return np.array([c.sum() / maskable.sum(), (corrupted[c] == tokenizer.mask_token_id).mean()])
+
+    theirs_rates, ours_rates = [], []
+    for stream in range(5):
+        out = collator(features)
+        padded = out["input_ids"].numpy()
+        original = np.where(out["labels"].numpy() != IGNORE_INDEX, out["labels"].numpy(), padded)
+        theirs_rates.append(rates(padded, out["labels"].numpy(), original))
+        c, l = ours(ids, attention, np.arange(len(ids)), seed=0, stream=stream)
+        ours_rates.append(rates(c, l, np.where(attention, ids, tokenizer.pad_token_id)))
+    assert np.allclose(np.mean(theirs_rates, 0), np.mean(ours_rates, 0), atol=0.01)

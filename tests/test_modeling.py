@@ -1,0 +1,74 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mlmtune.errors import ModelError
+from mlmtune.modeling import MaskedLMObjective, load_masked_lm, load_tokenizer, max_positions
+
+
+def _tiny(kind: str):
+    from transformers import (BertConfig, BertForMaskedLM, DistilBertConfig, DistilBertForMaskedLM,
+                              RobertaConfig, RobertaForMaskedLM)
+
+    torch.manual_seed(0)
+    if kind == "bert":
+        return BertForMaskedLM(BertConfig(vocab_size=500, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                          intermediate_size=64, max_position_embeddings=64))
+    if kind == "roberta":
+        return RobertaForMaskedLM(RobertaConfig(vocab_size=500, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                                intermediate_size=64, max_position_embeddings=66, pad_token_id=1))
+    return DistilBertForMaskedLM(DistilBertConfig(vocab_size=500, dim=32, n_layers=2, n_heads=2, hidden_dim=64,
+                                                  max_position_embeddings=64))
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta", "distilbert"])
+def test_masked_only_head_gives_the_full_loss(kind):
+    model = _tiny(kind).eval()
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(5, 500, (4, 24), generator=g)
+    attention = torch.ones_like(ids)
+    attention[2, 18:] = 0
+    labels = torch.where(torch.rand(ids.shape, generator=g) < 0.2, ids, torch.full_like(ids, -100))
+    labels[attention == 0] = -100
+    sparse = MaskedLMObjective(model)
+    assert sparse.head is not None
+    nll, correct = sparse(ids, attention, labels)
+    full = model(input_ids=ids, attention_mask=attention).logits
+    expected = F.cross_entropy(full.view(-1, full.shape[-1]), labels.view(-1), reduction="sum", ignore_index=-100)
+    assert torch.allclose(nll, expected, rtol=1e-5, atol=1e-5)
+    picked = labels != -100
+    assert int(correct) == int((full[picked].argmax(-1) == labels[picked]).sum())
+    # and the gradients agree
+    model.zero_grad()
+    nll.backward()
+    g_sparse = model.get_input_embeddings().weight.grad.clone()
+    model.zero_grad()
+    full2 = model(input_ids=ids, attention_mask=attention).logits
+    F.cross_entropy(full2.view(-1, full2.shape[-1]), labels.view(-1), reduction="sum").backward()
+    assert torch.allclose(g_sparse, model.get_input_embeddings().weight.grad, atol=1e-5)
+
+
+def test_an_encoder_without_head_gets_a_new_tied_head(tiny_encoder):
+    a = load_masked_lm(tiny_encoder, seed=3)
+    b = load_masked_lm(tiny_encoder, seed=3)
+    assert a.new_parameters and all(n.startswith("cls.") for n in a.new_parameters)
+    assert a.model.cls.predictions.decoder.weight is a.model.bert.embeddings.word_embeddings.weight
+    for name in a.new_parameters:  # a grown head is reproducible from the seed
+        assert torch.equal(dict(a.model.named_parameters())[name], dict(b.model.named_parameters())[name])
+
+
+def test_a_complete_mlm_has_no_new_parameters(tiny_bert):
+    assert load_masked_lm(tiny_bert).new_parameters == []
+
+
+def test_folder_without_tokenizer_is_a_model_error(tmp_path, tiny_bert):
+    import shutil
+
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(f"{tiny_bert}/{name}", tmp_path / name)
+    with pytest.raises(ModelError, match="tokenizer"):
+        load_tokenizer(str(tmp_path))
+
+
+def test_max_positions_is_the_smaller_limit(tiny_bert, tokenizer):
+    assert max_positions(tiny_bert, tokenizer) == 128

@@ -1,0 +1,75 @@
+"""End to end on tiny models: loss falls, the output folder is complete and loads in pipeline()."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from mlmtune.config import build_config
+from mlmtune.metrics import read_metrics
+from mlmtune.train import fit
+
+
+def tiny_run(model, data, out, **extra):
+    values = dict(model=model, data=[data], output_dir=str(out), chunk_size=64, batch_size=8, eval_size=40,
+                  lr=3e-3, head_lr=3e-3, max_steps=30, log_every=5, report=False, precision="fp32", seed=0)
+    values.update(extra)
+    return build_config(values)
+
+
+def test_training_lowers_eval_perplexity_and_writes_a_complete_folder(tiny_bert, news_folder, tmp_path):
+    out = tmp_path / "run"
+    results = fit(tiny_run(tiny_bert, news_folder, out))
+    records = read_metrics(out / "metrics.jsonl")
+    evals = [r for r in records if r["type"] == "eval"]
+    trains = [r for r in records if r["type"] == "train"]
+    assert evals[0]["step"] == 0 and evals[-1]["step"] == 30
+    assert evals[-1]["perplexity"] < 0.5 * evals[0]["perplexity"]
+    assert trains[-1]["loss"] < trains[0]["loss"]
+    assert all(r["tokens_per_second"] > 0 for r in trains)
+    assert evals[0]["masked_tokens"] == evals[-1]["masked_tokens"]  # the same fixed masks
+    assert math.isclose(results["eval_perplexity"], evals[-1]["perplexity"])
+    for key in ("train_tokens_per_second", "train_seconds", "steps", "eval_perplexity", "eval_accuracy", "peak_rss_mb"):
+        assert key in json.loads((out / "results.json").read_text())
+    run = json.loads((out / "run.json").read_text())
+    assert run["config"]["model"] == tiny_bert and run["processes"] == 1 and "transformers" in run["versions"]
+    assert not list(out.glob(".*"))  # no temporary files left behind
+
+
+def test_saved_folder_loads_in_fill_mask_pipeline(tiny_bert, news_folder, tmp_path):
+    from transformers import pipeline
+
+    out = tmp_path / "run"
+    fit(tiny_run(tiny_bert, news_folder, out, max_steps=5))
+    fill = pipeline("fill-mask", model=str(out), device="cpu")
+    preds = fill("The [MASK] is happy.", top_k=3)
+    assert len(preds) == 3 and all("token_str" in p for p in preds)
+
+
+def test_same_seed_same_run(tiny_encoder, news_folder, tmp_path):
+    a = fit(tiny_run(tiny_encoder, news_folder, tmp_path / "a", max_steps=6))
+    b = fit(tiny_run(tiny_encoder, news_folder, tmp_path / "b", max_steps=6))
+    assert a["eval_perplexity"] == b["eval_perplexity"]
+
+
+def test_evaluate_scores_the_runs_eval_set(tiny_bert, news_folder, tmp_path):
+    from mlmtune.evaluate import evaluate
+
+    out = tmp_path / "run"
+    results = fit(tiny_run(tiny_bert, news_folder, out, max_steps=4))
+    again = evaluate(str(out), news_folder, chunk_size=64, eval_size=40, seed=0, precision="fp32")
+    assert again.perplexity == pytest.approx(results["eval_perplexity"], rel=1e-5)
+
+
+def test_refuses_an_output_folder_of_another_run(tiny_bert, news_folder, tmp_path):
+    from mlmtune.errors import ConfigError
+
+    out = tmp_path / "run"
+    fit(tiny_run(tiny_bert, news_folder, out, max_steps=2))
+    before = (out / "run.json").read_text()
+    with pytest.raises(ConfigError, match="--overwrite"):
+        fit(tiny_run(tiny_bert, news_folder, out, max_steps=2))
+    assert (out / "run.json").read_text() == before
+    fit(tiny_run(tiny_bert, news_folder, out, max_steps=3, overwrite=True))
+    assert json.loads((out / "results.json").read_text())["steps"] == 3
