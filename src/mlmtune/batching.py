@@ -34,11 +34,13 @@ class Batch:
 
 
 def make_batch(blocks: Blocks, indices: np.ndarray, masker: Masker, *, seed: int, stream: int,
-               pad_id: int, pad_to_multiple_of: int = 1) -> Batch:
-    """Pad, mask and tensorise the examples at `indices`; the masks depend on their indices, not on the batch."""
+               pad_id: int, pad_to_multiple_of: int = 1, sample_ids: np.ndarray | None = None) -> Batch:
+    """Pad, mask and tensorise the examples at `indices`. Their masks depend on their ids (`indices`
+    unless `sample_ids` is given), not on the batch they are in."""
     padded = blocks.batch(indices, pad_id, pad_to_multiple_of)
     attention = padded["attention_mask"]
-    corrupted, labels = masker(padded["input_ids"], attention, np.asarray(indices), seed=seed, stream=stream,
+    ids = np.asarray(indices if sample_ids is None else sample_ids)
+    corrupted, labels = masker(padded["input_ids"], attention, ids, seed=seed, stream=stream,
                                word_ids=padded["word_ids"] if masker.spec.whole_word else None)
     n_masked = int((labels != IGNORE_INDEX).sum())
     return Batch(torch.from_numpy(corrupted), torch.from_numpy(attention.astype(np.int64)),

@@ -9,6 +9,7 @@ named step-N is always whole; a kill mid-save leaves only a temporary folder, wh
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 from pathlib import Path
@@ -43,7 +44,14 @@ def save_checkpoint(accelerator, output_dir: Path, step: int, state: dict, keep:
         root.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp), safe_serialization=True)
+    # Tied decoder/embedding weights are stored once; Accelerate warns about that on every save.
+    other = logging.getLogger("accelerate.utils.other")
+    level = other.level
+    other.setLevel(logging.ERROR)
+    try:
+        accelerator.save_state(str(tmp), safe_serialization=True)
+    finally:
+        other.setLevel(level)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         atomic_write_json(tmp / STATE_FILE, {**state, "step": step})  # written last: marks it complete

@@ -79,7 +79,8 @@ def concat_blocks(parts: list[Blocks]) -> Blocks:
     )
 
 
-def tokenize(texts: list[str], tokenizer, *, truncate_to: int | None = None, batch_size: int = 1000) -> Blocks:
+def tokenize(texts: list[str], tokenizer, *, truncate_to: int | None = None, batch_size: int = 1000,
+             progress: bool = True) -> Blocks:
     """One sequence per text, with special tokens, through the fast tokenizer in batched `datasets.map`."""
     import datasets
 
@@ -101,10 +102,17 @@ def tokenize(texts: list[str], tokenizer, *, truncate_to: int | None = None, bat
         "input_ids": datasets.List(datasets.Value("int32")),
         "word_ids": datasets.List(datasets.Value("int32")),
     })
-    ds = datasets.Dataset.from_dict({"text": texts}).map(
-        encode, batched=True, batch_size=batch_size, remove_columns=["text"], features=features,
-        keep_in_memory=True, desc="tokenizing",
-    )
+    shown = datasets.is_progress_bar_enabled()
+    if not progress:
+        datasets.disable_progress_bars()
+    try:
+        ds = datasets.Dataset.from_dict({"text": texts}).map(
+            encode, batched=True, batch_size=batch_size, remove_columns=["text"], features=features,
+            keep_in_memory=True, desc="tokenizing",
+        )
+    finally:
+        if shown:
+            datasets.enable_progress_bars()
     if len(ds) == 0:
         return Blocks(np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(1, np.int64))
     ids = ds.data.column("input_ids").combine_chunks()
@@ -187,9 +195,10 @@ def prepare(documents: Documents, tokenizer, *, chunk_size: int = 128, line_by_l
 
     unit = "lines" if line_by_line else f"blocks of {chunk_size} tokens"
     if len(train) == 0 or len(eval_) == 0:
+        fix = "add text: at least 2 non-empty lines" if line_by_line else "add text or lower --chunk-size"
         raise DataError(
             f"the corpus is too small: {docs.num_tokens} tokens give {len(train)} training and "
-            f"{len(eval_)} evaluation {unit}; add text or lower --chunk-size"
+            f"{len(eval_)} evaluation {unit}: {fix}"
         )
     return Splits(
         train=subsample(train, train_size, seed, 1),
@@ -199,10 +208,8 @@ def prepare(documents: Documents, tokenizer, *, chunk_size: int = 128, line_by_l
     )
 
 
-def splits_from_config(cfg, tokenizer, max_positions: int) -> Splits:
-    """The recipe's data step: read --data, then `prepare` with the config's options."""
-    from .corpus import read_corpus
-
+def check_lengths(cfg, max_positions: int) -> None:
+    """--chunk-size / --max-length must fit the model's position table."""
     if not cfg.line_by_line and cfg.chunk_size > max_positions:
         raise ConfigError(
             f"--chunk-size {cfg.chunk_size} is above the {max_positions} positions the model takes: "
@@ -213,6 +220,13 @@ def splits_from_config(cfg, tokenizer, max_positions: int) -> Splits:
             f"--max-length {cfg.max_length} is above the {max_positions} positions the model takes: "
             f"use --max-length {max_positions} or less"
         )
+
+
+def splits_from_config(cfg, tokenizer, max_positions: int) -> Splits:
+    """The recipe's data step: read --data, then `prepare` with the config's options."""
+    from .corpus import read_corpus
+
+    check_lengths(cfg, max_positions)
     documents = read_corpus(cfg.data, split=cfg.data_split, eval_split=cfg.eval_split,
                             text_column=cfg.text_column, encoding=cfg.encoding, line_by_line=cfg.line_by_line)
     return prepare(documents, tokenizer, chunk_size=cfg.chunk_size, line_by_line=cfg.line_by_line,

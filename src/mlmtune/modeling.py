@@ -132,11 +132,14 @@ def load_masked_lm(model: str, *, seed: int = 0, dtype: torch.dtype = torch.floa
 
 
 def _sparse_head(model: nn.Module):
-    """The function hidden states -> vocabulary logits of a known MLM family, or None."""
+    """The function hidden states -> vocabulary logits of a known MLM family, or None.
+
+    A closure, not a module attribute, so the head is not registered twice in the state dict.
+    """
     if hasattr(model, "cls") and hasattr(model.cls, "predictions"):  # BERT and relatives
-        return model.cls
-    if hasattr(model, "lm_head") and model.config.model_type in ("roberta", "xlm-roberta", "camembert", "deberta-v2"):
-        return model.lm_head
+        return lambda h: model.cls(h)
+    if hasattr(model, "lm_head") and model.config.model_type in ("roberta", "xlm-roberta", "camembert"):
+        return lambda h: model.lm_head(h)
     if hasattr(model, "vocab_projector"):  # DistilBERT
 
         def distilbert_head(h: torch.Tensor) -> torch.Tensor:

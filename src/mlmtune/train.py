@@ -16,11 +16,12 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .batching import Batch, epoch_order, eval_batches, make_batch, process_batches
 from .checkpoints import complete_checkpoints, load_checkpoint, save_checkpoint
-from .chunking import Splits, splits_from_config
+from .chunking import check_lengths, splits_from_config
 from .config import Config, build_config, resume_mismatch, validate
 from .errors import CheckpointError, ConfigError, Interrupted, TrainingError
 from .masking import Masker, MaskingSpec
@@ -28,6 +29,7 @@ from .metrics import EvalResult, MetricsLog, evaluate_batches
 from .modeling import (MaskedLMObjective, load_masked_lm, load_tokenizer, max_positions,
                        resolve_precision)
 from .outputs import atomic_write_json, check_output_dir, clear_output_dir, save_model, versions
+from .streaming import StreamingData, open_documents, stream_batches
 
 SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
@@ -37,7 +39,10 @@ def make_accelerator(cfg: Config, output_dir: Path | None = None):
     from accelerate.utils import ProjectConfiguration
 
     tracker = None if cfg.report_to == "none" or output_dir is None else cfg.report_to
+    # Under torchrun without GPUs Accelerate only forms a (gloo) process group when told cpu=True.
+    cpu_group = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
     return Accelerator(
+        cpu=cpu_group,
         mixed_precision=resolve_precision(cfg.precision),
         # The schedule counts optimizer steps of the whole job; by default Accelerate would step it
         # once per process per step.
@@ -112,15 +117,28 @@ def fit(cfg: Config) -> dict:
     # --- data: read, split, cut; every process does the same deterministic work
     tokenizer = load_tokenizer(cfg.model, cfg.tokenizer)
     limit = max_positions(cfg.model, tokenizer)
-    splits = splits_from_config(cfg, tokenizer, limit)
-    micro_per_epoch = len(splits.train) // (cfg.batch_size * world)
-    steps_per_epoch = micro_per_epoch // cfg.gradient_accumulation_steps
-    if steps_per_epoch == 0 and not cfg.streaming:
-        raise ConfigError(
-            f"{len(splits.train)} training examples make no full optimizer step of "
-            f"{cfg.batch_size} x {world} processes x {cfg.gradient_accumulation_steps} accumulation: "
-            "lower --batch-size or add text"
-        )
+    stream = None
+    if cfg.streaming:
+        check_lengths(cfg, limit)
+        stream = StreamingData(
+            open_documents(cfg.data, split=cfg.data_split, text_column=cfg.text_column, encoding=cfg.encoding,
+                           line_by_line=cfg.line_by_line),
+            tokenizer, chunk_size=cfg.chunk_size, line_by_line=cfg.line_by_line, max_length=cfg.max_length or limit,
+            eval_size=cfg.eval_size, seed=cfg.seed)
+        eval_blocks, train_blocks = stream.eval, None
+        data_summary = {"streaming": True, "eval_documents": stream.eval_documents, "eval_examples": len(stream.eval),
+                        "eval_tokens": stream.eval.num_tokens}
+        steps_per_epoch = 0  # unknown: a stream has no length
+    else:
+        splits = splits_from_config(cfg, tokenizer, limit)
+        eval_blocks, train_blocks, data_summary = splits.eval, splits.train, splits.summary()
+        steps_per_epoch = len(train_blocks) // (cfg.batch_size * world) // cfg.gradient_accumulation_steps
+        if steps_per_epoch == 0:
+            raise ConfigError(
+                f"{len(train_blocks)} training examples make no full optimizer step of "
+                f"{cfg.batch_size} x {world} processes x {cfg.gradient_accumulation_steps} accumulation: "
+                "lower --batch-size or add text"
+            )
     total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
     warmup = cfg.warmup_steps or math.ceil(cfg.warmup_ratio * total_steps)
 
@@ -144,7 +162,7 @@ def fit(cfg: Config) -> dict:
             clear_output_dir(out)
         out.mkdir(parents=True, exist_ok=True)
         if not cfg.resume:
-            atomic_write_json(out / "run.json", run_record(cfg, accelerator, splits, loaded.new_parameters,
+            atomic_write_json(out / "run.json", run_record(cfg, accelerator, data_summary, loaded.new_parameters,
                                                            total_steps, steps_per_epoch))
     accelerator.wait_for_everyone()
     objective, optimizer, scheduler = accelerator.prepare(objective, optimizer, scheduler)
@@ -157,7 +175,7 @@ def fit(cfg: Config) -> dict:
                                                  cfg.random_replace_prob, cfg.whole_word_mask))
     eval_masker = Masker(tokenizer, MaskingSpec(cfg.eval_mlm_probability, cfg.mask_replace_prob,
                                                 cfg.random_replace_prob, cfg.whole_word_mask))
-    eval_set = eval_batches(splits.eval, eval_masker, seed=cfg.seed, batch_size=cfg.eval_batch_size or 2 * cfg.batch_size,
+    eval_set = eval_batches(eval_blocks, eval_masker, seed=cfg.seed, batch_size=cfg.eval_batch_size or 2 * cfg.batch_size,
                             pad_id=pad_id, pad_to_multiple_of=multiple,
                             rank=accelerator.process_index, world=world)
     metrics = MetricsLog(out / "metrics.jsonl", enabled=main)
@@ -171,7 +189,7 @@ def fit(cfg: Config) -> dict:
         metrics.write(record)
         if cfg.report_to != "none":
             accelerator.log({"eval/perplexity": result.perplexity, "eval/accuracy": result.accuracy}, step=step)
-        when = "before training" if step == 0 else f"step {step} (epoch {epoch:.2f})"
+        when = "before training" if step == 0 else f"step {step}" + (f" (epoch {epoch:.2f})" if epoch else "")
         say(f"eval {when}: perplexity {result.perplexity:,.2f}, accuracy {result.accuracy:.1%} "
             f"on {result.masked_tokens:,} masked tokens")
         return result
@@ -194,15 +212,22 @@ def fit(cfg: Config) -> dict:
 
     def micro_batches(first_step: int):
         """This process's micro-batches from optimizer step `first_step` on, epoch after epoch."""
-        usable = steps_per_epoch * cfg.gradient_accumulation_steps
+        accum = cfg.gradient_accumulation_steps
+        if stream is not None:
+            start_block = first_step * accum * cfg.batch_size * world
+            for blocks, ids in stream_batches(stream, start_block=start_block, batch_size=cfg.batch_size,
+                                              rank=accelerator.process_index, world=world):
+                yield make_batch(blocks, np.arange(len(ids)), train_masker, seed=cfg.seed, stream=0,
+                                 pad_id=pad_id, pad_to_multiple_of=multiple, sample_ids=ids)
+            return
         epoch, skip = divmod(first_step, steps_per_epoch)
-        lengths = splits.train.lengths if cfg.line_by_line else None
+        lengths = train_blocks.lengths if cfg.line_by_line else None
         while True:
-            order = epoch_order(len(splits.train), seed=cfg.seed, epoch=epoch, lengths=lengths,
+            order = epoch_order(len(train_blocks), seed=cfg.seed, epoch=epoch, lengths=lengths,
                                 global_batch=cfg.batch_size * world)
             mine = process_batches(order, batch_size=cfg.batch_size, rank=accelerator.process_index, world=world)
-            for indices in mine[skip * cfg.gradient_accumulation_steps:usable]:
-                yield make_batch(splits.train, indices, train_masker, seed=cfg.seed, stream=epoch,
+            for indices in mine[skip * accum:steps_per_epoch * accum]:
+                yield make_batch(train_blocks, indices, train_masker, seed=cfg.seed, stream=epoch,
                                  pad_id=pad_id, pad_to_multiple_of=multiple)
             epoch, skip = epoch + 1, 0
 
@@ -215,7 +240,7 @@ def fit(cfg: Config) -> dict:
     bar = tqdm(total=total_steps, initial=start, disable=not main, desc="train", unit="step", dynamic_ncols=True)
     window = {"nll": 0.0, "masked": 0, "tokens": 0, "seconds": 0.0}
     objective.train()
-    with StopFlag() as stop:
+    with StopFlag() as stop, bar:
         for step in range(start + 1, total_steps + 1):
             t0 = time.perf_counter()
             # 1) one optimizer step = `accum` micro-batches. The loss is normalised by the masked
@@ -254,7 +279,7 @@ def fit(cfg: Config) -> dict:
             window["masked"] += int(n_masked)
             window["tokens"] += tokens
             window["seconds"] += dt
-            epoch = step / max(steps_per_epoch, 1)
+            epoch = step / steps_per_epoch if steps_per_epoch else 0.0
             bar.update(1)
             if step % cfg.log_every == 0 or step == total_steps:
                 loss = window["nll"] / max(window["masked"], 1)
@@ -276,18 +301,16 @@ def fit(cfg: Config) -> dict:
             if stop_requested or epoch_end or (cfg.save_every and step % cfg.save_every == 0):
                 path = checkpoint(step)
             if stop_requested:
-                bar.close()
                 signum = signal.SIGTERM if (stop.signum or signal.SIGTERM) == signal.SIGTERM else signal.SIGINT
                 raise Interrupted(
                     f"stopped by {signal.Signals(signum).name} after step {step}; checkpoint saved in {path}. "
                     f"Resume with: mlmtune train --config {out / 'run.json'} --resume",
                     SIGNAL_EXIT[signum],
                 )
-    bar.close()
 
     # --- the final model, in the standard layout, and the figures
     if last_eval is None or start == total_steps:
-        last_eval = evaluate(total_steps, total_steps / max(steps_per_epoch, 1))
+        last_eval = evaluate(total_steps, total_steps / steps_per_epoch if steps_per_epoch else 0.0)
     state_dict = accelerator.get_state_dict(objective)
     results = {
         "steps": total_steps,
@@ -337,7 +360,7 @@ def _checkpoint_to_resume(cfg: Config, out: Path) -> Path:
     return found[-1]
 
 
-def run_record(cfg: Config, accelerator, splits: Splits, new_parameters: list[str], total_steps: int,
+def run_record(cfg: Config, accelerator, data_summary: dict, new_parameters: list[str], total_steps: int,
                steps_per_epoch: int) -> dict:
     return {
         "config": cfg.to_dict(),
@@ -345,7 +368,7 @@ def run_record(cfg: Config, accelerator, splits: Splits, new_parameters: list[st
         "processes": accelerator.num_processes,
         "device": str(accelerator.device),
         "mixed_precision": accelerator.mixed_precision,
-        "data": splits.summary(),
+        "data": data_summary,
         "new_parameters": new_parameters,
         "total_steps": total_steps,
         "steps_per_epoch": steps_per_epoch,
