@@ -125,3 +125,25 @@ def test_rates_agree_with_transformers_collator(tokenizer):
         c, l = ours(ids, attention, np.arange(len(ids)), seed=0, stream=stream)
         ours_rates.append(rates(c, l, np.where(attention, ids, tokenizer.pad_token_id)))
     assert np.allclose(np.mean(theirs_rates, 0), np.mean(ours_rates, 0), atol=0.01)
+
+
+class _NotFast:
+    """A tokenizer that gives no word ids (what a Python-only tokenizer looks like to mlmtune)."""
+
+    def __init__(self, inner):
+        self._inner = inner
+        self.is_fast = False
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def __len__(self):
+        return len(self._inner)
+
+
+def test_whole_word_mask_refuses_a_tokenizer_without_word_ids(tokenizer):
+    from mlmtune.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--whole-word-mask"):
+        Masker(_NotFast(tokenizer), MaskingSpec(whole_word=True))
+    Masker(_NotFast(tokenizer), MaskingSpec())  # token masking needs no word ids

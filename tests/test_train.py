@@ -73,3 +73,25 @@ def test_refuses_an_output_folder_of_another_run(tiny_bert, news_folder, tmp_pat
     assert (out / "run.json").read_text() == before
     fit(tiny_run(tiny_bert, news_folder, out, max_steps=3, overwrite=True))
     assert json.loads((out / "results.json").read_text())["steps"] == 3
+
+
+def test_eval_masking_rate_is_independent_of_the_training_rate(tiny_bert, news_folder, tmp_path):
+    a = fit(tiny_run(tiny_bert, news_folder, tmp_path / "a", max_steps=2, mlm_probability=0.4))
+    b = fit(tiny_run(tiny_bert, news_folder, tmp_path / "b", max_steps=2))
+    assert a["eval_masked_tokens"] == b["eval_masked_tokens"]
+    train_a = [r for r in read_metrics(tmp_path / "a" / "metrics.jsonl") if r["type"] == "train"]
+    train_b = [r for r in read_metrics(tmp_path / "b" / "metrics.jsonl") if r["type"] == "train"]
+    assert sum(r["masked_tokens"] for r in train_a) > 2 * sum(r["masked_tokens"] for r in train_b)
+
+
+def test_whole_word_masking_and_line_by_line_train(tiny_bert, news_folder, tmp_path):
+    results = fit(tiny_run(tiny_bert, news_folder, tmp_path / "w", max_steps=4, whole_word_mask=True,
+                           line_by_line=True, max_length=64))
+    assert math.isfinite(results["eval_perplexity"])
+
+
+def test_tensorboard_tracker_writes_events(tiny_bert, news_folder, tmp_path):
+    pytest.importorskip("tensorboard")
+    out = tmp_path / "tb"
+    fit(tiny_run(tiny_bert, news_folder, out, max_steps=4, report_to="tensorboard"))
+    assert list(out.rglob("events.out.tfevents.*"))

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import DataError
+from .errors import ConfigError, DataError
 
 IGNORE_INDEX = -100
 EVAL_STREAM = 0x7FFF_FFFF  # training streams are epoch numbers, far below this
@@ -61,6 +61,11 @@ class Masker:
     def __init__(self, tokenizer, spec: MaskingSpec):
         if tokenizer.mask_token_id is None:
             raise DataError(f"tokenizer {tokenizer.name_or_path!r} has no mask token: use a masked-LM tokenizer")
+        if spec.whole_word and not getattr(tokenizer, "is_fast", False):
+            raise ConfigError(
+                f"--whole-word-mask needs word ids, and the tokenizer of {tokenizer.name_or_path!r} is not a fast "
+                "tokenizer, which alone gives them: drop --whole-word-mask or use a model with a tokenizer.json"
+            )
         self.spec = spec
         self.mask_id = int(tokenizer.mask_token_id)
         self.special_ids = np.array(sorted(set(tokenizer.all_special_ids)), dtype=np.int64)

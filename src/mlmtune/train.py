@@ -34,6 +34,18 @@ from .streaming import StreamingData, open_documents, stream_batches
 SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
+TRACKER_PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow"}
+
+
+def check_tracker(report_to: str) -> None:
+    import importlib.util
+
+    package = TRACKER_PACKAGES.get(report_to)
+    if package and importlib.util.find_spec(package) is None:
+        raise ConfigError(f"--report-to {report_to} needs the {package} package: pip install {package}, "
+                          "or use --report-to none (metrics.jsonl is always written)")
+
+
 def make_accelerator(cfg: Config, output_dir: Path | None = None):
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration
@@ -105,6 +117,7 @@ def peak_rss_mb() -> float:
 
 def fit(cfg: Config) -> dict:
     validate(cfg)
+    check_tracker(cfg.report_to)
     out = Path(cfg.output_dir)
     check_output_dir(out, overwrite=cfg.overwrite, resume=cfg.resume)
     resume_from = _checkpoint_to_resume(cfg, out) if cfg.resume else None
@@ -117,6 +130,10 @@ def fit(cfg: Config) -> dict:
     # --- data: read, split, cut; every process does the same deterministic work
     tokenizer = load_tokenizer(cfg.model, cfg.tokenizer)
     limit = max_positions(cfg.model, tokenizer)
+    train_masker = Masker(tokenizer, MaskingSpec(cfg.mlm_probability, cfg.mask_replace_prob,
+                                                 cfg.random_replace_prob, cfg.whole_word_mask))
+    eval_masker = Masker(tokenizer, MaskingSpec(cfg.eval_mlm_probability, cfg.mask_replace_prob,
+                                                cfg.random_replace_prob, cfg.whole_word_mask))
     stream = None
     if cfg.streaming:
         check_lengths(cfg, limit)
@@ -171,10 +188,6 @@ def fit(cfg: Config) -> dict:
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     multiple = 8 if cfg.line_by_line else 1
-    train_masker = Masker(tokenizer, MaskingSpec(cfg.mlm_probability, cfg.mask_replace_prob,
-                                                 cfg.random_replace_prob, cfg.whole_word_mask))
-    eval_masker = Masker(tokenizer, MaskingSpec(cfg.eval_mlm_probability, cfg.mask_replace_prob,
-                                                cfg.random_replace_prob, cfg.whole_word_mask))
     eval_set = eval_batches(eval_blocks, eval_masker, seed=cfg.seed, batch_size=cfg.eval_batch_size or 2 * cfg.batch_size,
                             pad_id=pad_id, pad_to_multiple_of=multiple,
                             rank=accelerator.process_index, world=world)
