@@ -96,5 +96,5 @@ def test_readme_lists_every_flag():
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     missing = [name for name in FIELDS if f"`--{name.replace('_', '-')}`" not in readme]
     assert not missing, f"README lacks {missing}"
-    assert readme.splitlines()[2:5] == ["```bash", readme.splitlines()[3], readme.splitlines()[4]]
-    assert "make demo" in readme.splitlines()[3] and "make test" in readme.splitlines()[4]
+    head = readme.splitlines()[:5]  # the README opens with the two commands
+    assert head[2] == "```bash" and head[3].startswith("make demo") and head[4].startswith("make test")

@@ -81,21 +81,20 @@ def concat_blocks(parts: list[Blocks]) -> Blocks:
 
 def tokenize(texts: list[str], tokenizer, *, truncate_to: int | None = None, batch_size: int = 1000,
              progress: bool = True) -> Blocks:
-    """One sequence per text, with special tokens, through the fast tokenizer in batched `datasets.map`."""
+    """One sequence per text, with special tokens and word ids, through the tokenizer in batched `datasets.map`."""
     import datasets
 
-    if not getattr(tokenizer, "is_fast", False):
-        raise DataError(
-            f"tokenizer {tokenizer.name_or_path!r} is not a fast tokenizer, which word ids need: "
-            "use a model whose tokenizer.json is available"
-        )
+    fast = getattr(tokenizer, "is_fast", False)  # only fast tokenizers give word ids
 
     def encode(batch):
         enc = tokenizer(
             batch["text"], truncation=truncate_to is not None, max_length=truncate_to,
             return_attention_mask=False, return_token_type_ids=False,
         )
-        words = [[-1 if w is None else w for w in enc.word_ids(i)] for i in range(len(batch["text"]))]
+        if fast:
+            words = [[-1 if w is None else w for w in enc.word_ids(i)] for i in range(len(batch["text"]))]
+        else:  # no word ids: -1 everywhere (whole-word masking refuses such a tokenizer up front)
+            words = [[-1] * len(ids) for ids in enc["input_ids"]]
         return {"input_ids": enc["input_ids"], "word_ids": words}
 
     features = datasets.Features({

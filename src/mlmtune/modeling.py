@@ -80,8 +80,6 @@ def load_tokenizer(model: str, tokenizer: str | None = None):
         raise _load_failure("tokenizer", source, exc) from None
     if len(tok) < 100:
         raise ModelError(f"the tokenizer of {source!r} has only {len(tok)} tokens: pass --tokenizer with the base model")
-    if not tok.is_fast:
-        raise ModelError(f"the tokenizer of {source!r} is not a fast tokenizer; mlmtune needs word ids from one")
     if tok.mask_token is None:
         raise ModelError(f"the tokenizer of {source!r} has no mask token: use a masked-LM checkpoint")
     return tok
