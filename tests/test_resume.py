@@ -113,3 +113,34 @@ def test_signal_saves_a_checkpoint_and_says_how_to_resume(tiny_encoder, news_fol
     _, stderr = proc.communicate(timeout=300)
     # a different --max-steps changes the schedule: refused, naming the field
     assert proc.returncode == 2 and "max_steps" in stderr
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tiny_bert, news_folder, tmp_path, monkeypatch):
+    from mlmtune.config import build_config
+    from mlmtune.errors import TrainingError
+    from mlmtune.modeling import MaskedLMObjective
+    from mlmtune.train import fit
+
+    calls = {"n": 0}
+    forward = MaskedLMObjective.forward
+
+    def poisoned(self, *args):
+        nll, correct = forward(self, *args)
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] == 7:
+                nll = nll * float("nan")
+        return nll, correct
+
+    monkeypatch.setattr(MaskedLMObjective, "forward", poisoned)
+    out = tmp_path / "run"
+    cfg = build_config(dict(model=tiny_bert, data=[news_folder], output_dir=str(out), chunk_size=64, batch_size=8,
+                            eval_size=40, max_steps=20, save_every=3, report=False, precision="fp32"))
+    with pytest.raises(TrainingError, match="step 7") as err:
+        fit(cfg)
+    assert "step-0000006" in str(err.value)
+    assert [p.name for p in complete_checkpoints(out)] == ["step-0000003", "step-0000006"]
+    assert not (out / "model.safetensors").exists()
+    monkeypatch.setattr(MaskedLMObjective, "forward", forward)
+    fit(cfg.replace(resume=True))  # the last good checkpoint takes the run to its end
+    assert (out / "model.safetensors").exists()

@@ -269,7 +269,8 @@ def fit(cfg: Config) -> dict:
                     nll, _ = objective(b.input_ids, b.attention_mask, b.labels)
                     accelerator.backward(nll * world / n_masked.clamp(min=1))
                 step_nll += nll.detach()
-            # 2) agree on the step's loss and on stopping (a signal may reach one process only)
+            # 2) agree on the step's loss and on stopping (a signal may reach one process only);
+            #    float() waits for the device, once per step, so a NaN never reaches the weights
             flags = accelerator.reduce(torch.stack([step_nll.float(), torch.tensor(float(stop.signum or 0), device=device)]), "sum")
             nll_sum, stop_requested = float(flags[0]), bool(flags[1] > 0)
             if not math.isfinite(nll_sum):
@@ -281,7 +282,8 @@ def fit(cfg: Config) -> dict:
             if cfg.max_grad_norm:
                 accelerator.clip_grad_norm_(objective.parameters(), cfg.max_grad_norm)
             optimizer.step()
-            scheduler.step()
+            if not accelerator.optimizer_step_was_skipped:  # fp16: the grad scaler skips inf steps
+                scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             # 4) account and log
             dt = time.perf_counter() - t0
