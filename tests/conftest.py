@@ -51,6 +51,20 @@ def tiny_bert(tmp_path_factory, tokenizer) -> str:
 
 
 @pytest.fixture(scope="session")
+def no_dropout_bert(tmp_path_factory, tokenizer) -> str:
+    """Dropout draws depend on how a batch is split; without dropout, splits must agree."""
+    import torch
+    from transformers import BertForMaskedLM
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("bert-no-dropout")
+    config = tiny_bert_config(len(tokenizer), hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    BertForMaskedLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
 def tiny_encoder(tmp_path_factory, tokenizer) -> str:
     """A BertModel with no MLM head (the shape of a sentence encoder such as minilm)."""
     import torch

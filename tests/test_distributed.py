@@ -11,24 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import tiny_bert_config
 from mlmtune.metrics import read_metrics
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def no_dropout_bert(tmp_path_factory, tokenizer) -> str:
-    """Dropout draws differ between 1 and 2 processes by nature; without it the runs must agree."""
-    import torch
-    from transformers import BertForMaskedLM
-
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("bert-no-dropout")
-    config = tiny_bert_config(len(tokenizer), hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    BertForMaskedLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
 
 
 def train_args(model, data, out, batch_size):

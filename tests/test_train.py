@@ -95,3 +95,11 @@ def test_tensorboard_tracker_writes_events(tiny_bert, news_folder, tmp_path):
     out = tmp_path / "tb"
     fit(tiny_run(tiny_bert, news_folder, out, max_steps=4, report_to="tensorboard"))
     assert list(out.rglob("events.out.tfevents.*"))
+
+
+def test_accumulating_two_batches_of_8_equals_one_batch_of_16(no_dropout_bert, news_folder, tmp_path):
+    one = fit(tiny_run(no_dropout_bert, news_folder, tmp_path / "one", batch_size=16, max_steps=6))
+    two = fit(tiny_run(no_dropout_bert, news_folder, tmp_path / "two", batch_size=8, gradient_accumulation_steps=2,
+                       max_steps=6))
+    assert two["train_tokens"] == one["train_tokens"]
+    assert two["eval_perplexity"] == pytest.approx(one["eval_perplexity"], rel=1e-4)

@@ -13,7 +13,6 @@ import resource
 import signal
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +54,7 @@ def make_accelerator(cfg: Config, output_dir: Path | None = None):
     cpu_group = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
     return Accelerator(
         cpu=cpu_group,
+        gradient_accumulation_steps=getattr(cfg, "gradient_accumulation_steps", 1),
         mixed_precision=resolve_precision(cfg.precision),
         # The schedule counts optimizer steps of the whole job; by default Accelerate would step it
         # once per process per step.
@@ -250,24 +250,25 @@ def fit(cfg: Config) -> dict:
     from tqdm.auto import tqdm
 
     data = micro_batches(start)
+    accum = cfg.gradient_accumulation_steps
     bar = tqdm(total=total_steps, initial=start, disable=not main, desc="train", unit="step", dynamic_ncols=True)
     window = {"nll": 0.0, "masked": 0, "tokens": 0, "seconds": 0.0}
     objective.train()
     with StopFlag() as stop, bar:
         for step in range(start + 1, total_steps + 1):
             t0 = time.perf_counter()
-            # 1) one optimizer step = `accum` micro-batches. The loss is normalised by the masked
-            #    tokens of all of them on all processes, so it does not depend on how the global
-            #    batch is split; DDP averages gradients over processes, hence the `* world`.
-            micro: list[Batch] = [next(data) for _ in range(cfg.gradient_accumulation_steps)]
+            # 1) one optimizer step = `accum` micro-batches. The loss is the NLL summed over the
+            #    masked tokens of all of them on all processes, divided by their number, so it does
+            #    not depend on how the global batch is split. DDP averages gradients over processes
+            #    and Accelerate divides by `accum`, hence `* world * accum`.
+            micro: list[Batch] = [next(data) for _ in range(accum)]
             n_masked = accelerator.reduce(torch.tensor(float(sum(b.n_masked for b in micro)), device=device), "sum")
             step_nll = torch.zeros((), device=device)
-            for i, b in enumerate(micro):
+            for b in micro:
                 b = b.to(device)
-                last = i == len(micro) - 1
-                with nullcontext() if last else accelerator.no_sync(objective):  # sync grads once per step
+                with accelerator.accumulate(objective):  # gradients sync on the last micro-batch only
                     nll, _ = objective(b.input_ids, b.attention_mask, b.labels)
-                    accelerator.backward(nll * world / n_masked.clamp(min=1))
+                    accelerator.backward(nll * (world * accum) / n_masked.clamp(min=1))
                 step_nll += nll.detach()
             # 2) agree on the step's loss and on stopping (a signal may reach one process only);
             #    float() waits for the device, once per step, so a NaN never reaches the weights
