@@ -129,7 +129,7 @@ def load_masked_lm(model: str, *, seed: int = 0, dtype: torch.dtype = torch.floa
     return LoadedModel(lm, new)
 
 
-def _sparse_head(model: nn.Module):
+def masked_positions_head(model: nn.Module):
     """The function hidden states -> vocabulary logits of a known MLM family, or None.
 
     A closure, not a module attribute, so the head is not registered twice in the state dict.
@@ -157,7 +157,7 @@ class MaskedLMObjective(nn.Module):
     def __init__(self, model: nn.Module, sparse: bool = True):
         super().__init__()
         self.model = model
-        self.head = _sparse_head(model) if sparse else None
+        self.head = masked_positions_head(model) if sparse else None
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor):
         picked = labels != IGNORE_INDEX  # (B, L) bool

@@ -5,7 +5,7 @@ Layout of OUTPUT/ after `mlmtune train`:
   run.json       resolved config, library versions, processes, data summary
   metrics.jsonl  one record per evaluation and per --log-every training steps
   results.json   final figures: throughput, time, eval perplexity/accuracy, peak memory
-  report.html    curves, config, results and before/after fill-mask (with report_*.png)
+  report.html    curves, config, results and before/after fill-mask (the plot also as curves.png)
   checkpoints/step-NNNNNNN/   full training states for --resume
 """
 

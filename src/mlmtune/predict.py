@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import InputError
-from .modeling import load_masked_lm, load_tokenizer
+from .modeling import masked_positions_head, load_masked_lm, load_tokenizer, max_positions
 
 GENERIC_MASK = "[MASK]"
 
@@ -40,7 +40,10 @@ class FillMask:
         self.grown_head = bool(loaded.new_parameters)  # predictions of an untrained head are noise
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = loaded.model.to(self.device).eval()
-        self.max_length = min(self.tokenizer.model_max_length, 4096)
+        self.head = masked_positions_head(self.model)  # the vocabulary projection at mask positions only
+        # The model's position table, not only the tokenizer's limit: a checkpoint with 128 positions
+        # may carry a tokenizer saying 512, and a longer input would crash inside the embeddings.
+        self.max_length = min(max_positions(model, self.tokenizer), 4096)
         self.batch_size = 32
         self._lock = threading.Lock()
 
@@ -59,29 +62,35 @@ class FillMask:
         """texts -> per text, per mask (in order), the top_k predictions."""
         vocab = len(self.tokenizer)
         if not 1 <= top_k <= vocab:
-            raise InputError(f"top-k must be between 1 and the vocabulary size {vocab}, got {top_k}")
+            raise InputError(f"top-k {top_k} is outside 1..{vocab} (the vocabulary size): "
+                             f"pass a top-k between 1 and {vocab}, e.g. --top-k 5")
         texts = [self.check(t) for t in texts]
         if len(texts) > self.batch_size:
             return [r for i in range(0, len(texts), self.batch_size) for r in self(texts[i:i + self.batch_size], top_k)]
-        enc = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=self.max_length)
-        mask_id = self.tokenizer.mask_token_id
-        for i, text in enumerate(texts):
-            if not (enc["input_ids"][i] == mask_id).any():
-                raise InputError(f"the mask in {text[:60]!r} lies beyond the model's {self.max_length} tokens: shorten the text")
-        with self._lock:
-            logits = self.model(input_ids=enc["input_ids"].to(self.device),
-                                attention_mask=enc["attention_mask"].to(self.device)).logits.float()
+        with self._lock:  # one forward at a time (torch uses every core for one); the tokenizer is not reentrant
+            enc = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=self.max_length)
+            mask_id = self.tokenizer.mask_token_id
+            at_mask = enc["input_ids"] == mask_id  # (B, L)
+            for i, text in enumerate(texts):
+                if not at_mask[i].any():
+                    raise InputError(f"the mask in {text[:60]!r} lies beyond the model's {self.max_length} tokens: "
+                                     "shorten the text")
+            ids, attention = enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
+            if self.head is not None:
+                hidden = self.model.base_model(input_ids=ids, attention_mask=attention)[0]  # (B, L, H)
+                logits = self.head(hidden[at_mask.to(self.device)]).float()  # (masks, V), in text order
+            else:
+                logits = self.model(input_ids=ids, attention_mask=attention).logits[at_mask.to(self.device)].float()
         k = min(top_k, logits.shape[-1])  # a tokenizer may count added tokens the head lacks
-        out = []
-        for i in range(len(texts)):
-            positions = (enc["input_ids"][i] == mask_id).nonzero().flatten().tolist()
-            probs = logits[i, positions].softmax(-1)  # (masks, V)
-            scores, ids = probs.topk(k, dim=-1)
+        scores, top_ids = logits.softmax(-1).topk(k, dim=-1)  # (masks, k)
+        out, row = [], 0
+        for n in at_mask.sum(1).tolist():  # masks per text
             out.append([
                 [Prediction(self.tokenizer.decode([t]).strip(), round(float(s), 6), int(t))
-                 for s, t in zip(row_s.tolist(), row_i.tolist())]
-                for row_s, row_i in zip(scores, ids)
+                 for s, t in zip(scores[r].tolist(), top_ids[r].tolist())]
+                for r in range(row, row + n)
             ])
+            row += n
         return out
 
 

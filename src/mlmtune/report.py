@@ -80,7 +80,7 @@ def write_report(output_dir: str | Path, *, base_model: str | None = None, probe
     if not (out / "run.json").is_file():
         raise ConfigError(f"{out} holds no run.json: give a folder written by mlmtune train")
     run = json.loads((out / "run.json").read_text(encoding="utf-8"))
-    results = json.loads((out / "results.json").read_text()) if (out / "results.json").is_file() else {}
+    results = json.loads((out / "results.json").read_text(encoding="utf-8")) if (out / "results.json").is_file() else {}
     records = read_metrics(out / "metrics.jsonl")
     config = run.get("config", {})
     probes = probes or config.get("probe") or DEFAULT_PROBES
@@ -94,7 +94,11 @@ def write_report(output_dir: str | Path, *, base_model: str | None = None, probe
         from .predict import FillMask
 
         tuned = FillMask(str(out))
-        base = FillMask(base_model) if base_model else None
+        base = None
+        if base_model == config.get("model"):  # the run's base: its --tokenizer, and the head training grew (--seed)
+            base = FillMask(base_model, tokenizer=config.get("tokenizer"), seed=config.get("seed", 0))
+        elif base_model:
+            base = FillMask(base_model)
         predictions = _predictions_html(probes, tuned, base)
         if base is not None and base.grown_head:
             predictions += (f"<p class=note>{html.escape(base_model)} has no MLM head: its column shows a "
@@ -104,8 +108,9 @@ def write_report(output_dir: str | Path, *, base_model: str | None = None, probe
     headline = ""
     if len(evals) >= 2:
         first, last = evals[0]["perplexity"], evals[-1]["perplexity"]
+        change = f"{first / last:,.1f}&times; lower" if last <= first else f"{last / first:,.1f}&times; higher"
         headline = (f"<p class=headline>eval perplexity <b>{first:,.1f}</b> &rarr; <b>{last:,.1f}</b> "
-                    f"({first / last:,.1f}&times; lower)</p>")
+                    f"({change})</p>")
     page = f"""<!doctype html>
 <html lang=en><head><meta charset=utf-8><title>mlmtune report: {html.escape(out.name)}</title>
 <style>

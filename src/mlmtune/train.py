@@ -134,6 +134,10 @@ def fit(cfg: Config) -> dict:
                                                  cfg.random_replace_prob, cfg.whole_word_mask))
     eval_masker = Masker(tokenizer, MaskingSpec(cfg.eval_mlm_probability, cfg.mask_replace_prob,
                                                 cfg.random_replace_prob, cfg.whole_word_mask))
+    if cfg.report:  # the report fills the probes' masks after training: check them before
+        for probe in cfg.probe:
+            if "[MASK]" not in probe and tokenizer.mask_token not in probe:
+                raise ConfigError(f"--probe {probe!r} has no [MASK]: write [MASK] where a word should be filled in")
     stream = None
     if cfg.streaming:
         check_lengths(cfg, limit)

@@ -1,0 +1,343 @@
+"""`mlmtune serve`: a fill-mask web page and JSON API for a tuned model and, beside it, its base.
+
+    POST /v1/fill-mask  {"text": "The [MASK] is happy.", "top_k": 5}
+        -> {"text", "models": [{"name", "role": "tuned"|"base", "grown_head", "masks": [[{"token", "score"}]]}]}
+    GET  /health        -> {"status": "ok", "models": [...]}
+    GET  /              the page (static/index.html)
+    GET  /docs          OpenAPI docs
+
+Each model is loaded once as a FillMask. Inference runs in the thread pool, never on the event loop;
+FillMask serialises its forward passes with a lock, so concurrent requests are safe. Every problem
+with a request is a 422 whose `detail` is one sentence a person can act on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import signal
+import socket
+import sys
+import threading
+from importlib import resources
+from typing import Literal
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from .errors import InputError, MlmtuneError
+from .predict import GENERIC_MASK, FillMask
+
+MAX_TEXT_CHARS = 2000
+MAX_MASKS = 8
+MAX_TOP_K = 50
+MAX_BODY_BYTES = 64 * 1024  # 2,000 characters are at most ~24 kB of JSON, even all \u-escaped
+EXAMPLE = "The [MASK] is happy."
+
+
+# --- request and response bodies ---------------------------------------------------------------
+
+class FillMaskRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"text": EXAMPLE, "top_k": 5}]})
+
+    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS,
+                      description=f"a sentence with 1 to {MAX_MASKS} [MASK] (or the model's own mask token)")
+    top_k: int = Field(5, ge=1, le=MAX_TOP_K, description="predictions per mask")
+
+
+class TokenScore(BaseModel):
+    token: str
+    score: float = Field(description="probability under the model, 0..1")
+
+
+class ModelInfo(BaseModel):
+    name: str
+    role: Literal["tuned", "base"]
+    grown_head: bool = Field(description="the checkpoint had no MLM head: its predictions come from an untrained one")
+    mask_token: str
+
+
+class ModelResult(BaseModel):
+    name: str
+    role: Literal["tuned", "base"]
+    grown_head: bool
+    masks: list[list[TokenScore]] = Field(description="per mask, in the order of the text, the top_k predictions")
+
+
+class FillMaskResponse(BaseModel):
+    text: str
+    models: list[ModelResult]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    models: list[ModelInfo]
+
+
+class ErrorBody(BaseModel):
+    detail: str
+
+
+# --- readable validation messages --------------------------------------------------------------
+
+_BODY_HINT = f'send a JSON object such as {{"text": "{EXAMPLE}", "top_k": 5}}'
+
+
+def _message(error: dict) -> str:
+    """One pydantic/FastAPI validation error -> a sentence a person understands."""
+    loc = [str(p) for p in error.get("loc", ()) if p != "body"]
+    field = loc[0] if loc else None
+    kind = error.get("type", "")
+    value = error.get("input")
+    if kind == "json_invalid":
+        return f"the request body is not valid JSON ({error.get('ctx', {}).get('error', 'parse error')}): {_BODY_HINT}"
+    if field is None or kind in ("model_attributes_type", "dict_type"):
+        return f"the request body is missing or not a JSON object (Content-Type: application/json): {_BODY_HINT}"
+    if kind == "extra_forbidden":
+        return f"unknown field {field!r}: the fields are text and top_k"
+    if field == "text":
+        if kind == "missing":
+            return f"text is missing: {_BODY_HINT}"
+        if kind == "string_too_long":
+            return (f"text is too long: {len(value):,} characters, the limit is {MAX_TEXT_CHARS:,}: "
+                    "shorten it to the sentence around the mask")
+        if kind == "string_too_short":
+            return f"text is empty: write a sentence with [MASK] where a word should be filled in, e.g. {EXAMPLE!r}"
+        return f"text must be a string, got {type(value).__name__}: {_BODY_HINT}"
+    if field == "top_k":
+        shown = value if isinstance(value, (int, float)) and not isinstance(value, bool) else repr(value)
+        return f"top_k must be a whole number from 1 to {MAX_TOP_K}, got {shown}"
+    return f"{'.'.join(loc)}: {error.get('msg', 'invalid value')}"
+
+
+def _field(error: dict) -> str:
+    loc = [str(p) for p in error.get("loc", ()) if p != "body"]
+    return "body" if not loc or error.get("type") == "json_invalid" else ".".join(loc)
+
+
+def _error_response(status: int, detail: str, **extra) -> JSONResponse:
+    return JSONResponse({"detail": detail, **extra}, status_code=status)
+
+
+class BodySizeLimit:
+    """Refuse a body declared larger than MAX_BODY_BYTES before anything reads it (413)."""
+
+    def __init__(self, app, limit: int = MAX_BODY_BYTES):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            length = dict(scope["headers"]).get(b"content-length", b"0")
+            if not length.isdigit() or int(length) > self.limit:
+                detail = (f"the request body is larger than {self.limit // 1024} kB: "
+                          f"text is limited to {MAX_TEXT_CHARS:,} characters")
+                await _error_response(413, detail)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+# --- the models --------------------------------------------------------------------------------
+
+class Served:
+    """A loaded FillMask and how the API names it."""
+
+    def __init__(self, fm: FillMask, name: str, role: str):
+        self.fm, self.name, self.role = fm, name, role
+
+    def info(self) -> dict:
+        return {"name": self.name, "role": self.role, "grown_head": self.fm.grown_head,
+                "mask_token": self.fm.tokenizer.mask_token}
+
+
+def load_models(model: str, compare: str | None = None, say=None) -> list[Served]:
+    say = say or (lambda m: None)
+    say(f"loading {model} ...")
+    tuned = FillMask(model)
+    served = [Served(tuned, model, "tuned")]
+    if compare:
+        if compare != model:
+            say(f"loading {compare} ...")
+        served.append(Served(tuned if compare == model else FillMask(compare), compare, "base"))
+    for s in served:
+        if s.fm.grown_head:
+            say(f"note: {s.name} has no MLM head; its predictions come from an untrained head")
+    return served
+
+
+def _count_masks(text: str, models: list[Served]) -> tuple[str, int]:
+    """`[MASK]` or any served model's own mask token -> `[MASK]`, so every model sees every mask."""
+    for s in models:
+        token = s.fm.tokenizer.mask_token
+        if token != GENERIC_MASK:
+            text = text.replace(token, GENERIC_MASK)
+    return text, text.count(GENERIC_MASK)
+
+
+def _page() -> str:
+    return resources.files("mlmtune").joinpath("static", "index.html").read_text(encoding="utf-8")
+
+
+# --- the app -----------------------------------------------------------------------------------
+
+def create_app(model: str, compare: str | None = None, *, models: list[Served] | None = None,
+               say=None) -> FastAPI:
+    """The FastAPI app serving `model` (role "tuned") and, if given, `compare` (role "base").
+
+    `models` lets a caller pass models already loaded by `load_models` (the server loads them
+    before it binds the port)."""
+    served = models if models is not None else load_models(model, compare, say=say)
+    page = _page()
+    mask_tokens = sorted({GENERIC_MASK} | {s.fm.tokenizer.mask_token for s in served})
+
+    app = FastAPI(
+        title="mlmtune fill-mask",
+        version=_version(),
+        summary="Top-k fillers for every [MASK] in a sentence, from a tuned masked LM and its base.",
+        description=(f"Limits: text up to {MAX_TEXT_CHARS:,} characters with 1 to {MAX_MASKS} masks "
+                     f"({' or '.join(mask_tokens)}), top_k from 1 to {MAX_TOP_K}. "
+                     "Every problem with a request is a 422 with a one-sentence `detail`."),
+    )
+    app.state.models = served
+    app.add_middleware(BodySizeLimit)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        errors = exc.errors()
+        messages = list(dict.fromkeys(_message(e) for e in errors))  # keep order, drop repeats
+        fields = [{"field": _field(e), "message": _message(e)} for e in errors]
+        return _error_response(422, "; ".join(messages), errors=fields)
+
+    @app.exception_handler(MlmtuneError)
+    async def input_error(request: Request, exc: MlmtuneError):  # FillMask's InputError and kin
+        return _error_response(422 if isinstance(exc, InputError) else 400, str(exc))
+
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, exc: Exception):
+        return _error_response(500, f"the server failed on this request ({type(exc).__name__}): "
+                                    "see the server's log; try a shorter text")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index() -> HTMLResponse:
+        return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
+
+    @app.get("/health", response_model=Health, tags=["service"])
+    async def health() -> dict:
+        """Liveness and the models being served."""
+        return {"status": "ok", "models": [s.info() for s in served]}
+
+    @app.post("/v1/fill-mask", response_model=FillMaskResponse, tags=["fill-mask"],
+              responses={422: {"model": ErrorBody, "description": "the text or top_k is unusable; `detail` says why"}})
+    async def fill_mask(body: FillMaskRequest) -> dict:
+        """The top_k tokens and their probabilities for every mask, from each served model."""
+        text, n_masks = _count_masks(body.text, served)
+        if n_masks == 0:
+            raise HTTPException(422, f"the text has no mask: write [MASK] where a word should be filled in, "
+                                     f"e.g. {EXAMPLE!r}")
+        if n_masks > MAX_MASKS:
+            raise HTTPException(422, f"the text has {n_masks} masks, the limit is {MAX_MASKS}: "
+                                     "remove some [MASK]s or split the text")
+        results = await run_in_threadpool(_predict_all, served, text, body.top_k)
+        return {"text": body.text, "models": results}
+
+    return app
+
+
+def _predict_all(served: list[Served], text: str, top_k: int) -> list[dict]:
+    """Runs in a worker thread: each model in turn (a forward already uses every core)."""
+    out = []
+    for s in served:
+        (masks,) = s.fm([text], top_k=top_k)
+        out.append({"name": s.name, "role": s.role, "grown_head": s.fm.grown_head,
+                    "masks": [[p.as_dict() for p in mask] for mask in masks]})
+    return out
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+# --- running it --------------------------------------------------------------------------------
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port (port 0: a free one); a clear error when it is taken."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise InputError(f"cannot use --host {host!r} ({exc.strerror}): give an address such as 127.0.0.1") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        if port and exc.errno == errno.EADDRINUSE:
+            raise InputError(f"port {port} on {host} is in use: pass another --port, e.g. --port {port + 1}") from None
+        raise InputError(f"cannot listen on {host}:{port} ({exc.strerror}): pass another --host or --port") from None
+    sock.listen(2048)
+    return sock
+
+
+def url_for(sock: socket.socket) -> str:
+    """http://HOST:PORT/ of a bound socket (this machine's name when it listens on every interface)."""
+    host, port = sock.getsockname()[:2]
+    if host in ("0.0.0.0", "::"):
+        host = socket.gethostname()
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+def make_server(app: FastAPI, *, log_level: str = "warning", access_log: bool = False):
+    import uvicorn
+
+    config = uvicorn.Config(app, log_level=log_level, access_log=access_log, timeout_graceful_shutdown=5,
+                            limit_concurrency=256)
+    return uvicorn.Server(config)
+
+
+def run_server(model: str, compare: str | None = None, host: str = "127.0.0.1", port: int = 8000) -> int:
+    """Load the models, listen on host:port (loopback by default), serve until Ctrl+C. Returns an exit code."""
+
+    def say(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    sock = bind_socket(host, port)  # fail fast on a taken port, before loading models
+    try:
+        app = create_app(model, compare, say=say)
+        server = make_server(app)
+        url = url_for(sock)
+        print(f"mlmtune serve: {url}  (API: POST {url}v1/fill-mask, docs: {url}docs; Ctrl+C stops)", flush=True)
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            say("note: listening beyond loopback: anyone who can reach this machine can use the models")
+        with _stop_quietly():
+            server.run(sockets=[sock])
+    finally:
+        sock.close()
+    return 0 if server.started else 1
+
+
+class _Stopped(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _stop_quietly():
+    """Ctrl+C or SIGTERM: uvicorn shuts down gracefully, then re-raises the signal; end with exit 0
+    instead of a KeyboardInterrupt (exit 130) or death by SIGTERM (143)."""
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        def stop(signum, frame):
+            raise _Stopped(signum)
+
+        previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    except (KeyboardInterrupt, _Stopped):
+        pass
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,235 @@
+"""mlmtune serve: the JSON API on tiny models (tiny_bert tuned, tiny_encoder as the base with a grown head)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from mlmtune.errors import InputError
+from mlmtune.predict import FillMask
+from mlmtune.serve import MAX_MASKS, MAX_TEXT_CHARS, MAX_TOP_K, bind_socket, create_app, make_server
+
+API = "/v1/fill-mask"
+
+
+@pytest.fixture(scope="module")
+def app(tiny_bert, tiny_encoder):
+    return create_app(tiny_bert, compare=tiny_encoder)
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    with TestClient(app) as c:
+        yield c
+
+
+def fill(client, text, top_k=5):
+    return client.post(API, json={"text": text, "top_k": top_k})
+
+
+def assert_predictions(masks, n_masks, top_k):
+    assert len(masks) == n_masks
+    for preds in masks:
+        assert len(preds) == top_k
+        assert all(set(p) == {"token", "score"} and isinstance(p["token"], str) and p["token"] for p in preds)
+        scores = [p["score"] for p in preds]
+        assert all(0.0 <= s <= 1.0 for s in scores)
+        assert scores == sorted(scores, reverse=True)
+
+
+def test_fill_mask_returns_top_k_per_model(client, tiny_bert, tiny_encoder):
+    r = fill(client, "The [MASK] is happy.", top_k=3)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["text"] == "The [MASK] is happy."
+    assert [(m["name"], m["role"], m["grown_head"]) for m in body["models"]] == [
+        (tiny_bert, "tuned", False), (tiny_encoder, "base", True)]
+    for model in body["models"]:
+        assert_predictions(model["masks"], n_masks=1, top_k=3)
+
+
+def test_api_agrees_with_fill_mask(client, tiny_bert):
+    text = "Shares in the company [MASK] sharply after the [MASK]."
+    expected = [[p.as_dict() for p in mask] for mask in FillMask(tiny_bert)([text], top_k=4)[0]]
+    tuned = fill(client, text, top_k=4).json()["models"][0]
+    assert tuned["masks"] == expected
+
+
+def test_several_masks_in_order(client):
+    text = "The [MASK] minister met [MASK] leaders in [MASK] on Tuesday."
+    body = fill(client, text, top_k=2).json()
+    for model in body["models"]:
+        assert_predictions(model["masks"], n_masks=3, top_k=2)
+
+
+def test_limits_at_their_edge_are_accepted(client):
+    assert fill(client, "[MASK] " * MAX_MASKS, top_k=1).status_code == 200
+    r = fill(client, "[MASK] is" + "x" * (MAX_TEXT_CHARS - 9), top_k=MAX_TOP_K)
+    assert r.status_code == 200, r.text
+    assert len(r.json()["models"][0]["masks"][0]) == MAX_TOP_K
+
+
+def test_single_model_without_compare(tiny_bert):
+    with TestClient(create_app(tiny_bert)) as c:
+        body = fill(c, "The [MASK] is happy.").json()
+        assert [m["role"] for m in body["models"]] == ["tuned"]
+        assert_predictions(body["models"][0]["masks"], 1, 5)
+        assert [m["role"] for m in c.get("/health").json()["models"]] == ["tuned"]
+
+
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        ({"text": "The [MASK] is happy." + "x" * MAX_TEXT_CHARS}, ["too long", "2,000"]),
+        ({"text": "The cat is happy."}, ["no mask", "[MASK]"]),
+        ({"text": "[MASK] " * (MAX_MASKS + 1)}, [f"{MAX_MASKS + 1} masks", f"limit is {MAX_MASKS}"]),
+        ({"text": "The [MASK] is happy.", "top_k": 0}, ["top_k", "1 to 50", "got 0"]),
+        ({"text": "The [MASK] is happy.", "top_k": MAX_TOP_K + 1}, ["top_k", "1 to 50", "got 51"]),
+        ({"text": "The [MASK] is happy.", "top_k": "many"}, ["top_k", "whole number", "'many'"]),
+        ({"text": ""}, ["text is empty"]),
+        ({"top_k": 5}, ["text is missing"]),
+        ({"text": 42}, ["text must be a string"]),
+        ({"text": "The [MASK] is happy.", "topk": 3}, ["unknown field 'topk'"]),
+        (["The [MASK] is happy."], ["not a JSON object"]),
+    ],
+    ids=["too-long", "no-mask", "too-many-masks", "top-k-0", "top-k-51", "top-k-word", "empty", "missing",
+         "not-a-string", "unknown-field", "not-an-object"],
+)
+def test_each_limit_is_a_422_with_a_readable_message(client, body, words):
+    r = client.post(API, json=body)
+    assert r.status_code == 422
+    detail = r.json()["detail"]
+    assert isinstance(detail, str)  # one sentence, not pydantic's list of dicts
+    for word in words:
+        assert word in detail, detail
+    assert "Input should" not in detail and "loc" not in detail
+
+
+def test_invalid_json_is_a_422(client):
+    r = client.post(API, content=b'{"text": "The [MASK]', headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "not valid JSON" in r.json()["detail"]
+
+
+def test_input_error_from_fill_mask_is_a_422(client):
+    # 400 words then the mask: within 2,000 characters, but beyond tiny_bert's 128 positions.
+    r = fill(client, "word " * 390 + "[MASK].")
+    assert r.status_code == 422
+    assert "beyond the model's 128 tokens" in r.json()["detail"]
+
+
+def test_oversized_body_is_refused_before_parsing(client):
+    r = client.post(API, content=b"x" * 100_000, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "2,000 characters" in r.json()["detail"]
+
+
+def test_health_lists_the_models(client, tiny_bert, tiny_encoder):
+    r = client.get("/health")
+    assert r.status_code == 200
+    assert r.json() == {"status": "ok", "models": [
+        {"name": tiny_bert, "role": "tuned", "grown_head": False, "mask_token": "[MASK]"},
+        {"name": tiny_encoder, "role": "base", "grown_head": True, "mask_token": "[MASK]"},
+    ]}
+
+
+def test_docs_and_page_are_served(client):
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    spec = client.get("/openapi.json").json()
+    assert "/v1/fill-mask" in spec["paths"] and "/health" in spec["paths"]
+    assert spec["paths"]["/v1/fill-mask"]["post"]["responses"]["422"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ErrorBody"}
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "<title>mlmtune" in page.text and 'id="text"' in page.text
+
+
+@pytest.fixture(scope="module")
+def live_url(app):
+    """The same app on a real uvicorn server on a free loopback port, in a background thread."""
+    sock = bind_socket("127.0.0.1", 0)
+    server = make_server(app)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server.should_exit = True
+    thread.join(10)
+    sock.close()
+
+
+def test_concurrent_requests_all_succeed_and_match(client, live_url):
+    texts = [f"Story {i}: the [MASK] rose by {i} per cent and [MASK] fell." for i in range(12)]
+    expected = {t: fill(client, t, top_k=3).json() for t in texts}
+
+    def ask(i: int) -> tuple[str, httpx.Response]:
+        text = texts[i % len(texts)]
+        with httpx.Client(base_url=live_url, timeout=60) as http:
+            return text, http.post(API, json={"text": text, "top_k": 3})
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        answers = list(pool.map(ask, range(48)))
+    assert all(r.status_code == 200 for _, r in answers), [r.text for _, r in answers if r.status_code != 200]
+    for text, r in answers:  # no answer mixed up with another request's
+        assert r.json() == expected[text]
+
+
+class SlowModel:
+    """A FillMask stand-in that holds its worker thread for a while."""
+
+    def __init__(self, fm, seconds):
+        self.fm, self.seconds = fm, seconds
+
+    def __getattr__(self, name):
+        return getattr(self.fm, name)
+
+    def __call__(self, texts, top_k=5):
+        time.sleep(self.seconds)
+        return self.fm(texts, top_k)
+
+
+def test_inference_runs_off_the_event_loop(tiny_bert):
+    app = create_app(tiny_bert)
+    served = app.state.models[0]
+    served.fm = SlowModel(served.fm, seconds=1.5)
+    sock = bind_socket("127.0.0.1", 0)
+    server = make_server(app)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.02)
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        with ThreadPoolExecutor(2) as pool:
+            slow = pool.submit(httpx.post, url + API, json={"text": "The [MASK] is happy."}, timeout=30)
+            time.sleep(0.3)  # the slow request is now inside the model
+            started = time.monotonic()
+            health = httpx.get(url + "/health", timeout=30)
+            waited = time.monotonic() - started
+            assert health.status_code == 200 and not slow.done()
+            assert waited < 1.0, f"/health waited {waited:.2f} s behind a running inference"
+            assert slow.result().status_code == 200
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+def test_a_taken_port_is_one_error_line(capsys):
+    from mlmtune.cli import main
+
+    with bind_socket("127.0.0.1", 0) as taken:
+        port = taken.getsockname()[1]
+        with pytest.raises(InputError, match=f"port {port} on 127.0.0.1 is in use"):
+            bind_socket("127.0.0.1", port)
+        # before any model is loaded: the model name need not exist
+        assert main(["serve", "--model", "no-such-model", "--port", str(port)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: port") and "--port" in err[0]
