@@ -50,14 +50,14 @@ def add_config_flags(parser: argparse.ArgumentParser, only: list[str] | None = N
 
 def config_from_args(args: argparse.Namespace, only: list[str] | None = None):
     """Defaults <- --config file <- flags."""
+    from .config import FIELDS
+
     layers = []
     if getattr(args, "config", None):
         loaded = load_config_file(args.config)
-        if only is not None:  # evaluate reads a training config's relevant part
-            loaded = {k: v for k, v in loaded.items() if k in only}
+        if only is not None:  # evaluate reads a training config's relevant part; a typo still fails
+            loaded = {k: v for k, v in loaded.items() if k in only or k not in FIELDS}
         layers.append(loaded)
-    from .config import FIELDS
-
     layers.append({k: v for k, v in vars(args).items() if k in FIELDS})
     return build_config(*layers)
 
@@ -205,7 +205,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_progress_when_piped() -> None:
+    """datasets' progress bars (reading a table, tokenizing) are for a terminal. Piped into a log
+    they are noise, and they would turn the one `error:` line of bad input into several."""
+    if sys.stderr.isatty() or os.environ.get("HF_DATASETS_DISABLE_PROGRESS_BARS") is not None:
+        return
+    if "datasets" in sys.modules:
+        from datasets.utils import disable_progress_bars
+
+        disable_progress_bars()
+    else:
+        os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"
+
+
 def main(argv: list[str] | None = None) -> int:
+    quiet_progress_when_piped()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

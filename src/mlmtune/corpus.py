@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from .errors import DataError
 BUILTIN_CORPORA = {"bbc-news"}
 TABLE_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 TEXT_SUFFIXES = {".txt", ".text", ".md"}
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # owner/name, e.g. stanfordnlp/imdb
 
 
 @dataclass
@@ -44,12 +46,19 @@ def bbc_news_folder() -> Path:
     return folder
 
 
+_WIDE_ENCODINGS = ("utf16", "utf32")  # encodings whose text holds NUL bytes
+_WIDE_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
 def read_text_file(path: Path, encoding: str) -> str:
     raw = path.read_bytes()
-    if b"\x00" in raw[:8192]:
-        raise DataError(f"{path} looks like a binary file, not text: pass a text file")
+    wide = encoding.lower().replace("-", "").replace("_", "").startswith(_WIDE_ENCODINGS)
+    if b"\x00" in raw[:8192] and not wide:
+        if raw[:2] in _WIDE_BOMS:
+            raise DataError(f"{path} is UTF-16 text (it starts with a UTF-16 byte-order mark): pass --encoding utf-16")
+        raise DataError(f"{path} looks like a binary file, not text (it holds NUL bytes): pass a text file")
     try:
-        return raw.decode(encoding)
+        text = raw.decode(encoding)
     except UnicodeDecodeError as exc:
         raise DataError(
             f"{path} is not valid {encoding} (byte {exc.start}): pass --encoding with the file's "
@@ -57,6 +66,10 @@ def read_text_file(path: Path, encoding: str) -> str:
         ) from None
     except LookupError:
         raise DataError(f"unknown --encoding {encoding!r}: use a Python codec name such as utf-8") from None
+    if "\x00" in text[:8192]:
+        raise DataError(f"{path} looks like a binary file, not {encoding} text (it holds NUL characters): "
+                        "pass a text file or the right --encoding")
+    return text
 
 
 def split_documents(text: str, line_by_line: bool) -> list[str]:
@@ -90,16 +103,91 @@ def _column_texts(table, column: str, where: str) -> list[str]:
     return texts
 
 
+def _is_blank(path: Path) -> bool:
+    """An empty or whitespace-only file (checked on small files only: a big one is not blank)."""
+    size = path.stat().st_size
+    return size == 0 or (size <= 1 << 16 and not path.read_bytes().strip())
+
+
+def _header_only(path: Path) -> bool:
+    """A CSV with one line (its header) and nothing else; datasets calls that 'no data'."""
+    if path.stat().st_size > 1 << 16:
+        return False
+    return len([line for line in path.read_bytes().splitlines() if line.strip()]) == 1
+
+
+def _parquet_rows(path: Path) -> int | None:
+    """The row count in a parquet file's footer, or None when it has no readable footer."""
+    try:
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(path).metadata.num_rows
+    except Exception:
+        return None
+
+
+def _json_problem(path: Path) -> str | None:
+    """Where a .jsonl/.json file stops being JSON: 'line N: <what>' (only run once reading failed)."""
+    import json
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        return f"byte {exc.start} is not UTF-8"
+    if path.suffix.lower() == ".json":  # one JSON document, or JSON lines
+        try:
+            json.loads(text)
+            return None
+        except json.JSONDecodeError as exc:
+            if not text.lstrip().startswith("{"):
+                return f"line {exc.lineno} column {exc.colno}: {exc.msg}"
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            return f"line {number} column {exc.colno}: {exc.msg}"
+        if not isinstance(record, dict):
+            return f"line {number}: a JSON {type(record).__name__}, not an object"
+    return None
+
+
+def _first_message(exc: BaseException) -> str:
+    """The most specific message of an exception chain (datasets wraps the parser's error)."""
+    generic = "An error occurred while generating the dataset"
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        if first and not first.startswith(generic):
+            return first
+        exc = exc.__cause__ or exc.__context__
+    return generic
+
+
 def _read_table(path: Path, column: str) -> list[str]:
     import datasets
 
+    if _is_blank(path):
+        return []  # read_corpus reports the empty source
+    from datasets.utils import logging as datasets_logging
+
+    kind = TABLE_FORMATS[path.suffix.lower()]
+    verbosity = datasets_logging.get_verbosity()
+    datasets_logging.set_verbosity(datasets_logging.CRITICAL)  # its error logs would repeat ours
     try:
-        table = datasets.load_dataset(
-            TABLE_FORMATS[path.suffix.lower()], data_files=str(path), split="train", keep_in_memory=True
-        )
+        table = datasets.load_dataset(kind, data_files=str(path), split="train", keep_in_memory=True)
     except Exception as exc:  # datasets raises many types for malformed files
-        first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
-        raise DataError(f"cannot read {path} ({first}): check that it is valid {path.suffix[1:]}") from None
+        if kind == "csv" and _header_only(path):
+            raise DataError(f"{path} has a header row but no data rows: add rows with text") from None
+        if kind == "parquet" and _parquet_rows(path) == 0:
+            raise DataError(f"{path} has no rows: add rows with text") from None
+        where = _json_problem(path) if kind == "json" else None
+        detail = where or _first_message(exc)
+        raise DataError(f"cannot read {path} ({detail}): check that it is valid {path.suffix[1:]}") from None
+    finally:
+        datasets_logging.set_verbosity(verbosity)
     return _column_texts(table, column, str(path))
 
 
@@ -110,14 +198,18 @@ def _read_hub(name: str, split: str, column: str) -> "datasets.Dataset":  # noqa
         return datasets.load_dataset(name, split=split)
     except Exception as exc:
         first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        local = f", and there is no local file or folder {name}" if "/" in name else ""
         raise DataError(
-            f"cannot load dataset {name!r} split {split!r} from the Hugging Face Hub ({first}): check the "
+            f"cannot load dataset {name!r} split {split!r} from the Hugging Face Hub ({first}){local}: check the "
             "name and your network, or use a local file or the offline corpus bbc-news"
         ) from None
 
 
 def looks_like_path(source: str) -> bool:
+    """A name that can only be a local path (a Hub id such as owner/name can be either)."""
     suffix = Path(source).suffix.lower()
+    if HUB_ID.match(source) and suffix not in TABLE_FORMATS and suffix not in TEXT_SUFFIXES:
+        return False
     return (
         os.sep in source
         or source.startswith((".", "~"))
@@ -129,6 +221,8 @@ def looks_like_path(source: str) -> bool:
 def read_source(source: str, *, split: str, eval_split: str | None, text_column: str,
                 encoding: str, line_by_line: bool) -> Documents:
     """One --data value -> documents."""
+    if not source.strip():  # Path("") is the current folder: never read that by accident
+        raise DataError(f"--data {source!r} is empty: give a file, a folder or a dataset name")
     path = Path(os.path.expanduser(source))
     if source in BUILTIN_CORPORA and not path.exists():
         return Documents(_read_folder(bbc_news_folder(), "latin-1", line_by_line))

@@ -10,6 +10,7 @@ from __future__ import annotations
 from .batching import eval_batches
 from .chunking import splits_from_config
 from .config import Config, build_config, validate
+from .errors import DataError
 from .masking import Masker, MaskingSpec
 from .metrics import EvalResult, evaluate_batches
 from .modeling import MaskedLMObjective, load_masked_lm, load_tokenizer, max_positions
@@ -41,6 +42,12 @@ def run_evaluation(cfg: Config, say=print) -> EvalResult:
                            rank=accelerator.process_index, world=accelerator.num_processes)
     result = evaluate_batches(objective, batches, accelerator.device, reduce=lambda t: accelerator.reduce(t, "sum"))
     _shutdown(accelerator)
+    if result.masked_tokens == 0:  # perplexity and accuracy would be nan
+        raise DataError(
+            f"no token of the {splits.eval.num_tokens:,} evaluation tokens was masked "
+            f"(--eval-mlm-probability {cfg.eval_mlm_probability:g}): raise --eval-mlm-probability "
+            "(0.15 is the standard) or --eval-size"
+        )
     return result
 
 
