@@ -14,6 +14,8 @@ import re
 import shutil
 from pathlib import Path
 
+import torch
+
 from .errors import CheckpointError
 from .outputs import atomic_write_json
 
@@ -68,6 +70,9 @@ def load_checkpoint(accelerator, path: Path) -> dict:
     """Restore the training state saved in `path`; returns its trainer_state.json."""
     try:
         state = json.loads((Path(path) / STATE_FILE).read_text(encoding="utf-8"))
+        # Accelerate only logs a warning for an unreadable RNG state and goes on with the wrong
+        # one; exact resume needs it, so read it first and fail like any other damaged file.
+        torch.load(Path(path) / f"random_states_{accelerator.process_index}.pkl", weights_only=False)
         accelerator.load_state(str(path))
     except Exception as exc:  # a truncated tensor file fails in safetensors, torch or pickle
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]

@@ -238,6 +238,9 @@ def build_config(*layers: dict[str, Any]) -> Config:
     values: dict[str, dict[str, Any]] = {g: {} for g in GROUPS}
     for layer in layers:
         for key, value in layer.items():
+            if not isinstance(key, str):
+                raise ConfigError(f"config key {key!r} must be a flag name such as chunk_size; "
+                                  "see `mlmtune train --print-config`")
             if key not in FIELDS:
                 close = [k for k in FIELDS if k.replace("_", "") == key.replace("_", "").replace("-", "")]
                 hint = f" (did you mean '{close[0]}'?)" if close else ""
@@ -300,6 +303,11 @@ def validate(cfg: Config, *, training: bool = True) -> None:
     check(cfg.eval_size is None or cfg.eval_size > 0, f"--eval-size must be positive, got {cfg.eval_size}")
     check(0 < cfg.eval_fraction < 1, f"--eval-fraction must be between 0 and 1, got {cfg.eval_fraction}")
     check(len(cfg.data) > 0, "--data needs at least one source")
+    check(0 <= cfg.seed < 2**32, f"--seed must be between 0 and 2**32 - 1, got {cfg.seed}")
+    for name, f in FIELDS.items():
+        choices = f.metadata.get("choices")
+        if choices and getattr(cfg, name) not in choices:
+            problems.append(f"--{name.replace('_', '-')} must be one of {', '.join(choices)}, got {getattr(cfg, name)!r}")
     check(cfg.batch_size > 0, f"--batch-size must be positive, got {cfg.batch_size}")
     check(cfg.eval_batch_size is None or cfg.eval_batch_size > 0, "--eval-batch-size must be positive")
     if training:

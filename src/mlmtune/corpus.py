@@ -8,6 +8,7 @@ its own evaluation split (a Hub dataset with --eval-split) also gives evaluation
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import re
@@ -171,24 +172,37 @@ def _read_table(path: Path, column: str) -> list[str]:
 
     if _is_blank(path):
         return []  # read_corpus reports the empty source
+    kind = TABLE_FORMATS[path.suffix.lower()]
+    try:
+        with quiet_datasets():
+            table = datasets.load_dataset(kind, data_files=str(path), split="train", keep_in_memory=True)
+    except Exception as exc:  # datasets raises many types for malformed files
+        raise table_error(path, exc) from None
+    return _column_texts(table, column, str(path))
+
+
+@contextlib.contextmanager
+def quiet_datasets():
+    """datasets logs its own error lines for a malformed file; ours say it once, better."""
     from datasets.utils import logging as datasets_logging
 
-    kind = TABLE_FORMATS[path.suffix.lower()]
     verbosity = datasets_logging.get_verbosity()
-    datasets_logging.set_verbosity(datasets_logging.CRITICAL)  # its error logs would repeat ours
+    datasets_logging.set_verbosity(datasets_logging.CRITICAL)
     try:
-        table = datasets.load_dataset(kind, data_files=str(path), split="train", keep_in_memory=True)
-    except Exception as exc:  # datasets raises many types for malformed files
-        if kind == "csv" and _header_only(path):
-            raise DataError(f"{path} has a header row but no data rows: add rows with text") from None
-        if kind == "parquet" and _parquet_rows(path) == 0:
-            raise DataError(f"{path} has no rows: add rows with text") from None
-        where = _json_problem(path) if kind == "json" else None
-        detail = where or _first_message(exc)
-        raise DataError(f"cannot read {path} ({detail}): check that it is valid {path.suffix[1:]}") from None
+        yield
     finally:
         datasets_logging.set_verbosity(verbosity)
-    return _column_texts(table, column, str(path))
+
+
+def table_error(path: Path, exc: BaseException) -> DataError:
+    """The DataError for a .jsonl/.json/.csv/.parquet file that datasets could not read."""
+    kind = TABLE_FORMATS[path.suffix.lower()]
+    if kind == "csv" and _header_only(path):
+        return DataError(f"{path} has a header row but no data rows: add rows with text")
+    if kind == "parquet" and _parquet_rows(path) == 0:
+        return DataError(f"{path} has no rows: add rows with text")
+    detail = (_json_problem(path) if kind == "json" else None) or _first_message(exc)
+    return DataError(f"cannot read {path} ({detail}): check that it is valid {path.suffix[1:]}")
 
 
 def _read_hub(name: str, split: str, column: str) -> "datasets.Dataset":  # noqa: F821

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .corpus import looks_like_path
 from .errors import ModelError
 from .masking import IGNORE_INDEX
 
@@ -51,10 +52,11 @@ def _load_failure(what: str, name: str, exc: Exception) -> ModelError:
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
     if Path(name).is_dir():
         fix = f"check that {name} holds a {what} (for a tokenizer: tokenizer.json or vocab files; or pass --tokenizer)"
-    elif os.sep in name or name.startswith("."):
+    elif looks_like_path(name):
         fix = "check the path"
     else:
-        fix = "check the model id and your network, or use a local folder or the offline model minilm"
+        fix = (f"no local folder {name} exists, and the Hugging Face Hub did not give it: check the model id "
+               "and your network, or use a local folder or the offline model minilm")
     return ModelError(f"cannot load the {what} of {name!r} ({first}): {fix}")
 
 
@@ -67,7 +69,7 @@ def load_tokenizer(model: str, tokenizer: str | None = None):
 
     quiet_transformers()
     source = resolve_model(tokenizer or model)
-    if not Path(source).exists() and (os.sep in source or source.startswith(".")):
+    if not Path(source).exists() and looks_like_path(source):
         raise ModelError(f"model {source!r} does not exist: check the path")
     # transformers 5 builds an empty tokenizer (special tokens only) for a folder without vocabulary
     # files instead of failing; catch that here.

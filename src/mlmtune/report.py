@@ -74,13 +74,23 @@ def _predictions_html(probes: list[str], tuned, base) -> str:
     return "<table class=preds>" + "".join(parts) + "</table>"
 
 
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        data = None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} is damaged (not the JSON object mlmtune wrote): train again, or restore the file")
+    return data
+
+
 def write_report(output_dir: str | Path, *, base_model: str | None = None, probes: list[str] | None = None,
                  say=print) -> Path:
     out = Path(output_dir)
     if not (out / "run.json").is_file():
         raise ConfigError(f"{out} holds no run.json: give a folder written by mlmtune train")
-    run = json.loads((out / "run.json").read_text(encoding="utf-8"))
-    results = json.loads((out / "results.json").read_text(encoding="utf-8")) if (out / "results.json").is_file() else {}
+    run = _read_json(out / "run.json")
+    results = _read_json(out / "results.json") if (out / "results.json").is_file() else {}
     records = read_metrics(out / "metrics.jsonl")
     config = run.get("config", {})
     probes = probes or config.get("probe") or DEFAULT_PROBES

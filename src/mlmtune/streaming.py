@@ -20,7 +20,7 @@ import numpy as np
 
 from .chunking import Blocks, concat_blocks, cut, tokenize
 from .corpus import (BUILTIN_CORPORA, TABLE_FORMATS, TEXT_SUFFIXES, bbc_news_folder, looks_like_path,
-                     read_text_file, split_documents)
+                     quiet_datasets, read_text_file, split_documents, table_error)
 from .errors import DataError
 
 SHUFFLE_DOCUMENTS = 1000  # documents in the datasets shuffle buffer
@@ -51,21 +51,22 @@ def _open_source(source: str, *, split: str, text_column: str, encoding: str, li
     if files is not None:
         return datasets.IterableDataset.from_generator(
             _text_files, gen_kwargs={"files": files, "encoding": encoding, "line_by_line": line_by_line})
+    if not path.is_file() and looks_like_path(source):
+        raise DataError(f"--data {source}: no such file or folder; check the path")
     try:
-        if path.is_file():
-            stream = datasets.load_dataset(TABLE_FORMATS[path.suffix.lower()], data_files=str(path), split="train",
-                                           streaming=True)
-        elif looks_like_path(source):
-            raise DataError(f"--data {source}: no such file or folder; check the path")
-        else:
-            stream = datasets.load_dataset(source, split=split, streaming=True)
-        first = next(iter(stream), None)
-    except DataError:
-        raise
+        with quiet_datasets():
+            if path.is_file():
+                stream = datasets.load_dataset(TABLE_FORMATS[path.suffix.lower()], data_files=str(path),
+                                               split="train", streaming=True)
+            else:
+                stream = datasets.load_dataset(source, split=split, streaming=True)
+            first = next(iter(stream), None)
     except Exception as exc:
+        if path.is_file():
+            raise table_error(path, exc) from None
         first_line = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
-        raise DataError(f"cannot stream {source!r} ({first_line}): check the name or file, and your network "
-                        "for Hugging Face datasets") from None
+        raise DataError(f"cannot stream dataset {source!r} from the Hugging Face Hub ({first_line}): check the "
+                        "name and your network, or use a local file or the offline corpus bbc-news") from None
     if first is None:
         raise DataError(f"--data {source} holds no text: give a source with text")
     if text_column not in first:

@@ -22,7 +22,7 @@ from .batching import Batch, epoch_order, eval_batches, make_batch, process_batc
 from .checkpoints import complete_checkpoints, load_checkpoint, save_checkpoint
 from .chunking import check_lengths, splits_from_config
 from .config import Config, build_config, resume_mismatch, validate
-from .errors import CheckpointError, ConfigError, Interrupted, TrainingError
+from .errors import CheckpointError, ConfigError, DataError, Interrupted, TrainingError
 from .masking import Masker, MaskingSpec
 from .metrics import EvalResult, MetricsLog, evaluate_batches
 from .modeling import (MaskedLMObjective, load_masked_lm, load_tokenizer, max_positions,
@@ -163,6 +163,18 @@ def fit(cfg: Config) -> dict:
     total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
     warmup = cfg.warmup_steps or math.ceil(cfg.warmup_ratio * total_steps)
 
+    # --- the evaluation set, masked once and kept
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    multiple = 8 if cfg.line_by_line else 1
+    eval_set = eval_batches(eval_blocks, eval_masker, seed=cfg.seed, batch_size=cfg.eval_batch_size or 2 * cfg.batch_size,
+                            pad_id=pad_id, pad_to_multiple_of=multiple,
+                            rank=accelerator.process_index, world=world)
+    eval_masked = accelerator.reduce(torch.tensor(float(sum(b.n_masked for b in eval_set)), device=accelerator.device), "sum")
+    if eval_masked == 0:
+        raise DataError(f"the fixed evaluation masks chose no token of the {eval_blocks.num_tokens:,} evaluation "
+                        f"tokens (--eval-mlm-probability {cfg.eval_mlm_probability:g}): raise it (0.15 is the "
+                        "standard) or --eval-size")
+
     # --- model, optimizer, schedule
     loaded = load_masked_lm(cfg.model, seed=cfg.seed)
     if loaded.new_parameters:
@@ -190,11 +202,6 @@ def fit(cfg: Config) -> dict:
     if cfg.report_to != "none":
         accelerator.init_trackers(out.name, config=_flat_for_tracker(cfg))
 
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    multiple = 8 if cfg.line_by_line else 1
-    eval_set = eval_batches(eval_blocks, eval_masker, seed=cfg.seed, batch_size=cfg.eval_batch_size or 2 * cfg.batch_size,
-                            pad_id=pad_id, pad_to_multiple_of=multiple,
-                            rank=accelerator.process_index, world=world)
     metrics = MetricsLog(out / "metrics.jsonl", enabled=main)
     device = accelerator.device
 
@@ -368,7 +375,12 @@ def fit(cfg: Config) -> dict:
 def _checkpoint_to_resume(cfg: Config, out: Path) -> Path:
     import json
 
-    saved = json.loads((out / "run.json").read_text(encoding="utf-8")).get("config", {})
+    try:
+        saved = json.loads((out / "run.json").read_text(encoding="utf-8"))["config"]
+        assert isinstance(saved, dict)
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AssertionError):
+        raise CheckpointError(f"{out / 'run.json'} is damaged: it must be the run.json mlmtune wrote; "
+                              "start again with --overwrite") from None
     problem = resume_mismatch(saved, cfg)
     if problem:
         raise ConfigError(f"--resume needs the config of the run in {out}: {problem}; "
