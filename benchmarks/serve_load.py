@@ -17,14 +17,14 @@ import asyncio
 import json
 import math
 import os
-import re
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import httpx
+
+from mlmtune.serve import spawn, stop
 
 TEXTS = [
     "The [MASK] is happy.",
@@ -47,37 +47,12 @@ def percentile(sorted_values: list[float], q: float) -> float:
 
 
 def start_server(model: str, compare: str | None, log_path: Path, timeout: float = 300) -> tuple[subprocess.Popen, str]:
-    cmd = [sys.executable, "-m", "mlmtune", "serve", "--model", model, "--host", "127.0.0.1", "--port", "0"]
-    if compare:
-        cmd += ["--compare", compare]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
-    log = log_path.open("w")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
-    found: list[str] = []
-    ready = threading.Event()
-
-    def read() -> None:
-        for line in proc.stdout:
-            m = re.search(r"http://127\.0\.0\.1:\d+/", line)
-            if m and not found:
-                found.append(m.group(0))
-                ready.set()
-        ready.set()
-
-    threading.Thread(target=read, daemon=True).start()
-    if not ready.wait(timeout) or not found:
-        stop_server(proc)
-        sys.exit(f"error: mlmtune serve did not start; its log ({log_path}):\n{log_path.read_text()[-2000:]}")
-    return proc, found[0]
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
+    with log_path.open("w") as log:
+        try:
+            return spawn(model, compare, stderr=log, timeout=timeout,
+                         env={"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")})
+        except RuntimeError:
+            sys.exit(f"error: mlmtune serve did not start; its log ({log_path}):\n{log_path.read_text()[-2000:]}")
 
 
 def wait_healthy(url: str, timeout: float = 60) -> dict:
@@ -174,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         figures = asyncio.run(run_load(url, args.concurrency, args.seconds, args.top_k, args.warmup))
     finally:
         if proc is not None:
-            stop_server(proc)
+            stop(proc)
             log_path.unlink(missing_ok=True)
 
     result = {"url": url, "models": [(m["name"], m["role"]) for m in health["models"]],

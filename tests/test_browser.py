@@ -7,12 +7,7 @@ package the test is skipped and says why.
 
 from __future__ import annotations
 
-import os
-import re
 import shutil
-import subprocess
-import sys
-import threading
 from pathlib import Path
 
 import httpx
@@ -40,41 +35,19 @@ def _sync_playwright():
 @pytest.fixture
 def server_url(tiny_bert, tiny_encoder, tmp_path):
     """`python -m mlmtune serve --port 0` in a subprocess; its printed URL, once /health answers."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    from mlmtune.serve import spawn, stop
+
     log = tmp_path / "serve.log"
-    stderr = log.open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlmtune", "serve", "--model", tiny_bert, "--compare", tiny_encoder,
-         "--host", "127.0.0.1", "--port", "0"],
-        stdout=subprocess.PIPE, stderr=stderr, text=True, env=env, cwd=REPO,
-    )
-    found: list[str] = []
-    ready = threading.Event()
-
-    def read_stdout():
-        for line in proc.stdout:
-            match = re.search(r"http://127\.0\.0\.1:\d+/", line)
-            if match and not found:
-                found.append(match.group(0))
-                ready.set()
-        ready.set()
-
-    threading.Thread(target=read_stdout, daemon=True).start()
-    try:
-        if not ready.wait(120) or not found:
-            proc.kill()
-            pytest.fail(f"mlmtune serve printed no URL; its stderr:\n{log.read_text()[-2000:]}")
-        url = found[0]
-        assert httpx.get(url + "health", timeout=30).json()["status"] == "ok"
-        yield url
-    finally:
-        proc.terminate()
+    with log.open("w") as stderr:
         try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        stderr.close()
+            proc, url = spawn(tiny_bert, tiny_encoder, stderr=stderr, timeout=120, env={"HF_HUB_OFFLINE": "1"})
+        except RuntimeError:
+            pytest.fail(f"mlmtune serve printed no URL; its stderr:\n{log.read_text()[-2000:]}")
+        try:
+            assert httpx.get(url + "health", timeout=30).json()["status"] == "ok"
+            yield url
+        finally:
+            stop(proc)
 
 
 def test_page_fills_both_columns(server_url, tmp_path):

@@ -205,7 +205,7 @@ def table_error(path: Path, exc: BaseException) -> DataError:
     return DataError(f"cannot read {path} ({detail}): check that it is valid {path.suffix[1:]}")
 
 
-def _read_hub(name: str, split: str, column: str) -> "datasets.Dataset":  # noqa: F821
+def _read_hub(name: str, split: str, column: str):
     import datasets
 
     try:
