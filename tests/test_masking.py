@@ -147,3 +147,49 @@ def test_whole_word_mask_refuses_a_tokenizer_without_word_ids(tokenizer):
     with pytest.raises(ConfigError, match="--whole-word-mask"):
         Masker(_NotFast(tokenizer), MaskingSpec(whole_word=True))
     Masker(_NotFast(tokenizer), MaskingSpec())  # token masking needs no word ids
+
+
+def test_whole_words_share_one_action(tokenizer):
+    """80/10/10 applies per word: a chosen word is all [MASK], or all random, or all kept."""
+    text = "unbelievably extraordinarily hyperparameterized tokenization " * 8
+    enc = tokenizer([text] * 64)
+    ids = np.array(enc["input_ids"])
+    words = np.array([[-1 if w is None else w for w in enc.word_ids(i)] for i in range(64)])
+    masker = Masker(tokenizer, MaskingSpec(probability=0.5, whole_word=True))
+    corrupted, labels = masker(ids, np.ones_like(ids, bool), np.arange(64), seed=2, stream=0, word_ids=words)
+    actions = {"mask": 0, "other": 0}
+    for row in range(64):
+        for w in np.unique(words[row][words[row] >= 0]):
+            at = words[row] == w
+            if (labels[row][at] == IGNORE_INDEX).all():
+                continue
+            is_mask = corrupted[row][at] == tokenizer.mask_token_id
+            assert is_mask.all() or not is_mask.any()
+            actions["mask" if is_mask.all() else "other"] += 1
+    assert 0.7 < actions["mask"] / (actions["mask"] + actions["other"]) < 0.9
+
+
+def test_eval_masks_are_identical_in_a_fresh_process(tokenizer, news_folder):
+    """'Masked once with a fixed seed': a new interpreter draws the same evaluation masks."""
+    import hashlib
+    import subprocess
+    import sys
+
+    code = (
+        "import hashlib, sys; from mlmtune.modeling import load_tokenizer; from mlmtune.corpus import read_corpus;"
+        "from mlmtune.chunking import prepare; from mlmtune.batching import eval_batches;"
+        "from mlmtune.masking import Masker, MaskingSpec;"
+        "tok = load_tokenizer('minilm'); s = prepare(read_corpus([sys.argv[1]]), tok, chunk_size=64, eval_size=30, seed=9);"
+        "bs = eval_batches(s.eval, Masker(tok, MaskingSpec()), seed=9, batch_size=8, pad_id=0);"
+        "print(hashlib.sha256(b''.join(b.input_ids.numpy().tobytes() + b.labels.numpy().tobytes() for b in bs)).hexdigest())"
+    )
+    out = subprocess.run([sys.executable, "-c", code, news_folder], capture_output=True, text=True, check=True)
+    from mlmtune.batching import eval_batches
+    from mlmtune.chunking import prepare
+    from mlmtune.corpus import read_corpus
+
+    s = prepare(read_corpus([news_folder]), tokenizer, chunk_size=64, eval_size=30, seed=9)
+    here = eval_batches(s.eval, Masker(tokenizer, MaskingSpec()), seed=9, batch_size=8, pad_id=0)
+    digest = hashlib.sha256(b"".join(b.input_ids.numpy().tobytes() + b.labels.numpy().tobytes() for b in here))
+    assert out.stdout.strip() == digest.hexdigest()
+    assert sum(b.n_masked for b in here) > 0

@@ -102,3 +102,13 @@ def test_accumulating_two_batches_of_8_equals_one_batch_of_16(no_dropout_bert, n
                        max_steps=6))
     assert two["train_tokens"] == one["train_tokens"]
     assert two["eval_perplexity"] == pytest.approx(one["eval_perplexity"], rel=1e-4)
+
+
+@pytest.mark.slow
+def test_compiled_training_saves_real_weights(tiny_bert, news_folder, tmp_path):
+    from mlmtune.evaluate import evaluate
+
+    out = tmp_path / "compiled"
+    results = fit(tiny_run(tiny_bert, news_folder, out, max_steps=3, compile=True))
+    again = evaluate(str(out), news_folder, chunk_size=64, eval_size=40, seed=0, precision="fp32")
+    assert again.perplexity == pytest.approx(results["eval_perplexity"], rel=1e-4)

@@ -120,6 +120,8 @@ def save_model(model, tokenizer, folder: Path, state_dict: dict | None = None) -
     try:
         model.save_pretrained(tmp, state_dict=state_dict)
         tokenizer.save_pretrained(tmp)
+        if not any(tmp.glob("*.safetensors")) and not any(tmp.glob("*.bin")):
+            raise RuntimeError(f"save_pretrained wrote no weights into {tmp}")  # never a config without weights
         names = sorted(p.name for p in tmp.iterdir())
         for name in sorted(names, key=lambda n: n in MODEL_FILES_LAST):
             os.chmod(tmp / name, FILE_MODE)

@@ -356,8 +356,8 @@ def fit(cfg: Config) -> dict:
     if main:
         inner = accelerator.unwrap_model(objective)
         inner = getattr(inner, "_orig_mod", inner)  # torch.compile wrapper
-        prefix = "model."
-        model_state = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)} if state_dict else None
+        # Keys of the objective's state dict are "model.<hf key>" ("_orig_mod." inserted by compile).
+        model_state = {k.replace("_orig_mod.", "").removeprefix("model."): v for k, v in state_dict.items()}
         save_model(inner.model, tokenizer, out, state_dict=model_state)
         atomic_write_json(out / "results.json", results)
         say(f"saved the model to {out} (pipeline('fill-mask', model='{out}') loads it)")
