@@ -25,7 +25,7 @@ from .config import Config, build_config, resume_mismatch, validate
 from .errors import CheckpointError, ConfigError, DataError, Interrupted, TrainingError
 from .masking import Masker, MaskingSpec
 from .metrics import EvalResult, MetricsLog, evaluate_batches
-from .modeling import (MaskedLMObjective, load_masked_lm, load_tokenizer, max_positions,
+from .modeling import (MaskedLMObjective, load_masked_lm, load_tokenizer, max_positions, use_training_attention,
                        resolve_precision)
 from .outputs import atomic_write_json, check_output_dir, clear_output_dir, save_model, versions
 from .streaming import StreamingData, open_documents, stream_batches
@@ -116,6 +116,7 @@ def peak_rss_mb() -> float:
 
 
 def fit(cfg: Config) -> dict:
+    started = time.perf_counter()
     validate(cfg)
     check_tracker(cfg.report_to)
     out = Path(cfg.output_dir)
@@ -163,6 +164,8 @@ def fit(cfg: Config) -> dict:
     total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
     warmup = cfg.warmup_steps or math.ceil(cfg.warmup_ratio * total_steps)
 
+    prepare_seconds = time.perf_counter() - started
+
     # --- the evaluation set, masked once and kept
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     multiple = 8 if cfg.line_by_line else 1
@@ -180,6 +183,7 @@ def fit(cfg: Config) -> dict:
     if loaded.new_parameters:
         say(f"note: {cfg.model} has no MLM head; created one ({len(loaded.new_parameters)} new tensors, "
             f"decoder tied to the word embeddings), trained at --head-lr {cfg.head_lr:g}")
+    use_training_attention(loaded.model, accelerator.device)
     objective = MaskedLMObjective(loaded.model)
     optimizer = build_optimizer(objective.model, lr=cfg.lr, head_lr=cfg.head_lr,
                                 weight_decay=cfg.weight_decay, new_parameters=loaded.new_parameters)
@@ -345,6 +349,8 @@ def fit(cfg: Config) -> dict:
         "train_seconds": round(counters["train_seconds"], 3),
         "train_tokens_per_second": counters["tokens"] / max(counters["train_seconds"], 1e-9),
         "eval_seconds": round(counters["eval_seconds"], 3),
+        "prepare_seconds": round(prepare_seconds, 3),  # this session: reading, tokenizing, cutting
+        "wall_seconds": round(time.perf_counter() - started, 3),  # this session, up to the final save
         "baseline_perplexity": counters["baseline_perplexity"],
         "eval_perplexity": last_eval.perplexity,
         "eval_accuracy": last_eval.accuracy,
