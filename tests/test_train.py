@@ -29,8 +29,12 @@ def test_training_lowers_eval_perplexity_and_writes_a_complete_folder(tiny_bert,
     assert all(r["tokens_per_second"] > 0 for r in trains)
     assert evals[0]["masked_tokens"] == evals[-1]["masked_tokens"]  # the same fixed masks
     assert math.isclose(results["eval_perplexity"], evals[-1]["perplexity"])
+    saved = json.loads((out / "results.json").read_text())
     for key in ("train_tokens_per_second", "train_seconds", "steps", "eval_perplexity", "eval_accuracy", "peak_rss_mb"):
-        assert key in json.loads((out / "results.json").read_text())
+        assert key in saved
+    # the phases are timed separately and fit inside the whole
+    assert 0 < saved["prepare_seconds"] and 0 < saved["train_seconds"] and 0 < saved["eval_seconds"]
+    assert saved["prepare_seconds"] + saved["train_seconds"] + saved["eval_seconds"] <= saved["wall_seconds"]
     run = json.loads((out / "run.json").read_text())
     assert run["config"]["model"] == tiny_bert and run["processes"] == 1 and "transformers" in run["versions"]
     assert not list(out.glob(".*"))  # no temporary files left behind
