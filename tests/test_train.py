@@ -2,11 +2,14 @@
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
+from mlmtune.chunking import cut, tokenize
 from mlmtune.config import build_config
 from mlmtune.metrics import read_metrics
+from mlmtune.modeling import load_tokenizer
 from mlmtune.train import fit
 
 
@@ -116,3 +119,29 @@ def test_compiled_training_saves_real_weights(tiny_bert, news_folder, tmp_path):
     results = fit(tiny_run(tiny_bert, news_folder, out, max_steps=3, compile=True))
     again = evaluate(str(out), news_folder, chunk_size=64, eval_size=40, seed=0, precision="fp32")
     assert again.perplexity == pytest.approx(results["eval_perplexity"], rel=1e-4)
+
+
+def test_a_hub_dataset_trains_on_its_train_split_and_evaluates_on_its_eval_split(tiny_bert, news_folder, tmp_path,
+                                                                                  monkeypatch):
+    # The Hub is not reachable here: datasets.load_dataset answers with local tables instead, so the
+    # code path of `--data imdb --data-split train --eval-split test --text-column review` is the real one.
+    import datasets
+
+    texts = [p.read_text() for p in sorted(Path(news_folder).glob("*.txt"))]
+    tables = {"train": texts[:30], "test": texts[30:]}
+    calls = []
+
+    def fake_load_dataset(name, split=None, **kwargs):
+        calls.append((name, split))
+        return datasets.Dataset.from_dict({"review": tables[split], "label": [0] * len(tables[split])})
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    out = tmp_path / "run"
+    fit(tiny_run(tiny_bert, "imdb", out, data_split="train", eval_split="test", text_column="review",
+                 eval_size=None, max_steps=4))
+    assert calls == [("imdb", "train"), ("imdb", "test")]
+    run = json.loads((out / "run.json").read_text())
+    assert run["data"]["holdout"] == "split"  # no documents taken from the training split
+    tokenizer = load_tokenizer(tiny_bert)
+    assert run["data"]["eval_examples"] == len(cut(tokenize(tables["test"], tokenizer), 64))
+    assert run["data"]["train_examples"] == len(cut(tokenize(tables["train"], tokenizer), 64))
