@@ -1,6 +1,10 @@
 """FillMask against transformers' own fill-mask pipeline, and the predict command."""
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -36,3 +40,29 @@ def test_python_api_and_cli_json(tiny_bert, capsys):
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [len(r["masks"]) for r in lines] == [1, 2]
     assert lines[0]["masks"] == single and lines[0]["compare"]["masks"] == single
+
+
+def test_a_hub_model_id_loads_from_the_hub_cache(tiny_bert, tmp_path):
+    # A Hub id (owner/name) takes the real Hub code path; offline, huggingface_hub answers from its
+    # cache, laid out here as a download would leave it.
+    revision = "0" * 40
+    repo = tmp_path / "hub" / "models--mlmtune-test--tiny-bert"
+    shutil.copytree(tiny_bert, repo / "snapshots" / revision)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+
+    def predict(model):
+        proc = subprocess.run([sys.executable, "-m", "mlmtune", "predict", "--model", model, "--json", "--top-k", "3",
+                               "The [MASK] is happy."], capture_output=True, text=True, env=env, cwd=tmp_path,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)["masks"]
+
+    assert predict("mlmtune-test/tiny-bert") == predict(tiny_bert)  # the same model, found through the cache
+    # a name that is neither in the cache nor a folder is the Hub's offline error, not a path error
+    env["HF_HUB_CACHE"] = str(tmp_path / "empty")
+    proc = subprocess.run([sys.executable, "-m", "mlmtune", "predict", "--model", "mlmtune-test/other",
+                           "The [MASK] is happy."], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.startswith("error:") and "Traceback" not in proc.stderr
+    assert "mlmtune-test/other" in proc.stderr and "no such file" not in proc.stderr
