@@ -755,3 +755,16 @@ def test_subprocess_table_without_text_column(tiny_bert, tmp_path):
     proc = run_process(train_argv(tiny_bert, "data.csv", "out"), cwd=tmp_path)
     assert_clean_error(proc.returncode, proc.stderr, "no column 'text'", "--text-column")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_tracker_that_cannot_start_leaves_no_run(capsys, tiny_bert, news_folder, tmp_path, monkeypatch):
+    pytest.importorskip("mlflow")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)  # mlflow 3 refuses a file store without it
+    out = tmp_path / "out"
+    code, _, err = run_cli(capsys, *train_argv(tiny_bert, news_folder, out, "--report-to", "mlflow"))
+    assert_clean_error(code, err, "--report-to mlflow", "--report-to none")
+    assert not out.exists() or not any(out.iterdir())  # no run.json, no metrics: the next run is not refused
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    code, _, err = run_cli(capsys, *train_argv(tiny_bert, news_folder, out, "--report-to", "mlflow"))
+    assert_ok(code, err)

@@ -145,3 +145,18 @@ def test_a_hub_dataset_trains_on_its_train_split_and_evaluates_on_its_eval_split
     tokenizer = load_tokenizer(tiny_bert)
     assert run["data"]["eval_examples"] == len(cut(tokenize(tables["test"], tokenizer), 64))
     assert run["data"]["train_examples"] == len(cut(tokenize(tables["train"], tokenizer), 64))
+
+
+def test_mlflow_tracker_records_the_run(tiny_bert, news_folder, tmp_path, monkeypatch):
+    mlflow = pytest.importorskip("mlflow")
+    uri = (tmp_path / "mlruns").as_uri()  # a file store (mlflow-skinny has no database backend)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    out = tmp_path / "mlf"
+    fit(tiny_run(tiny_bert, news_folder, out, max_steps=4, log_every=2, report_to="mlflow"))
+    client = mlflow.MlflowClient(tracking_uri=uri)  # not mlflow.set_tracking_uri: a global other tests would see
+    runs = client.search_runs([client.get_experiment_by_name(out.name).experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    history = client.get_metric_history(runs[0].info.run_id, "train/loss")
+    assert [m.step for m in history] == [2, 4]
+    assert runs[0].data.params["lr"] == "0.003"

@@ -45,6 +45,19 @@ def check_tracker(report_to: str) -> None:
                           "or use --report-to none (metrics.jsonl is always written)")
 
 
+def start_tracker(accelerator, cfg: Config, name: str) -> None:
+    """--report-to through Accelerate's trackers; a tracker's own setup error becomes one line."""
+    if cfg.report_to == "none":
+        return
+    try:
+        accelerator.init_trackers(name, config=_flat_for_tracker(cfg))
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        hint = " (MLFLOW_TRACKING_URI)" if cfg.report_to == "mlflow" else ""
+        raise ConfigError(f"--report-to {cfg.report_to} could not start: {first}: fix the tracker's "
+                          f"settings{hint} or use --report-to none (metrics.jsonl is always written)") from None
+
+
 def make_accelerator(cfg: Config, output_dir: Path | None = None):
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration
@@ -198,13 +211,12 @@ def fit(cfg: Config) -> dict:
         if cfg.overwrite:
             clear_output_dir(out)
         out.mkdir(parents=True, exist_ok=True)
-        if not cfg.resume:
-            atomic_write_json(out / "run.json", run_record(cfg, accelerator, data_summary, loaded.new_parameters,
-                                                           total_steps, steps_per_epoch))
     accelerator.wait_for_everyone()
     objective, optimizer, scheduler = accelerator.prepare(objective, optimizer, scheduler)
-    if cfg.report_to != "none":
-        accelerator.init_trackers(out.name, config=_flat_for_tracker(cfg))
+    start_tracker(accelerator, cfg, out.name)  # before run.json: a tracker that cannot start leaves no run behind
+    if main and not cfg.resume:
+        atomic_write_json(out / "run.json", run_record(cfg, accelerator, data_summary, loaded.new_parameters,
+                                                       total_steps, steps_per_epoch))
 
     metrics = MetricsLog(out / "metrics.jsonl", enabled=main)
     device = accelerator.device
