@@ -113,3 +113,19 @@ def test_folder_without_tokenizer_is_a_model_error(tmp_path, tiny_bert):
 
 def test_max_positions_is_the_smaller_limit(tiny_bert, tokenizer):
     assert max_positions(tiny_bert, tokenizer) == 128
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_takes_bf16_only_where_the_cpu_has_it(monkeypatch, native):
+    import mlmtune.modeling as modeling
+
+    monkeypatch.setattr(modeling.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(modeling, "cpu_has_native_bf16", lambda: native)
+    assert modeling.resolve_precision("auto") == ("bf16" if native else "no")
+    assert modeling.resolve_precision("fp32") == "no"
+    assert modeling.resolve_precision("bf16") == "bf16"  # asked for: honoured, with a note where it is emulated
+    note = modeling.precision_note("bf16", torch.device("cpu"))
+    assert (note is None) == native
+    if note:
+        assert "--precision auto or fp32" in note
+    assert modeling.precision_note("no", torch.device("cpu")) is None

@@ -25,8 +25,8 @@ from .config import Config, build_config, resume_mismatch, validate
 from .errors import CheckpointError, ConfigError, DataError, Interrupted, TrainingError
 from .masking import Masker, MaskingSpec
 from .metrics import EvalResult, MetricsLog, evaluate_batches
-from .modeling import (MaskedLMObjective, load_masked_lm, load_tokenizer, max_positions, use_training_attention,
-                       resolve_precision)
+from .modeling import (MaskedLMObjective, load_masked_lm, load_tokenizer, max_positions, precision_note,
+                       resolve_precision, use_training_attention)
 from .outputs import atomic_write_json, check_output_dir, clear_output_dir, save_model, versions
 from .streaming import StreamingData, open_documents, stream_batches
 
@@ -197,6 +197,8 @@ def fit(cfg: Config) -> dict:
         say(f"note: {cfg.model} has no MLM head; created one ({len(loaded.new_parameters)} new tensors, "
             f"decoder tied to the word embeddings), trained at --head-lr {cfg.head_lr:g}")
     use_training_attention(loaded.model, accelerator.device)
+    if note := precision_note(accelerator.mixed_precision, accelerator.device):
+        say(note)
     objective = MaskedLMObjective(loaded.model)
     optimizer = build_optimizer(objective.model, lr=cfg.lr, head_lr=cfg.head_lr,
                                 weight_decay=cfg.weight_decay, new_parameters=loaded.new_parameters)
