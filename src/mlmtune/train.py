@@ -65,7 +65,7 @@ def make_accelerator(cfg: Config, output_dir: Path | None = None):
     tracker = None if cfg.report_to == "none" or output_dir is None else cfg.report_to
     # Under torchrun without GPUs Accelerate only forms a (gloo) process group when told cpu=True.
     cpu_group = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
-    return Accelerator(
+    accelerator = Accelerator(
         cpu=cpu_group,
         gradient_accumulation_steps=getattr(cfg, "gradient_accumulation_steps", 1),
         mixed_precision=resolve_precision(cfg.precision),
@@ -76,6 +76,10 @@ def make_accelerator(cfg: Config, output_dir: Path | None = None):
         project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir))
         if output_dir is not None else None,
     )
+    # Here, so that train and evaluate both warn; stderr keeps `evaluate --json` clean.
+    if accelerator.is_main_process and (note := precision_note(accelerator.mixed_precision, accelerator.device)):
+        print(note, file=sys.stderr)
+    return accelerator
 
 
 def build_optimizer(model: torch.nn.Module, *, lr: float, head_lr: float, weight_decay: float,
@@ -197,8 +201,6 @@ def fit(cfg: Config) -> dict:
         say(f"note: {cfg.model} has no MLM head; created one ({len(loaded.new_parameters)} new tensors, "
             f"decoder tied to the word embeddings), trained at --head-lr {cfg.head_lr:g}")
     use_training_attention(loaded.model, accelerator.device)
-    if note := precision_note(accelerator.mixed_precision, accelerator.device):
-        say(note)
     objective = MaskedLMObjective(loaded.model)
     optimizer = build_optimizer(objective.model, lr=cfg.lr, head_lr=cfg.head_lr,
                                 weight_decay=cfg.weight_decay, new_parameters=loaded.new_parameters)
