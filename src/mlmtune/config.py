@@ -287,6 +287,14 @@ def validate(cfg: Config, *, training: bool = True) -> None:
         if not ok:
             problems.append(text)
 
+    for name in FIELDS:  # every float option: a NaN or infinity would train a model of NaNs
+        v = getattr(cfg, name)
+        if isinstance(v, float) and not math.isfinite(v):
+            problems.append(f"--{name.replace('_', '-')} must be a finite number, got {v}")
+    if problems:
+        raise ConfigError("; ".join(problems))
+    check(bool(cfg.output_dir.strip()), "--output-dir is empty: name a folder for the model and metrics, e.g. runs/mine")
+    check("\0" not in cfg.output_dir, "--output-dir must not contain a NUL character")
     for name in ("mlm_probability", "eval_mlm_probability"):
         v = getattr(cfg, name)
         check(0 < v < 1 and math.isfinite(v), f"--{name.replace('_', '-')} must be between 0 and 1 (exclusive), got {v}")
@@ -317,6 +325,10 @@ def validate(cfg: Config, *, training: bool = True) -> None:
         check(cfg.lr > 0 and math.isfinite(cfg.lr), f"--lr must be positive, got {cfg.lr}")
         check(cfg.head_lr > 0 and math.isfinite(cfg.head_lr), f"--head-lr must be positive, got {cfg.head_lr}")
         check(cfg.weight_decay >= 0, f"--weight-decay must not be negative, got {cfg.weight_decay}")
+        # AdamW multiplies each weight by (1 - lr * weight_decay) per step: at 1 or more it flips or zeroes it
+        check(cfg.weight_decay * max(cfg.lr, cfg.head_lr) < 1,
+              f"--weight-decay {cfg.weight_decay:g} times the learning rate ({max(cfg.lr, cfg.head_lr):g}) must be "
+              "below 1 (AdamW would zero or flip every weight): use a weight decay such as 0.01")
         check(cfg.warmup_steps >= 0, f"--warmup-steps must not be negative, got {cfg.warmup_steps}")
         check(0 <= cfg.warmup_ratio < 1, f"--warmup-ratio must be in [0, 1), got {cfg.warmup_ratio}")
         check(cfg.max_grad_norm is None or cfg.max_grad_norm > 0, "--max-grad-norm must be positive or none")

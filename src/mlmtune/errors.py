@@ -23,6 +23,10 @@ class CheckpointError(MlmtuneError):
     """A checkpoint is missing, incomplete, damaged or from another config."""
 
 
+class OutputError(MlmtuneError):
+    """The output folder cannot be written (disk full, read-only, permissions); nothing half-written stays."""
+
+
 class InputError(MlmtuneError):
     """A text given to fill-mask is unusable (no mask token, too long, ...)."""
 

@@ -35,6 +35,16 @@ def _text_files(files: list[str], encoding: str, line_by_line: bool):
             yield {"text": doc}
 
 
+def _sniff(files: list[str], encoding: str) -> None:
+    """A binary file among the text files fails now, not mid-training: the first 8 kB of each are read
+    (text with NUL bytes, UTF-16/32 without --encoding, gets read_text_file's message)."""
+    for f in files:
+        with open(f, "rb") as fh:
+            head = fh.read(8192)
+        if b"\x00" in head:
+            read_text_file(Path(f), encoding)  # raises a DataError naming the file, unless --encoding fits it
+
+
 def _open_source(source: str, *, split: str, text_column: str, encoding: str, line_by_line: bool):
     import datasets
 
@@ -49,6 +59,7 @@ def _open_source(source: str, *, split: str, text_column: str, encoding: str, li
     elif path.is_file() and path.suffix.lower() not in TABLE_FORMATS:
         files = [str(path)]
     if files is not None:
+        _sniff(files, encoding)
         return datasets.IterableDataset.from_generator(
             _text_files, gen_kwargs={"files": files, "encoding": encoding, "line_by_line": line_by_line})
     if not path.is_file() and looks_like_path(source):
@@ -111,9 +122,11 @@ class StreamingData:
     def _hold_out(self) -> tuple[Blocks, int]:
         """Whole documents from the head of the stream until they give eval_size blocks."""
         parts, n_docs, n_blocks, pending = [], 0, 0, []
+        self.eval_texts: set[str] = set()  # training skips any later copy of these (no eval text in training)
         for example in self.documents:
             n_docs += 1
             pending.append(example["text"])
+            self.eval_texts.add(example["text"].strip())
             if len(pending) == HOLDOUT_BATCH:
                 parts.append(self._blocks(pending))
                 pending = []
@@ -135,7 +148,10 @@ class StreamingData:
 
     def _epoch_blocks(self, epoch: int) -> Iterator[Blocks]:
         """Training blocks of one pass, in groups (one group per tokenized batch of documents)."""
-        train = self.documents.skip(self.eval_documents).shuffle(seed=self.seed, buffer_size=SHUFFLE_DOCUMENTS)
+        held_out = self.eval_texts
+        train = (self.documents.skip(self.eval_documents)
+                 .filter(lambda ex: ex["text"].strip() not in held_out)
+                 .shuffle(seed=self.seed, buffer_size=SHUFFLE_DOCUMENTS))
         train.set_epoch(epoch)
         carry = Blocks(np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(2, np.int64))
         for batch in train.iter(batch_size=TOKENIZE_BATCH):

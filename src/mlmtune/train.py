@@ -7,9 +7,11 @@ hand them to Accelerate, and only then restore a checkpoint (load_state needs pr
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import resource
+import shutil
 import signal
 import sys
 import time
@@ -20,14 +22,15 @@ import torch
 
 from .batching import Batch, epoch_order, eval_batches, make_batch, process_batches
 from .checkpoints import complete_checkpoints, load_checkpoint, save_checkpoint
-from .chunking import check_lengths, splits_from_config
+from .chunking import check_lengths, fingerprint, splits_from_config
 from .config import Config, build_config, resume_mismatch, validate
-from .errors import CheckpointError, ConfigError, DataError, Interrupted, TrainingError
+from .errors import CheckpointError, ConfigError, DataError, Interrupted, OutputError, TrainingError
 from .masking import Masker, MaskingSpec
 from .metrics import EvalResult, MetricsLog, evaluate_batches
 from .modeling import (MaskedLMObjective, load_masked_lm, load_tokenizer, max_positions, precision_note,
                        resolve_precision, use_training_attention)
-from .outputs import atomic_write_json, check_output_dir, clear_output_dir, save_model, versions
+from .outputs import (atomic_write_json, check_output_dir, clear_output_dir, finite_json, remove_temporaries,
+                      run_written, save_model, versions, write_problem, writing)
 from .streaming import StreamingData, open_documents, stream_batches
 
 SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -132,14 +135,90 @@ def peak_rss_mb() -> float:
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
 
 
+class Taken:
+    """Whether this run has made the output folder its own yet (cleared it, written run.json)."""
+
+    def __init__(self):
+        self.taken = False
+
+
+def run_inputs(cfg: Config) -> list[tuple[str, str]]:
+    """The local files and folders a run reads: --output-dir may never be or hold one of them."""
+    from .modeling import resolve_model
+
+    inputs = [("--data", d) for d in cfg.data if d.strip()]
+    try:
+        inputs.append(("--model", resolve_model(cfg.model)))
+    except Exception:  # a missing built-in model fails later, with its own message
+        inputs.append(("--model", cfg.model))
+    if cfg.tokenizer:
+        inputs.append(("--tokenizer", cfg.tokenizer))
+    return inputs
+
+
+class _AbortOnSignal:
+    """Before the loop (reading, tokenizing, the baseline) and after it, SIGTERM stops the run like
+    Ctrl-C does: an exception, so what the run wrote is removed or kept as a failure's rules say.
+    Inside the loop StopFlag takes over (finish the step, save a checkpoint)."""
+
+    def __enter__(self):
+        self._previous = None
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread
+            pass
+        return self
+
+    @staticmethod
+    def _handle(signum, frame):
+        raise Interrupted("stopped by SIGTERM outside a training step; files are whole, and a new run without "
+                          "a checkpoint leaves nothing behind: run the command again", SIGNAL_EXIT[signal.SIGTERM])
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
 def fit(cfg: Config) -> dict:
+    """Validate, check the output folder, then train. A new run that fails before it has a checkpoint
+    or a final model leaves nothing behind; a failed write is one error line."""
     started = time.perf_counter()
     validate(cfg)
     check_tracker(cfg.report_to)
-    out = Path(cfg.output_dir)
-    check_output_dir(out, overwrite=cfg.overwrite, resume=cfg.resume)
+    out = Path(os.path.expanduser(cfg.output_dir))
+    check_output_dir(out, overwrite=cfg.overwrite, resume=cfg.resume, inputs=run_inputs(cfg))
     resume_from = _checkpoint_to_resume(cfg, out) if cfg.resume else None
+    existed = out.exists()
+    taken = Taken()
+    try:
+        with _AbortOnSignal():
+            return _fit(cfg, out, resume_from, started, taken)
+    except BaseException as exc:
+        rank0 = os.environ.get("RANK", "0") == "0"
+        if rank0 and taken.taken:
+            remove_temporaries(out)
+            if not cfg.resume:
+                _undo_new_run(out, existed)
+        problem = write_problem(exc, out) if isinstance(exc, OSError) else None
+        if problem is not None:
+            raise OutputError(f"cannot write into {out}: {problem}; free space or fix the permissions, or choose "
+                              "another --output-dir") from None
+        raise
 
+
+def _undo_new_run(out: Path, existed: bool) -> None:
+    """A new run that failed before its first checkpoint and its final model: remove what it wrote,
+    so the same command can simply be run again."""
+    if complete_checkpoints(out) or (out / "results.json").exists():
+        return
+    for p in sorted(run_written(out), key=lambda p: p.name == "run.json"):
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+    if not existed:
+        with contextlib.suppress(OSError):
+            out.rmdir()  # only when empty
+
+
+def _fit(cfg: Config, out: Path, resume_from: Path | None, started: float, taken: Taken) -> dict:
     accelerator = make_accelerator(cfg, out)
     main = accelerator.is_main_process
     say = accelerator.print
@@ -166,18 +245,25 @@ def fit(cfg: Config) -> dict:
             eval_size=cfg.eval_size, seed=cfg.seed)
         eval_blocks, train_blocks = stream.eval, None
         data_summary = {"streaming": True, "eval_documents": stream.eval_documents, "eval_examples": len(stream.eval),
-                        "eval_tokens": stream.eval.num_tokens}
+                        "eval_tokens": stream.eval.num_tokens, "eval_fingerprint": fingerprint(stream.eval)}
         steps_per_epoch = 0  # unknown: a stream has no length
     else:
         splits = splits_from_config(cfg, tokenizer, limit)
         eval_blocks, train_blocks, data_summary = splits.eval, splits.train, splits.summary()
         steps_per_epoch = len(train_blocks) // (cfg.batch_size * world) // cfg.gradient_accumulation_steps
         if steps_per_epoch == 0:
+            needed = cfg.batch_size * world * cfg.gradient_accumulation_steps
+            fix = (f"raise --train-size to at least {needed} or lower --batch-size"
+                   if cfg.train_size is not None and cfg.train_size < needed else "lower --batch-size or add text")
             raise ConfigError(
                 f"{len(train_blocks)} training examples make no full optimizer step of "
-                f"{cfg.batch_size} x {world} processes x {cfg.gradient_accumulation_steps} accumulation: "
-                "lower --batch-size or add text"
+                f"{cfg.batch_size} x {world} processes x {cfg.gradient_accumulation_steps} accumulation: {fix}"
             )
+        if cfg.resume:
+            check_same_data(out, resume_from, data_summary)
+        if data_summary.get("duplicates_dropped"):
+            say(f"note: dropped {data_summary['duplicates_dropped']:,} repeated documents before the split, so no "
+                "evaluation text is also training text")
     total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
     warmup = cfg.warmup_steps or math.ceil(cfg.warmup_ratio * total_steps)
 
@@ -211,26 +297,31 @@ def fit(cfg: Config) -> dict:
         objective = torch.compile(objective)
 
     # --- nothing was written until here; now the output folder is ours
+    taken.taken = True
     if main:
-        if cfg.overwrite:
-            clear_output_dir(out)
-        out.mkdir(parents=True, exist_ok=True)
+        with writing("the run's files", out):
+            if cfg.overwrite:
+                clear_output_dir(out)
+            out.mkdir(parents=True, exist_ok=True)
+            remove_temporaries(out)  # of a save an earlier run had cut short
     accelerator.wait_for_everyone()
     objective, optimizer, scheduler = accelerator.prepare(objective, optimizer, scheduler)
     start_tracker(accelerator, cfg, out.name)  # before run.json: a tracker that cannot start leaves no run behind
     if main and not cfg.resume:
-        atomic_write_json(out / "run.json", run_record(cfg, accelerator, data_summary, loaded.new_parameters,
-                                                       total_steps, steps_per_epoch))
+        with writing("run.json", out):
+            atomic_write_json(out / "run.json", run_record(cfg, accelerator, data_summary, loaded.new_parameters,
+                                                           total_steps, steps_per_epoch))
 
     metrics = MetricsLog(out / "metrics.jsonl", enabled=main)
     device = accelerator.device
 
-    def evaluate(step: int, epoch: float) -> EvalResult:
+    def evaluate(step: int, epoch: float, log: bool = True) -> EvalResult:
         t0 = time.perf_counter()
         result = evaluate_batches(objective, eval_set, device, reduce=lambda t: accelerator.reduce(t, "sum"))
         record = {"type": "eval", "step": step, "epoch": round(epoch, 4), **result.as_dict(),
                   "seconds": round(time.perf_counter() - t0, 3)}
-        metrics.write(record)
+        if log:
+            metrics.write(finite_json(record))
         if cfg.report_to != "none":
             accelerator.log({"eval/perplexity": result.perplexity, "eval/accuracy": result.accuracy}, step=step)
         when = "before training" if step == 0 else f"step {step}" + (f" (epoch {epoch:.2f})" if epoch else "")
@@ -276,7 +367,9 @@ def fit(cfg: Config) -> dict:
             epoch, skip = epoch + 1, 0
 
     def checkpoint(step: int) -> Path:
-        return save_checkpoint(accelerator, out, step, {**counters, "config": cfg.to_dict()}, cfg.keep_checkpoints)
+        with writing(f"the checkpoint of step {step}", out):
+            return save_checkpoint(accelerator, out, step, {**counters, "config": cfg.to_dict(), "data": data_summary},
+                                   cfg.keep_checkpoints)
 
     from tqdm.auto import tqdm
 
@@ -356,8 +449,9 @@ def fit(cfg: Config) -> dict:
                 )
 
     # --- the final model, in the standard layout, and the figures
-    if last_eval is None or start == total_steps:
-        last_eval = evaluate(total_steps, total_steps / steps_per_epoch if steps_per_epoch else 0.0)
+    if last_eval is None or start == total_steps:  # a finished run resumed: its last eval is logged already
+        last_eval = evaluate(total_steps, total_steps / steps_per_epoch if steps_per_epoch else 0.0,
+                             log=start != total_steps)
     state_dict = accelerator.get_state_dict(objective)
     results = {
         "steps": total_steps,
@@ -380,8 +474,10 @@ def fit(cfg: Config) -> dict:
         inner = getattr(inner, "_orig_mod", inner)  # torch.compile wrapper
         # Keys of the objective's state dict are "model.<hf key>" ("_orig_mod." inserted by compile).
         model_state = {k.replace("_orig_mod.", "").removeprefix("model."): v for k, v in state_dict.items()}
-        save_model(inner.model, tokenizer, out, state_dict=model_state)
-        atomic_write_json(out / "results.json", results)
+        check_finite_weights(model_state, complete_checkpoints(out))
+        with writing("the final model", out):
+            save_model(inner.model, tokenizer, out, state_dict=model_state)
+            atomic_write_json(out / "results.json", results)
         say(f"saved the model to {out} (pipeline('fill-mask', model='{out}') loads it)")
     accelerator.wait_for_everyone()
     if cfg.report_to != "none":
@@ -392,6 +488,42 @@ def fit(cfg: Config) -> dict:
         write_report(out, base_model=cfg.model, probes=cfg.probe, say=say)
     _shutdown(accelerator)
     return results
+
+
+def check_finite_weights(state: dict, checkpoints: list[Path]) -> None:
+    """Never save a model with a NaN or infinite weight (a loss can stay finite while one goes bad)."""
+    for name, tensor in state.items():
+        if torch.is_tensor(tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            where = f"the last good checkpoint is {checkpoints[-1]}" if checkpoints else "no checkpoint was saved"
+            raise TrainingError(f"the trained weight {name} holds NaN or infinity, so no model was saved ({where}): "
+                                "lower --lr, --head-lr or --weight-decay, or use --precision fp32")
+
+
+DATA_FIELDS = ("train_examples", "train_tokens", "train_fingerprint", "eval_examples", "eval_tokens", "eval_fingerprint")
+
+
+def check_same_data(out: Path, checkpoint: Path | None, now: dict) -> None:
+    """--resume must see the very tokens the run started with: the run.json and the checkpoint record
+    counts and a hash of the prepared blocks."""
+    import json
+
+    recorded = []
+    for path, key in ((out / "run.json", "data"), (checkpoint / "trainer_state.json" if checkpoint else None, "data")):
+        try:
+            value = json.loads(path.read_text(encoding="utf-8")).get(key) if path else None
+        except (OSError, ValueError, AttributeError):
+            value = None
+        if isinstance(value, dict):
+            recorded.append((path, value))
+    for path, saved in recorded:
+        for field in DATA_FIELDS:
+            if field in saved and field in now and saved[field] != now[field]:
+                side = "training" if field.startswith("train") else "evaluation"
+                raise ConfigError(
+                    f"--resume: the {side} data changed since the run started ({field} was {saved[field]!r} in "
+                    f"{path}, now {now[field]!r}): resume with the same --data files unchanged, or start a new run "
+                    "with --overwrite"
+                )
 
 
 def _checkpoint_to_resume(cfg: Config, out: Path) -> Path:
