@@ -119,7 +119,7 @@ class TrainConfig:
         "none", "experiment tracker besides metrics.jsonl", choices=["none", "tensorboard", "mlflow"]
     )
     report: bool = _opt(True, "write report.html at the end of training")
-    overwrite: bool = _opt(False, "replace an output folder that holds another run")
+    overwrite: bool = _opt(False, "replace an output folder that holds another run (only the files a run writes)")
     resume: bool = _opt(False, "continue from the newest complete checkpoint in --output-dir")
 
 
