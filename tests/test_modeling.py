@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -129,3 +131,45 @@ def test_auto_precision_takes_bf16_only_where_the_cpu_has_it(monkeypatch, native
     if note:
         assert "--precision auto or fp32" in note
     assert modeling.precision_note("no", torch.device("cpu")) is None
+
+
+def test_fp16_without_a_gpu_runs_fp32_and_says_so(monkeypatch):
+    import mlmtune.modeling as modeling
+
+    monkeypatch.setattr(modeling, "gpu_available", lambda: False)
+    assert modeling.resolve_precision("fp16") == "no"  # what Accelerate really runs on a CPU (and run.json records)
+    note = modeling.precision_note("no", torch.device("cpu"), requested="fp16")
+    assert note is not None and "fp16 needs a GPU" in note and "fp32" in note and "\n" not in note
+    assert modeling.precision_note("no", torch.device("cpu"), requested="fp32") is None
+    assert modeling.precision_note("no", torch.device("cpu"), requested="auto") is None
+    monkeypatch.setattr(modeling, "gpu_available", lambda: True)
+    assert modeling.resolve_precision("fp16") == "fp16"
+
+
+def test_a_tokenizer_larger_than_the_embeddings_is_refused(tmp_path, tokenizer):
+    from transformers import BertConfig, BertForMaskedLM
+
+    small = BertConfig(vocab_size=1000, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                       intermediate_size=64, max_position_embeddings=64)
+    BertForMaskedLM(small).save_pretrained(tmp_path)
+    with pytest.raises(ModelError, match=r"has 30,522 tokens but the model .* has only 1,000 token embeddings: .*--tokenizer"):
+        load_masked_lm(str(tmp_path), tokenizer=tokenizer)
+    with pytest.raises(ModelError, match="1,000 token embeddings"):
+        max_positions(str(tmp_path), tokenizer)  # checked from config.json, before any data is read
+    assert load_masked_lm(str(tmp_path)).new_parameters == []  # without a tokenizer: no check
+
+
+def test_a_model_whose_tokenizer_fits_loads(tiny_bert, tokenizer):
+    assert load_masked_lm(tiny_bert, tokenizer=tokenizer).model.get_input_embeddings().num_embeddings == len(tokenizer)
+
+
+@pytest.mark.parametrize("content, needle", [("[]", "a JSON list"), ("7", "a JSON int"), ('{"model_type": ', "not valid JSON")])
+def test_a_damaged_config_json_is_named(tmp_path, tiny_bert, content, needle):
+    import shutil
+
+    folder = Path(shutil.copytree(tiny_bert, tmp_path / "model"))
+    (folder / "config.json").write_text(content)
+    for load in (lambda: load_tokenizer(str(folder)), lambda: load_masked_lm(str(folder)),
+                 lambda: max_positions(str(folder), None)):
+        with pytest.raises(ModelError, match=f"config.json is damaged \\({needle}"):
+            load()

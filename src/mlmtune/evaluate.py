@@ -31,7 +31,7 @@ def run_evaluation(cfg: Config, say=print) -> EvalResult:
     accelerator = make_accelerator(cfg)
     tokenizer = load_tokenizer(cfg.model, cfg.tokenizer)
     splits = splits_from_config(cfg, tokenizer, max_positions(cfg.model, tokenizer))
-    loaded = load_masked_lm(cfg.model, seed=cfg.seed)
+    loaded = load_masked_lm(cfg.model, seed=cfg.seed, tokenizer=tokenizer)
     if loaded.new_parameters and accelerator.is_main_process:
         say(f"note: {cfg.model} has no MLM head; scoring a new, untrained one (initialised from --seed {cfg.seed})")
     objective = accelerator.prepare(MaskedLMObjective(loaded.model))

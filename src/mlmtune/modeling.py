@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +61,38 @@ def _load_failure(what: str, name: str, exc: Exception) -> ModelError:
     return ModelError(f"cannot load the {what} of {name!r} ({first}): {fix}")
 
 
+def check_config_json(source: str) -> None:
+    """A model folder's config.json must be a JSON object; transformers' own error for a list or a
+    torn file does not say which file is wrong (and loading the tokenizer reads it first)."""
+    path = Path(source) / "config.json"
+    if not path.is_file():
+        return
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        config = None
+        what = "not valid JSON"
+    else:
+        what = f"a JSON {type(config).__name__}, not an object"
+    if not isinstance(config, dict):
+        raise ModelError(f"{path} is damaged ({what}): restore it from the model the folder came from, "
+                         "or train again")
+
+
+def check_vocab(tokenizer, rows: int | None, model: str) -> None:
+    """Every token id the tokenizer gives must have a row in the model's embedding table; otherwise
+    the first batch fails deep inside torch with `IndexError: index out of range`."""
+    if not rows:
+        return
+    needed = max(len(tokenizer), max(tokenizer.get_vocab().values(), default=-1) + 1)
+    if needed > rows:
+        raise ModelError(
+            f"the tokenizer {tokenizer.name_or_path!r} has {needed:,} tokens but the model {model!r} has only "
+            f"{rows:,} token embeddings: use the tokenizer the model was made with (--tokenizer), "
+            "or a model with this tokenizer's vocabulary"
+        )
+
+
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
                    "tokenizer.model")
 
@@ -71,6 +104,7 @@ def load_tokenizer(model: str, tokenizer: str | None = None):
     source = resolve_model(tokenizer or model)
     if not Path(source).exists() and looks_like_path(source):
         raise ModelError(f"model {source!r} does not exist: check the path")
+    check_config_json(source)
     # transformers 5 builds an empty tokenizer (special tokens only) for a folder without vocabulary
     # files instead of failing; catch that here.
     if Path(source).is_dir() and not any((Path(source) / f).is_file() for f in TOKENIZER_FILES):
@@ -88,14 +122,20 @@ def load_tokenizer(model: str, tokenizer: str | None = None):
 
 
 def max_positions(model: str, tokenizer) -> int:
-    """The longest sequence the model takes: the smaller of its position table and the tokenizer's limit."""
+    """The longest sequence the model takes: the smaller of its position table and the tokenizer's limit.
+
+    Every command calls this right after loading the tokenizer and before reading any data, so it
+    also checks that the tokenizer's ids fit the model's vocabulary (check_vocab).
+    """
     from transformers import AutoConfig
 
     source = resolve_model(model)
+    check_config_json(source)
     try:
         config = AutoConfig.from_pretrained(source)
     except Exception as exc:
         raise _load_failure("config", source, exc) from None
+    check_vocab(tokenizer, getattr(config, "vocab_size", None), model)
     limits = []
     positions = getattr(config, "max_position_embeddings", None)
     if positions:
@@ -113,19 +153,22 @@ class LoadedModel:
     new_parameters: list[str]  # names of parameters the checkpoint did not have (a grown head)
 
 
-def load_masked_lm(model: str, *, seed: int = 0, dtype: torch.dtype = torch.float32) -> LoadedModel:
+def load_masked_lm(model: str, *, seed: int = 0, dtype: torch.dtype = torch.float32, tokenizer=None) -> LoadedModel:
     """A *ForMaskedLM in fp32 (master weights; autocast does the rest); parameters missing from the
-    checkpoint are initialised from `seed`."""
+    checkpoint are initialised from `seed`. With `tokenizer`, its ids must fit the embedding table."""
     from transformers import AutoModelForMaskedLM
 
     quiet_transformers()
     source = resolve_model(model)
+    check_config_json(source)
     torch.manual_seed(seed)  # a grown head is the same in every run with this seed
     try:
         with contextlib.redirect_stderr(io.StringIO()):
             lm, info = AutoModelForMaskedLM.from_pretrained(source, output_loading_info=True, dtype=dtype)
     except Exception as exc:
         raise _load_failure("masked-LM model", source, exc) from None
+    if tokenizer is not None:
+        check_vocab(tokenizer, lm.get_input_embeddings().num_embeddings, model)
     missing = set(info.get("missing_keys", ()))
     new = [name for name, _ in lm.named_parameters() if name in missing]
     return LoadedModel(lm, new)
@@ -196,9 +239,22 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
-def precision_note(mixed_precision: str, device: torch.device) -> str | None:
-    """A one-line warning when bf16 was asked for on a CPU that only emulates it (no AVX512-BF16/AMX):
-    measured on an AVX2 EPYC, a minilm step took ~47 s in bf16 against ~2.2 s in fp32."""
+def gpu_available() -> bool:
+    """A device other than the CPU (CUDA, MPS, XPU, ...) that Accelerate will train on."""
+    if torch.cuda.is_available():
+        return True
+    accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6
+    return bool(accelerator is not None and accelerator.is_available())
+
+
+def precision_note(mixed_precision: str, device: torch.device, requested: str | None = None) -> str | None:
+    """A one-line note when the precision that runs is not the one asked for, or is slow:
+    - bf16 on a CPU that only emulates it (no AVX512-BF16/AMX): measured on an AVX2 EPYC, a minilm
+      step took ~47 s in bf16 against ~2.2 s in fp32;
+    - fp16 (`requested`, the --precision value) without a GPU: resolve_precision runs fp32 instead."""
+    if requested == "fp16" and mixed_precision == "no":
+        return ("note: --precision fp16 needs a GPU, and there is none, so this run computes in fp32: "
+                "use --precision auto or fp32 to silence this note")
     if mixed_precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
         return ("note: this CPU has no native bf16 (AVX512-BF16 or AMX), so --precision bf16 is emulated "
                 "and many times slower than fp32: use --precision auto or fp32")
@@ -206,14 +262,18 @@ def precision_note(mixed_precision: str, device: torch.device) -> str | None:
 
 
 def resolve_precision(precision: str) -> str:
-    """--precision -> Accelerate's mixed_precision ('no', 'bf16', 'fp16').
+    """--precision -> Accelerate's mixed_precision ('no', 'bf16', 'fp16'): what will really run.
 
     auto: bf16 where the device computes it natively (CUDA with bf16, a CPU with AVX512-BF16 or
-    AMX), else fp32. Weights and the loss stay fp32 either way; autocast runs the matmuls.
+    AMX), else fp32. fp16 needs a GPU: on a CPU Accelerate would silently run fp32 while reporting
+    fp16, so it is fp32 here (and run.json records it). Weights and the loss stay fp32 either way;
+    autocast runs the matmuls.
     """
     if precision == "fp32":
         return "no"
-    if precision in ("bf16", "fp16"):
+    if precision == "fp16":
+        return "fp16" if gpu_available() else "no"
+    if precision == "bf16":
         return precision
     if torch.cuda.is_available():
         return "bf16" if torch.cuda.is_bf16_supported() else "no"
