@@ -66,10 +66,48 @@ def save_checkpoint(accelerator, output_dir: Path, step: int, state: dict, keep:
     return final
 
 
-def load_checkpoint(accelerator, path: Path) -> dict:
-    """Restore the training state saved in `path`; returns its trainer_state.json."""
+# The counters fit() keeps in trainer_state.json besides the step; None where a figure was not finite.
+COUNTERS = {"tokens": (int,), "train_seconds": (int, float), "eval_seconds": (int, float),
+            "baseline_perplexity": (int, float, type(None))}
+
+
+def _state_problem(state, folder: Path) -> str | None:
+    """What is wrong with the shape of a trainer_state.json, or None."""
+    if not isinstance(state, dict):
+        return f"a JSON {type(state).__name__}, not an object"
+    step = state.get("step")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        return "it has no step" if "step" not in state else f"its step is {step!r}, not a whole number"
+    if (m := _NAME.match(folder.name)) and int(m.group(1)) != step:
+        return f"its step {step} is not the folder's {int(m.group(1))}"
+    for key, kinds in COUNTERS.items():
+        value = state.get(key)
+        if key in state and (isinstance(value, bool) or not isinstance(value, kinds)
+                             or (value is not None and value < 0)):
+            return f"its {key} is {value!r}, not a number of the run"
+    return None
+
+
+def read_state(path: Path) -> dict:
+    """The trainer_state.json of checkpoint `path`, checked: an object with a whole step (the folder's)
+    and counters of the right type. Reads no tensors, so it is quick to call before loading a model."""
+    file = Path(path) / STATE_FILE
     try:
-        state = json.loads((Path(path) / STATE_FILE).read_text(encoding="utf-8"))
+        state = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        problem = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+    else:
+        problem = _state_problem(state, Path(path))
+    if problem:
+        raise CheckpointError(f"checkpoint {path} is damaged ({file.name}: {problem}): delete that folder to resume "
+                              "from an older checkpoint, or start again with --overwrite")
+    return state
+
+
+def load_checkpoint(accelerator, path: Path) -> dict:
+    """Restore the training state saved in `path`; returns its trainer_state.json (checked by read_state)."""
+    state = read_state(path)
+    try:
         # Accelerate only logs a warning for an unreadable RNG state and goes on with the wrong
         # one; exact resume needs it, so read it first and fail like any other damaged file.
         torch.load(Path(path) / f"random_states_{accelerator.process_index}.pkl", weights_only=False)

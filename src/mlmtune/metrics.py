@@ -67,28 +67,35 @@ class MetricsLog:
             fh.write(json.dumps(record) + "\n")
 
     def truncate_after(self, step: int) -> None:
-        """On resume: drop records from steps the checkpoint has not seen, and any torn last line."""
+        """On resume: drop records from steps the checkpoint has not seen, a torn last line, and any
+        line that is not a record (see parse_record)."""
         if not self.enabled or not self.path.exists():
             return
-        kept = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if record.get("step", 0) <= step:
-                kept.append(line)
+        kept = [line for line in _lines(self.path) if (record := parse_record(line)) and record["step"] <= step]
         from .outputs import atomic_write_text
 
         atomic_write_text(self.path, "".join(k + "\n" for k in kept))
 
 
+def parse_record(line: str) -> dict | None:
+    """A metrics.jsonl line -> its record: a JSON object with a whole-number step. Anything else (a torn
+    line, a bare number, a hand edit) is None and skipped, as the log is a record, not an input."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(record, dict):
+        return None
+    step = record.get("step")
+    return record if isinstance(step, int) and not isinstance(step, bool) else None
+
+
+def _lines(path: Path) -> list[str]:
+    return Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
+
+
 def read_metrics(path: Path) -> list[dict]:
-    records = []
-    if Path(path).exists():
-        for line in Path(path).read_text(encoding="utf-8").splitlines():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return records
+    """The records of a metrics.jsonl (lines that are not records are skipped)."""
+    if not Path(path).exists():
+        return []
+    return [record for line in _lines(path) if (record := parse_record(line)) is not None]
