@@ -9,12 +9,20 @@ import base64
 import html
 import io
 import json
+import math
 from pathlib import Path
 
 from .config import DEFAULT_PROBES
 from .errors import ConfigError
 from .metrics import read_metrics
 from .outputs import atomic_write_bytes, atomic_write_text
+
+
+def series(records: list[dict], kind: str, key: str, low: float) -> list[tuple[int, float]]:
+    """(step, value) of the `kind` records whose `key` is a finite number >= low; a record without
+    one (a hand edit, an eval whose perplexity was not finite) is left out of the curves."""
+    return [(r["step"], v) for r in records if r.get("type") == kind and isinstance(v := r.get(key), (int, float))
+            and not isinstance(v, bool) and math.isfinite(v) and v >= low]
 
 
 def plot_curves(records: list[dict]) -> bytes:
@@ -24,14 +32,14 @@ def plot_curves(records: list[dict]) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    train = [r for r in records if r.get("type") == "train"]
-    evals = [r for r in records if r.get("type") == "eval"]
+    train = series(records, "train", "loss", 0)
+    evals = series(records, "eval", "perplexity", 1)  # exp(mean NLL) >= 1
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8), dpi=110)
-    ax1.plot([r["step"] for r in train], [r["loss"] for r in train], color="#2563eb", lw=1.6)
+    ax1.plot([s for s, _ in train], [v for _, v in train], color="#2563eb", lw=1.6)
     ax1.set(title="training loss (per masked token)", xlabel="optimizer step", ylabel="cross-entropy")
-    ax2.plot([r["step"] for r in evals], [r["perplexity"] for r in evals], "o-", color="#db2777", lw=1.6)
+    ax2.plot([s for s, _ in evals], [v for _, v in evals], "o-", color="#db2777", lw=1.6)
     ax2.set(title="eval perplexity (fixed masks)", xlabel="optimizer step", ylabel="perplexity")
-    if evals and max(r["perplexity"] for r in evals) > 20 * min(r["perplexity"] for r in evals):
+    if evals and max(v for _, v in evals) > 20 * min(v for _, v in evals):
         ax2.set_yscale("log")
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
@@ -84,26 +92,55 @@ def _read_json(path: Path) -> dict:
     return data
 
 
+# The parts of run.json the report reads, and the type each must have (None: may be missing or null).
+RUN_PARTS = {"config": dict, "data": dict, "versions": dict}
+CONFIG_FIELDS = {"model": str, "tokenizer": str, "seed": int, "probe": list}
+
+
+def _run_parts(run: dict, path: Path) -> tuple[dict, dict, dict]:
+    """run.json's config, data and versions, checked: a damaged file is one error line, not a traceback."""
+    def damaged(what: str, value) -> ConfigError:
+        return ConfigError(f"{path} is damaged (its {what} is {json.dumps(value)[:60]}, not what mlmtune wrote): "
+                           "train again, or restore the file")
+
+    parts = []
+    for key, kind in RUN_PARTS.items():
+        value = run.get(key)
+        if value is not None and not isinstance(value, kind):
+            raise damaged(f'"{key}"', value)
+        parts.append(value or {})
+    config = parts[0]
+    for key, kind in CONFIG_FIELDS.items():
+        value = config.get(key)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)
+                                  or (key == "probe" and not all(isinstance(p, str) for p in value))):
+            raise damaged(f'config "{key}"', value)
+    return config, parts[1], parts[2]
+
+
 def write_report(output_dir: str | Path, *, base_model: str | None = None, probes: list[str] | None = None,
                  say=print) -> Path:
+    """Check every input (run.json, the probes, the models), then write curves.png and report.html,
+    each atomically: a failure leaves the folder as it was."""
     out = Path(output_dir)
     if not (out / "run.json").is_file():
         raise ConfigError(f"{out} holds no run.json: give a folder written by mlmtune train")
     run = _read_json(out / "run.json")
+    config, data, versions = _run_parts(run, out / "run.json")
     results = _read_json(out / "results.json") if (out / "results.json").is_file() else {}
     records = read_metrics(out / "metrics.jsonl")
-    config = run.get("config", {})
     probes = probes or config.get("probe") or DEFAULT_PROBES
     base_model = base_model or config.get("model")
 
-    png = plot_curves(records)
-    atomic_write_bytes(out / "curves.png", png)
-
     predictions = "<p>No model in this folder yet (training has not finished).</p>"
     if (out / "config.json").is_file():
-        from .predict import FillMask
+        from .predict import GENERIC_MASK, FillMask
 
         tuned = FillMask(str(out))
+        for probe in probes:  # before the base model loads, and before anything is written
+            if GENERIC_MASK not in probe and tuned.tokenizer.mask_token not in probe:
+                raise ConfigError(f"--probe {probe!r} has no {GENERIC_MASK}: write {GENERIC_MASK} where a word "
+                                  "should be filled in")
         base = None
         if base_model == config.get("model"):  # the run's base: its --tokenizer, and the head training grew (--seed)
             base = FillMask(base_model, tokenizer=config.get("tokenizer"), seed=config.get("seed", 0))
@@ -114,10 +151,11 @@ def write_report(output_dir: str | Path, *, base_model: str | None = None, probe
             predictions += (f"<p class=note>{html.escape(base_model)} has no MLM head: its column shows a "
                             "freshly initialised head, which is what training started from.</p>")
 
-    evals = [r for r in records if r.get("type") == "eval"]
+    png = plot_curves(records)
+    evals = series(records, "eval", "perplexity", 1)
     headline = ""
     if len(evals) >= 2:
-        first, last = evals[0]["perplexity"], evals[-1]["perplexity"]
+        first, last = evals[0][1], evals[-1][1]
         change = f"{first / last:,.1f}&times; lower" if last <= first else f"{last / first:,.1f}&times; higher"
         headline = (f"<p class=headline>eval perplexity <b>{first:,.1f}</b> &rarr; <b>{last:,.1f}</b> "
                     f"({change})</p>")
@@ -140,15 +178,16 @@ th {{ font-weight: 600; color: #374151; }} .headline {{ font-size: 1.2rem; }}
 <div class=cols><div><h2>Results</h2>
 {_table([(k, _fmt(v)) for k, v in results.items()])}
 <h2>Data</h2>
-{_table(list(run.get("data", {}).items()) + [("processes", run.get("processes")), ("device", run.get("device"))])}
+{_table(list(data.items()) + [("processes", run.get("processes")), ("device", run.get("device"))])}
 </div><div><h2>Config</h2>
-{_table([(k, ", ".join(v) if isinstance(v, list) else v) for k, v in config.items()])}
+{_table([(k, ", ".join(map(str, v)) if isinstance(v, list) else v) for k, v in config.items()])}
 <h2>Versions</h2>
-{_table(list(run.get("versions", {}).items()))}
+{_table(list(versions.items()))}
 </div></div>
 </body></html>
 """
     path = out / "report.html"
+    atomic_write_bytes(out / "curves.png", png)
     atomic_write_text(path, page)
     say(f"wrote {path}")
     return path
