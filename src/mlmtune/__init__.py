@@ -8,6 +8,9 @@
 
 __version__ = "0.1.0"
 
+import sys  # noqa: E402
+import types  # noqa: E402
+
 from .config import Config, build_config  # noqa: E402
 from .errors import MlmtuneError  # noqa: E402
 
@@ -31,6 +34,22 @@ def fill_mask(model, texts, top_k=5):
     from .predict import fill_mask as _fill_mask
 
     return _fill_mask(model, texts, top_k)
+
+
+class _Package(types.ModuleType):
+    """`mlmtune.train` and `mlmtune.evaluate` are both API functions and submodules. Importing a
+    submodule (the functions do, lazily, so `import mlmtune` stays free of torch) binds it as an
+    attribute of the package, which would replace the function: the next call would fail with
+    "'module' object is not callable". This keeps the functions; the submodules stay importable
+    (`from mlmtune.train import fit`)."""
+
+    def __setattr__(self, name, value):
+        if name in ("train", "evaluate") and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name):
