@@ -48,26 +48,36 @@ def bbc_news_folder() -> Path:
 
 
 _WIDE_ENCODINGS = ("utf16", "utf32")  # encodings whose text holds NUL bytes
-_WIDE_BOMS = (b"\xff\xfe", b"\xfe\xff")
+_BOMS = ((b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"),  # before UTF-16: same first bytes
+         (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
+
+
+def wide_encoding(raw: bytes) -> str | None:
+    """utf-32 or utf-16 when `raw` starts with that encoding's byte-order mark, else None."""
+    return next((name for bom, name in _BOMS if raw.startswith(bom)), None)
 
 
 def read_text_file(path: Path, encoding: str) -> str:
     raw = path.read_bytes()
-    wide = encoding.lower().replace("-", "").replace("_", "").startswith(_WIDE_ENCODINGS)
+    codec = encoding.lower().replace("-", "").replace("_", "")
+    wide = codec.startswith(_WIDE_ENCODINGS)
+    guess = wide_encoding(raw[:4])
     if b"\x00" in raw[:8192] and not wide:
-        if raw[:2] in _WIDE_BOMS:
-            raise DataError(f"{path} is UTF-16 text (it starts with a UTF-16 byte-order mark): pass --encoding utf-16")
+        if guess:
+            raise DataError(f"{path} is {guess.upper()} text (it starts with a {guess.upper()} byte-order mark): "
+                            f"pass --encoding {guess}")
         raise DataError(f"{path} looks like a binary file, not text (it holds NUL bytes): pass a text file")
     try:
         text = raw.decode(encoding)
     except UnicodeDecodeError as exc:
-        raise DataError(
-            f"{path} is not valid {encoding} (byte {exc.start}): pass --encoding with the file's "
-            "encoding, e.g. --encoding latin-1"
-        ) from None
+        fix = f"--encoding {guess}" if guess else "--encoding with the file's encoding, e.g. --encoding latin-1"
+        raise DataError(f"{path} is not valid {encoding} (byte {exc.start}): pass {fix}") from None
     except LookupError:
         raise DataError(f"unknown --encoding {encoding!r}: use a Python codec name such as utf-8") from None
     if "\x00" in text[:8192]:
+        if guess and not codec.startswith(guess.replace("-", "")):
+            raise DataError(f"{path} is {guess.upper()} text, not {encoding} (it starts with a {guess.upper()} "
+                            f"byte-order mark): pass --encoding {guess}")
         raise DataError(f"{path} looks like a binary file, not {encoding} text (it holds NUL characters): "
                         "pass a text file or the right --encoding")
     return text
@@ -232,6 +242,17 @@ def looks_like_path(source: str) -> bool:
     )
 
 
+def missing_source_error(source: str) -> DataError:
+    """The error for a --data path that is neither a regular file nor a folder: one that does not
+    exist, or a FIFO, device or socket (which would block, read nothing, or not be text)."""
+    path = Path(os.path.expanduser(source))
+    if not path.exists():
+        return DataError(f"--data {source}: no such file or folder; check the path")
+    kind = ("a named pipe (FIFO)" if path.is_fifo() else "a device" if path.is_char_device() or path.is_block_device()
+            else "a socket" if path.is_socket() else "a special file")
+    return DataError(f"--data {source} is {kind}, not a regular file: save the text to a file and pass that")
+
+
 def read_source(source: str, *, split: str, eval_split: str | None, text_column: str,
                 encoding: str, line_by_line: bool) -> Documents:
     """One --data value -> documents."""
@@ -247,8 +268,8 @@ def read_source(source: str, *, split: str, eval_split: str | None, text_column:
         if suffix in TABLE_FORMATS:
             return Documents(_read_table(path, text_column))
         return Documents(split_documents(read_text_file(path, encoding), line_by_line))
-    if looks_like_path(source):
-        raise DataError(f"--data {source}: no such file or folder; check the path")
+    if path.exists() or looks_like_path(source):
+        raise missing_source_error(source)
     train = _read_hub(source, split, text_column)
     docs = Documents(_column_texts(train, text_column, f"dataset {source!r}"))
     if eval_split:
