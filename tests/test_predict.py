@@ -1,5 +1,6 @@
 """FillMask against transformers' own fill-mask pipeline, and the predict command."""
 
+import io
 import json
 import os
 import shutil
@@ -9,6 +10,7 @@ import sys
 import pytest
 
 from mlmtune.cli import main
+from mlmtune.errors import InputError
 from mlmtune.predict import FillMask, fill_mask
 
 
@@ -66,3 +68,60 @@ def test_a_hub_model_id_loads_from_the_hub_cache(tiny_bert, tmp_path):
                            "The [MASK] is happy."], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert proc.returncode == 2 and proc.stderr.startswith("error:") and "Traceback" not in proc.stderr
     assert "mlmtune-test/other" in proc.stderr and "no such file" not in proc.stderr
+
+
+# --- bad input (issue 11) ------------------------------------------------------------------------
+
+def one_error_line(err: str, *words: str) -> str:
+    assert "Traceback" not in err, err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
+def test_a_mask_past_the_model_is_an_error_naming_the_limit(tiny_bert):
+    fm = FillMask(tiny_bert)  # 128 positions
+    with pytest.raises(InputError, match="1 of the 2 masks .* beyond the model's 128 tokens"):
+        fm(["[MASK] " + "x " * 990 + "[MASK]"])
+    with pytest.raises(InputError, match="the mask .* lies beyond the model's 128 tokens"):
+        fm(["x " * 200 + "[MASK]"])
+    # a text longer than the model but with every mask within it is cut, and answered in full
+    assert len(fm(["[MASK] and [MASK] " + "x " * 990], top_k=1)[0]) == 2
+
+
+def test_predict_prints_nothing_when_a_later_text_loses_a_mask(tiny_bert, capsys):
+    code = main(["predict", "--model", tiny_bert, "--json", "The [MASK] is happy.", "[MASK] " + "x " * 990 + "[MASK]"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    one_error_line(err, "1 of the 2 masks", "128 tokens", "shorten")
+
+
+@pytest.mark.parametrize("top_k", ["0", "-1", "five"])
+def test_predict_top_k_below_1_is_refused_before_loading(capsys, top_k):
+    with pytest.raises(SystemExit) as exc:  # the model name need not exist: nothing is loaded
+        main(["predict", "--model", "no-such-model", "--top-k", top_k, "The [MASK] is happy."])
+    assert exc.value.code == 2
+    one_error_line(capsys.readouterr().err, "--top-k")
+
+
+def test_predict_argument_not_utf8_is_one_error_line(tiny_bert, tmp_path):
+    # argv bytes that are not UTF-8 reach Python as surrogate escapes
+    proc = subprocess.run([sys.executable, "-m", "mlmtune", "predict", "--model", tiny_bert,
+                           b"The [MASK] is caf\xe9."], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 2 and proc.stdout == ""
+    one_error_line(proc.stderr, "TEXT 1", "not valid UTF-8", "byte 0xe9", "iconv")
+
+
+@pytest.mark.parametrize("errors, words", [("strict", ["stdin is not valid UTF-8", "byte 0xe9"]),
+                                           ("surrogateescape", ["stdin line 3", "not valid UTF-8", "byte 0xe9"])])
+def test_predict_stdin_not_utf8_is_one_error_line(tiny_bert, capsys, monkeypatch, errors, words):
+    # strict: a UTF-8 locale; surrogateescape: the C locale, where Python smuggles the bytes through
+    stdin = io.TextIOWrapper(io.BytesIO(b"The [MASK] is happy.\n\nThe [MASK] is caf\xe9.\n"), encoding="utf-8",
+                             errors=errors)
+    monkeypatch.setattr(sys, "stdin", stdin)
+    code = main(["predict", "--model", tiny_bert, "-"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    one_error_line(err, *words, "UTF-8")

@@ -102,11 +102,21 @@ def cmd_evaluate(args) -> int:
 # --- predict -----------------------------------------------------------------------------------
 
 def read_texts(texts: list[str]) -> list[str]:
+    """The TEXT arguments, or stdin's non-blank lines for `-`; text that is not UTF-8 is an InputError."""
+    from .predict import require_utf8
+
+    named = [(f"TEXT {n}", text) for n, text in enumerate(texts, 1)]
     if texts == ["-"]:
-        texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    if not texts:
+        try:
+            named = [(f"stdin line {n}", line.rstrip("\n")) for n, line in enumerate(sys.stdin, 1) if line.strip()]
+        except UnicodeDecodeError as exc:
+            raise InputError(f"stdin is not valid {exc.encoding.upper()} (byte 0x{exc.object[exc.start]:02x}): "
+                             "pipe in UTF-8 text, e.g. iconv -f latin1 -t utf-8 FILE | mlmtune predict ... -") from None
+    if not named:
         raise InputError("no text given: pass sentences with [MASK], or - to read them from stdin")
-    return texts
+    for name, text in named:  # argv bytes that are not UTF-8 arrive as surrogate escapes, so may stdin's
+        require_utf8(text, name)
+    return [text for _, text in named]
 
 
 def format_columns(text: str, columns: list[tuple[str, list[list]]]) -> str:
@@ -164,6 +174,16 @@ def cmd_report(args) -> int:
     return 0
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number: give one such as 5") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is below 1: give a whole number of at least 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="mlmtune", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -185,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="top-k fillers for each [MASK] in TEXT")
     p.add_argument("--model", required=True, help="model folder or Hugging Face id (minilm: the offline encoder)")
     p.add_argument("--compare", metavar="BASE", help="a second model shown beside the first, e.g. the base")
-    p.add_argument("--top-k", type=int, default=5, help="predictions per mask (default: 5)")
+    p.add_argument("--top-k", type=positive_int, default=5, help="predictions per mask (default: 5)")
     p.add_argument("--json", action="store_true", help="one JSON object per text")
     p.add_argument("texts", nargs="+", metavar="TEXT", help="sentences with [MASK]; - reads one per line from stdin")
     p.set_defaults(func=cmd_predict)

@@ -2,6 +2,10 @@
 
 Shared by `mlmtune predict`, `mlmtune serve`, the report and the Python API. `[MASK]` is accepted
 for any model and rewritten to the model's own mask token (`<mask>` for RoBERTa).
+
+A text longer than the model's positions is cut to its first `max_length` tokens, which is harmless
+while every mask is among them; a mask beyond them would go unanswered, so it is an InputError
+naming the limit (never fewer answers than masks written).
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ class FillMask:
         return text.replace(GENERIC_MASK, mask) if mask != GENERIC_MASK else text
 
     def check(self, text: str) -> str:
+        require_utf8(text)
         text = self.normalise(text)
         if self.tokenizer.mask_token not in text:
             raise InputError(f"no mask token in {text[:60]!r}: write [MASK] where a word should be filled in")
@@ -71,10 +76,17 @@ class FillMask:
             enc = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=self.max_length)
             mask_id = self.tokenizer.mask_token_id
             at_mask = enc["input_ids"] == mask_id  # (B, L)
+            # Truncation drops the masks past max_length silently: count them in the whole text.
+            whole = self.tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
             for i, text in enumerate(texts):
-                if not at_mask[i].any():
-                    raise InputError(f"the mask in {text[:60]!r} lies beyond the model's {self.max_length} tokens: "
-                                     "shorten the text")
+                written = whole[i].count(mask_id)
+                lost = written - int(at_mask[i].sum())
+                if lost:
+                    which = "the mask" if written == 1 else f"{lost} of the {written} masks"
+                    length = len(whole[i]) + self.tokenizer.num_special_tokens_to_add()
+                    raise InputError(f"{which} in {text[:60]!r} {'lies' if lost == 1 else 'lie'} beyond the model's "
+                                     f"{self.max_length} tokens (the text has {length}): shorten the text so that "
+                                     f"every mask is within its first {self.max_length} tokens, or split it")
             ids, attention = enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
             if self.head is not None:
                 hidden = self.model.base_model(input_ids=ids, attention_mask=attention)[0]  # (B, L, H)
@@ -92,6 +104,18 @@ class FillMask:
             ])
             row += n
         return out
+
+
+def require_utf8(text: str, what: str = "the text") -> None:
+    """A str that cannot be encoded as UTF-8 (undecodable bytes smuggled in by surrogateescape, or a
+    lone surrogate) -> an InputError naming the first bad character, instead of the tokenizer's TypeError."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        code = ord(text[exc.start])
+        bad = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"lone surrogate U+{code:04X}"
+        raise InputError(f"{what} {text[:40]!r} is not valid UTF-8 ({bad} at character {exc.start + 1}): "
+                         "pass UTF-8 text, e.g. convert a Latin-1 file with iconv -f latin1 -t utf-8") from None
 
 
 def fill_mask(model: str, texts: str | list[str], top_k: int = 5) -> list[list[list[dict]]]:
