@@ -8,13 +8,15 @@
 
 Each model is loaded once as a FillMask. Inference runs in the thread pool, never on the event loop;
 FillMask serialises its forward passes with a lock, so concurrent requests are safe. Every problem
-with a request is a 422 whose `detail` is one sentence a person can act on.
+with a request is a 422 whose `detail` is one sentence a person can act on (413 for a body over
+64 kB, however it is sent; 404/405 for a wrong path or method), always JSON.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import signal
 import socket
 import subprocess
@@ -28,6 +30,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .errors import InputError, MlmtuneError
 from .predict import GENERIC_MASK, FillMask
@@ -46,7 +49,8 @@ class FillMaskRequest(BaseModel):
 
     text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS,
                       description=f"a sentence with 1 to {MAX_MASKS} [MASK] (or the model's own mask token)")
-    top_k: int = Field(5, ge=1, le=MAX_TOP_K, description="predictions per mask")
+    top_k: int = Field(5, ge=1, le=MAX_TOP_K, strict=True,  # strict: true is not 1, "5" is not 5
+                       description="predictions per mask")
 
 
 class TokenScore(BaseModel):
@@ -107,10 +111,15 @@ def _message(error: dict) -> str:
                     "shorten it to the sentence around the mask")
         if kind == "string_too_short":
             return f"text is empty: write a sentence with [MASK] where a word should be filled in, e.g. {EXAMPLE!r}"
+        if kind == "string_unicode":  # JSON's "\ud800" alone: a half of a pair, not a character
+            bad = next((f" \\u{ord(c):04x}" for c in str(value) if 0xD800 <= ord(c) <= 0xDFFF), "")
+            return (f"text contains a lone surrogate{bad}, which is not a character: escape a character "
+                    "beyond \\uffff as a pair (\\ud83d\\ude00) or send it unescaped in UTF-8")
         return f"text must be a string, got {type(value).__name__}: {_BODY_HINT}"
     if field == "top_k":
-        shown = value if isinstance(value, (int, float)) and not isinstance(value, bool) else repr(value)
-        return f"top_k must be a whole number from 1 to {MAX_TOP_K}, got {shown}"
+        shown = json.dumps(value) if isinstance(value, bool) or value is None else (
+            value if isinstance(value, (int, float)) else repr(value))
+        return f"top_k must be a whole number from 1 to {MAX_TOP_K}, got {shown}: send a whole number, e.g. \"top_k\": 5"
     return f"{'.'.join(loc)}: {error.get('msg', 'invalid value')}"
 
 
@@ -119,25 +128,43 @@ def _field(error: dict) -> str:
     return "body" if not loc or error.get("type") == "json_invalid" else ".".join(loc)
 
 
-def _error_response(status: int, detail: str, **extra) -> JSONResponse:
-    return JSONResponse({"detail": detail, **extra}, status_code=status)
+def _error_response(status: int, detail: str, headers: dict | None = None, **extra) -> JSONResponse:
+    return JSONResponse({"detail": detail, **extra}, status_code=status, headers=headers)
+
+
+def _body_error(detail: str) -> JSONResponse:
+    return _error_response(422, detail, errors=[{"field": "body", "message": detail}])
 
 
 class BodySizeLimit:
-    """Refuse a body declared larger than MAX_BODY_BYTES before anything reads it (413)."""
+    """Refuse a body larger than MAX_BODY_BYTES (413): at once when its Content-Length says so, else
+    (a chunked body has no Content-Length) as soon as the bytes received pass the limit, so no more
+    than the limit is ever read. The connection is closed after the 413: the rest is not wanted."""
 
     def __init__(self, app, limit: int = MAX_BODY_BYTES):
         self.app, self.limit = app, limit
+        self.detail = (f"the request body is larger than {limit // 1024} kB: "
+                       f"text is limited to {MAX_TEXT_CHARS:,} characters")
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http":
-            length = dict(scope["headers"]).get(b"content-length", b"0")
-            if not length.isdigit() or int(length) > self.limit:
-                detail = (f"the request body is larger than {self.limit // 1024} kB: "
-                          f"text is limited to {MAX_TEXT_CHARS:,} characters")
-                await _error_response(413, detail)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            await _error_response(413, self.detail, headers={"Connection": "close"})(scope, receive, send)
+            return
+        received = 0
+
+        async def receive_counted():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:  # an HTTPException passes FastAPI's body reading to our handler
+                    raise HTTPException(413, self.detail, headers={"Connection": "close"})
+            return message
+
+        await self.app(scope, receive_counted, send)
 
 
 # --- the models --------------------------------------------------------------------------------
@@ -210,6 +237,25 @@ def create_app(model: str, compare: str | None = None, *, models: list[Served] |
         messages = list(dict.fromkeys(_message(e) for e in errors))  # keep order, drop repeats
         fields = [{"field": _field(e), "message": _message(e)} for e in errors]
         return _error_response(422, "; ".join(messages), errors=fields)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        """FastAPI's and Starlette's HTTP errors, with a detail that says what to do instead."""
+        cause = exc.__cause__  # FastAPI: "There was an error parsing the body" from the real error
+        if exc.status_code == 400 and isinstance(cause, UnicodeDecodeError):
+            return _body_error(f"the request body is not valid UTF-8 (byte 0x{cause.object[cause.start]:02x} at "
+                               f"offset {cause.start}): send the JSON encoded as UTF-8")
+        if exc.status_code == 400 and isinstance(cause, RecursionError):
+            return _body_error(f"the request body is nested too deeply to parse: {_BODY_HINT}")
+        detail = exc.detail
+        if exc.status_code == 400 and cause is not None:
+            detail = f"the request body could not be read ({type(cause).__name__}): {_BODY_HINT}"
+        elif exc.status_code == 404:
+            detail = f"there is no {request.url.path}: the page is /, the API POST /v1/fill-mask, its docs /docs"
+        elif exc.status_code == 405:
+            allowed = (exc.headers or {}).get("Allow", "another method")
+            detail = f"{request.method} is not allowed on {request.url.path}: use {allowed}"
+        return _error_response(exc.status_code, detail, headers=exc.headers)
 
     @app.exception_handler(MlmtuneError)
     async def input_error(request: Request, exc: MlmtuneError):  # FillMask's InputError and kin
