@@ -1,5 +1,5 @@
-"""mlmtune serve against a hostile client (issue 11): masks past the model, chunked bodies, and
-bodies that are not what they claim.
+"""mlmtune serve against a hostile client (issue 11): masks past the model, chunked bodies, ports,
+stalled connections, too many connections, and bodies that are not what they claim.
 
 Every refusal is an HTTP error whose body is JSON with a `detail` naming the field (or the body) and
 the fix; every bad flag is one `error:` line and exit 2.
@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import select
 import socket
 import threading
 import time
@@ -18,6 +19,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from mlmtune.cli import main
+from mlmtune.errors import InputError
 from mlmtune.serve import MAX_BODY_BYTES, bind_socket, create_app, make_server
 
 API = "/v1/fill-mask"
@@ -61,6 +64,19 @@ def served(app, **limits):
         server.should_exit = True
         thread.join(10)
         sock.close()
+
+
+def closed_by_server(conn: socket.socket, wait: float = 30) -> bool:
+    """Read until the server closes (True) or `wait` seconds pass without it (False)."""
+    conn.settimeout(wait)
+    try:
+        while conn.recv(65536):
+            pass
+    except (TimeoutError, socket.timeout):
+        return False
+    except ConnectionResetError:
+        pass
+    return True
 
 
 # --- 2: masks past the model's length ---------------------------------------------------------
@@ -122,6 +138,93 @@ def test_a_real_chunked_request_gets_413_and_is_cut_off(app):
     assert head.startswith(b"HTTP/1.1 413 "), answer[:300]
     assert b"content-type: application/json" in head.lower()
     assert "64 kB" in json.loads(body)["detail"]
+
+
+# --- 7: ports ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("port", ["99999", "65536", "-1", "http"])
+def test_a_port_outside_0_to_65535_is_one_error_line(capsys, port):
+    with pytest.raises(SystemExit) as exc:  # before any model is loaded: the name need not exist
+        main(["serve", "--model", "no-such-model", "--port", port])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("error: argument --port: "), err
+    assert "0 to 65535" in err[0] and "--host" not in err[0]
+
+
+def test_bind_socket_refuses_a_port_the_os_would_wrap():
+    with pytest.raises(InputError, match="0 to 65535"):
+        bind_socket("127.0.0.1", 99999)  # the OS takes it modulo 65536: 34463
+
+
+@pytest.mark.parametrize("flag, value, fix", [
+    ("--timeout-request", "0", "above 0"), ("--timeout-request", "-1", "above 0"),
+    ("--timeout-request", "soon", "above 0"), ("--timeout-keep-alive", "nan", "above 0"),
+    ("--timeout-keep-alive", "inf", "above 0"), ("--max-connections", "0", "at least 1"),
+    ("--max-connections", "2.5", "whole number"),
+])
+def test_bad_limits_are_one_error_line(capsys, flag, value, fix):
+    with pytest.raises(SystemExit) as exc:
+        main(["serve", "--model", "no-such-model", flag, value])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: argument {flag}: "), err
+    assert fix in err[0], err[0]
+
+
+# --- 8: stalled and slow connections, too many connections --------------------------------------
+
+HEAD = b"POST /v1/fill-mask HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n"
+
+
+HEALTH = b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n"
+
+
+@pytest.mark.parametrize("sent", [b"", HEAD[:30], HEAD + b'{"text": ', HEALTH + HEAD + b'{"text": '],
+                         ids=["nothing", "half-a-head", "half-a-body", "pipelined-half-a-body"])
+def test_a_stalled_request_is_closed_after_the_request_timeout(app, sent):
+    with served(app, timeout_request=0.5, timeout_keep_alive=60) as port, \
+            socket.create_connection(("127.0.0.1", port)) as conn:
+        conn.sendall(sent)
+        assert closed_by_server(conn)  # without the deadline it would hang until `wait` gives up
+
+
+def test_a_request_trickled_in_is_closed_although_bytes_keep_coming(app):
+    """Each byte would restart a per-read timeout; the deadline is for the whole request."""
+    with served(app, timeout_request=0.5) as port, socket.create_connection(("127.0.0.1", port)) as conn:
+        for byte in HEAD:  # 130 bytes at one per 0.1 s: 13 s, far past the 0.5 s deadline
+            try:
+                conn.sendall(bytes([byte]))
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            if select.select([conn], [], [], 0.1)[0]:
+                break  # readable: the server closed (nothing else is sent before a whole request)
+        else:
+            pytest.fail("the server let a request trickle in for 13 s")
+        assert closed_by_server(conn)
+
+
+def test_a_prompt_request_is_answered_and_an_idle_connection_closed_after_keep_alive(app):
+    with served(app, timeout_request=30, timeout_keep_alive=0.5) as port, \
+            socket.create_connection(("127.0.0.1", port)) as conn:
+        conn.sendall(HEALTH)
+        conn.settimeout(30)
+        assert conn.recv(65536).startswith(b"HTTP/1.1 200 ")
+        assert closed_by_server(conn)
+
+
+def test_connections_beyond_max_connections_get_503(app):
+    with served(app, timeout_keep_alive=60, max_connections=1) as port:
+        url = f"http://127.0.0.1:{port}/health"
+        with socket.create_connection(("127.0.0.1", port)) as held:  # holds the one place, kept alive
+            held.sendall(HEALTH)
+            held.settimeout(30)
+            assert held.recv(65536).startswith(b"HTTP/1.1 200 ")  # so the server has surely counted it
+            assert httpx.get(url, timeout=30).status_code == 503
+        deadline = time.monotonic() + 20  # the place frees once the server sees the close
+        while (status := httpx.get(url, timeout=30).status_code) == 503 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert status == 200
 
 
 # --- 9: values and bodies that are not what they claim ----------------------------------------

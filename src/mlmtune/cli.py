@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from dataclasses import MISSING, fields
@@ -162,7 +163,9 @@ def cmd_predict(args) -> int:
 def cmd_serve(args) -> int:
     from .serve import run_server
 
-    return run_server(args.model, compare=args.compare, host=args.host, port=args.port)
+    return run_server(args.model, compare=args.compare, host=args.host, port=args.port,
+                      timeout_keep_alive=args.timeout_keep_alive, timeout_request=args.timeout_request,
+                      max_connections=args.max_connections)
 
 
 def cmd_report(args) -> int:
@@ -181,6 +184,26 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number: give one such as 5") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} is below 1: give a whole number of at least 1")
+    return value
+
+
+def port_number(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:  # the OS would take 99999 modulo 65536 and -1 as a lookup failure
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port: give a number from 0 to 65535 (0 picks a free one)")
+    return value
+
+
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration: give a number of seconds above 0, e.g. 10")
     return value
 
 
@@ -214,7 +237,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model folder or Hugging Face id")
     p.add_argument("--compare", metavar="BASE", help="a second model shown beside it (e.g. the base model)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
-    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    p.add_argument("--port", type=port_number, default=8000, help="port, 0 to 65535; 0 picks a free one (default: 8000)")
+    p.add_argument("--timeout-request", type=seconds, default=10, metavar="SECONDS",
+                   help="close a connection whose request (headers and body) is not all in after this long (default: 10)")
+    p.add_argument("--timeout-keep-alive", type=seconds, default=5, metavar="SECONDS",
+                   help="close an idle connection between requests after this long (default: 5)")
+    p.add_argument("--max-connections", type=positive_int, default=256, metavar="N",
+                   help="connections served at once; a request beyond them gets 503 (default: 256)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("report", help="write OUTPUT/report.html: curves, config, results, before/after")
