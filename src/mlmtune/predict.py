@@ -40,7 +40,7 @@ class FillMask:
     def __init__(self, model: str, *, tokenizer: str | None = None, seed: int = 0, device: str | None = None):
         self.name = model
         self.tokenizer = load_tokenizer(model, tokenizer)
-        loaded = load_masked_lm(model, seed=seed)
+        loaded = load_masked_lm(model, seed=seed, tokenizer=self.tokenizer)
         self.grown_head = bool(loaded.new_parameters)  # predictions of an untrained head are noise
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = loaded.model.to(self.device).eval()

@@ -20,7 +20,7 @@ import numpy as np
 
 from .chunking import Blocks, concat_blocks, cut, tokenize
 from .corpus import (BUILTIN_CORPORA, TABLE_FORMATS, TEXT_SUFFIXES, bbc_news_folder, looks_like_path,
-                     quiet_datasets, read_text_file, split_documents, table_error)
+                     missing_source_error, quiet_datasets, read_text_file, split_documents, table_error)
 from .errors import DataError
 
 SHUFFLE_DOCUMENTS = 1000  # documents in the datasets shuffle buffer
@@ -62,8 +62,8 @@ def _open_source(source: str, *, split: str, text_column: str, encoding: str, li
         _sniff(files, encoding)
         return datasets.IterableDataset.from_generator(
             _text_files, gen_kwargs={"files": files, "encoding": encoding, "line_by_line": line_by_line})
-    if not path.is_file() and looks_like_path(source):
-        raise DataError(f"--data {source}: no such file or folder; check the path")
+    if not path.is_file() and (path.exists() or looks_like_path(source)):
+        raise missing_source_error(source)
     try:
         with quiet_datasets():
             if path.is_file():
