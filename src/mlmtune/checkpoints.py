@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from .errors import CheckpointError
+from .config import Config, resume_mismatch
+from .errors import CheckpointError, ConfigError
 from .outputs import atomic_write_json
 
 STATE_FILE = "trainer_state.json"
@@ -68,7 +69,8 @@ def save_checkpoint(accelerator, output_dir: Path, step: int, state: dict, keep:
 
 # The counters fit() keeps in trainer_state.json besides the step; None where a figure was not finite.
 COUNTERS = {"tokens": (int,), "train_seconds": (int, float), "eval_seconds": (int, float),
-            "baseline_perplexity": (int, float, type(None))}
+            "warm_seconds": (int, float), "budget_spent": (int, float),
+            "baseline_perplexity": (int, float, type(None)), "warm_start_perplexity": (int, float, type(None))}
 
 
 def _state_problem(state, folder: Path) -> str | None:
@@ -119,3 +121,46 @@ def load_checkpoint(accelerator, path: Path) -> dict:
             "checkpoint, or start again with --overwrite"
         ) from None
     return state
+
+
+DATA_FIELDS = ("train_examples", "train_tokens", "train_fingerprint", "eval_examples", "eval_tokens", "eval_fingerprint")
+
+
+def check_same_data(out: Path, checkpoint: Path | None, now: dict) -> None:
+    """--resume must see the very tokens the run started with: the run.json and the checkpoint record
+    counts and a hash of the prepared blocks."""
+    recorded = []
+    for path, key in ((out / "run.json", "data"), (checkpoint / "trainer_state.json" if checkpoint else None, "data")):
+        try:
+            value = json.loads(path.read_text(encoding="utf-8")).get(key) if path else None
+        except (OSError, ValueError, AttributeError):
+            value = None
+        if isinstance(value, dict):
+            recorded.append((path, value))
+    for path, saved in recorded:
+        for field in DATA_FIELDS:
+            if field in saved and field in now and saved[field] != now[field]:
+                side = "training" if field.startswith("train") else "evaluation"
+                raise ConfigError(
+                    f"--resume: the {side} data changed since the run started ({field} was {saved[field]!r} in "
+                    f"{path}, now {now[field]!r}): resume with the same --data files unchanged, or start a new run "
+                    "with --overwrite"
+                )
+
+
+def checkpoint_to_resume(cfg: Config, out: Path) -> Path:
+    try:
+        saved = json.loads((out / "run.json").read_text(encoding="utf-8"))["config"]
+        assert isinstance(saved, dict)
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AssertionError):
+        raise CheckpointError(f"{out / 'run.json'} is damaged: it must be the run.json mlmtune wrote; "
+                              "start again with --overwrite") from None
+    problem = resume_mismatch(saved, cfg)
+    if problem:
+        raise ConfigError(f"--resume needs the config of the run in {out}: {problem}; "
+                          f"resume with --config {out / 'run.json'} --resume")
+    found = complete_checkpoints(out)
+    if not found:
+        raise CheckpointError(f"--resume: {out} has no complete checkpoint: start again with --overwrite "
+                              "(use --save-every N to save checkpoints more often)")
+    return found[-1]

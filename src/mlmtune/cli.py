@@ -75,11 +75,29 @@ def cmd_train(args) -> int:
 
     results = fit(cfg)
     if os.environ.get("RANK", "0") == "0":
-        before, after = results["baseline_perplexity"], results["eval_perplexity"]
-        change = f"{before:,.2f} -> {after:,.2f} ({before / after:,.1f}x lower)" if before else f"{after:,.2f}"
-        print(f"done: eval perplexity {change}, accuracy {results['eval_accuracy']:.1%}, "
-              f"{results['train_tokens_per_second']:,.0f} training tokens/s over {results['train_seconds']:,.0f} s")
+        print(done_line(results))
     return 0
+
+
+def done_line(results: dict) -> str:
+    """The last line of `mlmtune train`: perplexity before -> after, against the warm-started head
+    too when one was grown (a gain against a random head alone is not an honest headline)."""
+    fresh, warm, after = (results.get(k) for k in ("baseline_perplexity", "warm_start_perplexity", "eval_perplexity"))
+
+    def ppl(value) -> str:
+        return "n/a" if value is None else f"{value:,.2f}"
+
+    if after and warm:
+        change = (f"{ppl(fresh)} (fresh head) -> {ppl(warm)} (warm start) -> {ppl(after)} "
+                  f"({warm / after:,.1f}x lower than the warm start)")
+    elif after and fresh:
+        change = f"{ppl(fresh)} -> {ppl(after)} ({fresh / after:,.1f}x lower)"
+    else:
+        change = ppl(after)
+    accuracy = results.get("eval_accuracy")
+    return (f"done: eval perplexity {change}, accuracy {'n/a' if accuracy is None else f'{accuracy:.1%}'}, "
+            f"{results['train_tokens_per_second']:,.0f} training tokens/s over {results['train_seconds']:,.0f} s, "
+            f"{results['steps']} steps")
 
 
 # --- evaluate ----------------------------------------------------------------------------------

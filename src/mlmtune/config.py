@@ -62,7 +62,7 @@ class DataConfig:
         0.1, "share of documents held out for evaluation when the source has no eval split"
     )
     streaming: bool = _opt(
-        False, "stream the training text instead of loading it (corpora larger than memory; needs --max-steps)"
+        False, "stream the training text instead of loading it (corpora larger than memory; needs --max-steps or --max-time)"
     )
 
 
@@ -89,6 +89,10 @@ class ModelConfig:
     head_lr: float = _opt(
         1e-3, "learning rate of parameters the checkpoint lacks (a new MLM head)"
     )
+    head_init: str | None = _opt(
+        None, "start of a grown MLM head: warm (unigram output bias, then a pre-fit on cached frozen "
+        "features) or random; only for a model without an MLM head (default: warm)", choices=["warm", "random"],
+    )
     precision: str = _opt(
         "auto", "auto (bf16 where the device supports it, else fp32), fp32, bf16 or fp16",
         choices=["auto", "fp32", "bf16", "fp16"],
@@ -99,8 +103,12 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     output_dir: str = _opt("runs/mlmtune", "folder for the model, metrics and checkpoints")
-    epochs: int = _opt(3, "passes over the training data (ignored when --max-steps is given)")
+    epochs: int = _opt(3, "passes over the training data (ignored when --max-steps or --max-time is given)")
     max_steps: int | None = _opt(None, "stop after this many optimizer steps")
+    max_time: str | None = _opt(
+        None, "time budget for the warm start and the training steps (90s, 6m, 1.5h); without --max-steps "
+        "the learning rate warms up and decays over the budget (evaluations do not count)", metavar="DURATION",
+    )
     batch_size: int = _opt(16, "examples per process per micro-batch")
     eval_batch_size: int | None = _opt(None, "examples per evaluation batch (default: 2 x --batch-size)")
     gradient_accumulation_steps: int = _opt(1, "micro-batches per optimizer step")
@@ -314,7 +322,7 @@ def validate(cfg: Config, *, training: bool = True) -> None:
     check(0 <= cfg.seed < 2**32, f"--seed must be between 0 and 2**32 - 1, got {cfg.seed}")
     for name, f in FIELDS.items():
         choices = f.metadata.get("choices")
-        if choices and getattr(cfg, name) not in choices:
+        if choices and getattr(cfg, name) is not None and getattr(cfg, name) not in choices:
             problems.append(f"--{name.replace('_', '-')} must be one of {', '.join(choices)}, got {getattr(cfg, name)!r}")
     check(cfg.batch_size > 0, f"--batch-size must be positive, got {cfg.batch_size}")
     check(cfg.eval_batch_size is None or cfg.eval_batch_size > 0, "--eval-batch-size must be positive")
@@ -336,7 +344,15 @@ def validate(cfg: Config, *, training: bool = True) -> None:
         check(cfg.log_every > 0, "--log-every must be positive")
         check(cfg.save_every is None or cfg.save_every > 0, "--save-every must be positive")
         check(cfg.keep_checkpoints > 0, "--keep-checkpoints must be at least 1")
-        check(not (cfg.streaming and cfg.max_steps is None), "--streaming needs --max-steps (a stream has no length)")
+        check(not (cfg.streaming and cfg.max_steps is None and cfg.max_time is None),
+              "--streaming needs --max-steps or --max-time (a stream has no length)")
+        if cfg.max_time is not None:
+            from .schedule import parse_duration
+
+            try:
+                parse_duration(cfg.max_time)
+            except ConfigError as exc:
+                problems.append(str(exc))
         check(not (cfg.resume and cfg.overwrite), "--resume and --overwrite contradict each other: pick one")
         check(all(cfg_text.strip() for cfg_text in cfg.probe), "--probe must not be empty")
     if problems:

@@ -25,7 +25,7 @@ EVALUATE_FIELDS = [
 
 
 def run_evaluation(cfg: Config, say=print) -> EvalResult:
-    from .train import _shutdown, make_accelerator
+    from .runtime import make_accelerator, shutdown
 
     validate(cfg, training=False)
     accelerator = make_accelerator(cfg)
@@ -41,7 +41,7 @@ def run_evaluation(cfg: Config, say=print) -> EvalResult:
                            pad_id=tokenizer.pad_token_id or 0, pad_to_multiple_of=8 if cfg.line_by_line else 1,
                            rank=accelerator.process_index, world=accelerator.num_processes)
     result = evaluate_batches(objective, batches, accelerator.device, reduce=lambda t: accelerator.reduce(t, "sum"))
-    _shutdown(accelerator)
+    shutdown(accelerator)
     if result.masked_tokens == 0:  # perplexity and accuracy would be nan
         raise DataError(
             f"no token of the {splits.eval.num_tokens:,} evaluation tokens was masked "

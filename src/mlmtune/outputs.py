@@ -265,6 +265,34 @@ def writing(what: str, folder: Path):
                           "or choose another --output-dir (files already complete are kept)") from None
 
 
+def run_inputs(cfg) -> list[tuple[str, str]]:
+    """The local files and folders a run reads: --output-dir may never be or hold one of them."""
+    from .modeling import resolve_model
+
+    inputs = [("--data", d) for d in cfg.data if d.strip()]
+    try:
+        inputs.append(("--model", resolve_model(cfg.model)))
+    except Exception:  # a missing built-in model fails later, with its own message
+        inputs.append(("--model", cfg.model))
+    if cfg.tokenizer:
+        inputs.append(("--tokenizer", cfg.tokenizer))
+    return inputs
+
+
+def undo_new_run(out: Path, existed: bool) -> None:
+    """A new run that failed before its first checkpoint and its final model: remove what it wrote,
+    so the same command can simply be run again."""
+    from .checkpoints import complete_checkpoints
+
+    if complete_checkpoints(out) or (out / "results.json").exists():
+        return
+    for p in sorted(run_written(out), key=lambda p: p.name == "run.json"):
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+    if not existed:
+        with contextlib.suppress(OSError):
+            out.rmdir()  # only when empty
+
+
 def versions() -> dict[str, str]:
     import accelerate
     import datasets

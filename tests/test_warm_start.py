@@ -1,0 +1,160 @@
+"""Issue 12: a grown head starts warm (unigram bias, pre-fit on cached frozen features), and a run
+can be given a time budget whose schedule follows the elapsed share."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mlmtune.config import build_config
+from mlmtune.errors import ConfigError
+from mlmtune.schedule import BudgetSchedule, parse_duration
+from mlmtune.train import fit
+from mlmtune.warmstart import unigram_log_frequency
+from test_bad_input import assert_clean_error, assert_ok, run_cli, train_argv
+
+
+def tiny(model, data, out, **extra):
+    values = dict(model=model, data=[data], output_dir=str(out), chunk_size=32, batch_size=4, eval_size=8,
+                  precision="fp32", report=False, seed=0)
+    values.update(extra)
+    return build_config(values)
+
+
+def records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+
+
+# --- durations and the budget schedule ----------------------------------------------------------
+
+@pytest.mark.parametrize("text, seconds", [("90s", 90), ("6m", 360), ("1.5h", 5400), ("2", 2), (" 10 min ", 600),
+                                           ("1d", 86400), ("0.5s", 0.5)])
+def test_parse_duration(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["0", "0s", "-5m", "abc", "1e999s", "5 weeks", "", "nan", "inf", "31d"])
+def test_parse_duration_refuses(text):
+    with pytest.raises(ConfigError, match="--max-time"):
+        parse_duration(text)
+
+
+def test_budget_schedule_warms_up_and_ends_at_zero():
+    s = BudgetSchedule(warmup_share=0.1)
+    values = []
+    for p in (0.0, 0.05, 0.1, 0.55, 1.0, 1.3):
+        s.progress = p
+        values.append(s(123))
+    assert values == pytest.approx([0.0, 0.5, 1.0, 0.5, 0.0, 0.0])
+    s = BudgetSchedule(warmup_steps=10)
+    s.progress = 0.5
+    assert s(5) == pytest.approx(0.25) and s(20) == pytest.approx(0.5)
+
+
+# --- the unigram bias ---------------------------------------------------------------------------
+
+def test_unigram_bias_is_the_log_frequency():
+    tokens = np.array([5, 5, 5, 7, 1, 1])  # 1 is a special token: never a target
+    bias = unigram_log_frequency(tokens, 10, never=[1])
+    probs = bias.exp()
+    assert probs.sum().item() == pytest.approx(1.0, abs=1e-5)
+    assert probs[5] > probs[7] > probs[0]  # seen thrice > once > never
+    assert probs[1] == pytest.approx(probs[0].item())  # the special token counts as unseen
+    assert bias[5].item() == pytest.approx(math.log((3 + 1) / (4 + 10)))
+
+
+# --- warm start on a model without a head -------------------------------------------------------
+
+def test_warm_start_lowers_perplexity_and_is_recorded(tmp_path, tiny_encoder, news_folder):
+    out = tmp_path / "warm"
+    results = fit(tiny(tiny_encoder, news_folder, out, max_steps=2))
+    fresh, warm = results["baseline_perplexity"], results["warm_start_perplexity"]
+    assert warm < fresh / 5  # a fresh head sits near the vocabulary size; the bias alone beats that
+    kinds = [(r["type"], r["step"]) for r in records(out) if r["type"] != "train"]
+    assert kinds[:2] == [("eval", 0), ("warm_start", 0)]
+    assert json.loads((out / "results.json").read_text())["warm_start_perplexity"] == pytest.approx(warm)
+    # reproducible from the seed
+    again = fit(tiny(tiny_encoder, news_folder, tmp_path / "again", max_steps=2))
+    assert again["warm_start_perplexity"] == pytest.approx(warm, rel=1e-6)
+
+
+def test_random_head_init_skips_the_warm_start(tmp_path, tiny_encoder, news_folder):
+    results = fit(tiny(tiny_encoder, news_folder, tmp_path / "random", max_steps=2, head_init="random"))
+    assert results["warm_start_perplexity"] is None
+    assert "warm_start" not in {r["type"] for r in records(tmp_path / "random")}
+
+
+def test_head_init_warm_on_a_model_with_a_head_is_a_note(capsys, tmp_path, tiny_bert, news_folder):
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(capsys, *train_argv(tiny_bert, news_folder, out, "--head-init", "warm"))
+    assert_ok(code, err)
+    assert "has its own MLM head, so --head-init warm leaves it as it is" in stdout
+    assert json.loads((out / "results.json").read_text())["warm_start_perplexity"] is None
+
+
+def test_the_prefit_trains_only_the_new_head(tmp_path, tiny_encoder, news_folder, monkeypatch):
+    """The encoder is frozen during the pre-fit: only the new parameters change."""
+    import mlmtune.warmstart as w
+    from mlmtune.modeling import load_masked_lm
+
+    seen = {}
+    real = w.warm_start_head
+
+    def spy(model, *args, **kwargs):
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        report = real(model, *args, **kwargs)
+        seen["changed"] = {n for n, p in model.named_parameters() if not torch.equal(before[n], p)}
+        seen["report"] = report
+        return report
+
+    monkeypatch.setattr(w, "warm_start_head", spy)
+    fit(tiny(tiny_encoder, news_folder, tmp_path / "spy", max_steps=1))
+    new = set(load_masked_lm(tiny_encoder).new_parameters)
+    assert seen["changed"] and seen["changed"] <= new
+    assert seen["report"].features > 0 and seen["report"].loss_after < seen["report"].loss_before
+
+
+# --- the time budget ------------------------------------------------------------------------------
+
+def test_max_time_stops_saves_and_finishes_its_schedule(tmp_path, tiny_bert, news_folder):
+    out = tmp_path / "budget"
+    results = fit(tiny(tiny_bert, news_folder, out, max_time="3s", warmup_ratio=0.1))
+    assert results["steps"] > 0 and results["max_time_seconds"] == 3.0
+    assert 3.0 <= results["budget_seconds_spent"] < 3.0 + 5.0
+    assert (out / "checkpoints" / f"step-{results['steps']:07d}").is_dir()  # a checkpoint at the end
+    train = [r for r in records(out) if r["type"] == "train"]
+    assert train[-1]["step"] == results["steps"] and train[-1]["lr"] < 0.25 * 5e-5  # decayed near the end
+    last_eval = [r for r in records(out) if r["type"] == "eval"][-1]
+    assert last_eval["step"] == results["steps"]
+    run = json.loads((out / "run.json").read_text())
+    assert run["total_steps"] is None and run["max_time_seconds"] == 3.0
+
+
+def test_max_time_and_max_steps_stop_at_the_first(tmp_path, tiny_bert, news_folder):
+    results = fit(tiny(tiny_bert, news_folder, tmp_path / "both", max_time="1h", max_steps=3))
+    assert results["steps"] == 3
+
+
+def test_resume_continues_with_the_budget_left(tmp_path, tiny_bert, news_folder):
+    out = tmp_path / "resume"
+    first = fit(tiny(tiny_bert, news_folder, out, max_time="2s"))
+    again = fit(tiny(tiny_bert, news_folder, out, max_time="2s", resume=True))  # the budget is spent
+    assert again["steps"] == first["steps"]
+
+
+@pytest.mark.parametrize("value", ["0", "-5m", "abc", "1e999s", "0s"])
+def test_bad_max_time_writes_nothing(capsys, tmp_path, tiny_bert, news_folder, value):
+    out = tmp_path / "out"
+    code, _, err = run_cli(capsys, *train_argv(tiny_bert, news_folder, out, f"--max-time={value}"))
+    assert_clean_error(code, err, "--max-time")
+    assert not out.exists()
+
+
+def test_bad_head_init(capsys, tmp_path, tiny_bert, news_folder):
+    code, _, err = run_cli(capsys, *train_argv(tiny_bert, news_folder, tmp_path / "o", "--head-init", "hot"))
+    assert_clean_error(code, err, "--head-init")
