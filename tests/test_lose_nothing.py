@@ -281,9 +281,9 @@ def test_disk_full_during_a_checkpoint_without_a_small_disk(capsys, tmp_path, ti
 
 
 def test_next_run_removes_hidden_temporaries(capsys, run_copy, tiny_bert, news_folder):
-    (run_copy / ".model.abc123").mkdir()
-    (run_copy / ".model.abc123" / "model.safetensors").write_bytes(b"x" * 100)
-    (run_copy / ".results.json.xyz.tmp").write_text("{")
+    (run_copy / ".mlmtune-model-abc123").mkdir()
+    (run_copy / ".mlmtune-model-abc123" / "model.safetensors").write_bytes(b"x" * 100)
+    (run_copy / ".mlmtune-results.json.xyz.tmp").write_text("{")
     (run_copy / "checkpoints" / ".step-0000009.tmp").mkdir()
     code, _, err = run_cli(capsys, "train", "--config", run_copy / "run.json", "--output-dir", run_copy, "--resume")
     assert_ok(code, err)
@@ -359,3 +359,126 @@ def test_resuming_a_finished_run_adds_no_eval_record(capsys, run_copy):
         code, _, err = run_cli(capsys, "train", "--config", run_copy / "run.json", "--output-dir", run_copy, "--resume")
         assert_ok(code, err)
     assert (run_copy / "metrics.jsonl").read_text() == before
+
+
+# --- what a hostile tester found in the first version of these fixes -----------------------------
+
+def test_a_planted_run_json_does_not_make_a_run(capsys, tmp_path, tiny_bert, news_folder):
+    home = tmp_path / "home"
+    (home / "checkpoints").mkdir(parents=True)
+    (home / "run.json").write_text("not json")
+    (home / "config.json").write_text('{"app": 1}')
+    (home / "checkpoints" / "epoch10.pt").write_text("w")
+    before = snapshot(home)
+    code, _, err = run_cli(capsys, *train_argv(tiny_bert, news_folder, home, "--overwrite"))
+    assert_clean_error(code, err, "not an mlmtune run")
+    assert snapshot(home) == before
+
+
+def test_overwrite_keeps_files_the_run_did_not_write(capsys, run_copy, tiny_bert, news_folder):
+    written = set(json.loads((run_copy / "results.json").read_text())["files"])
+    assert "model.safetensors" in written and "config.json" in written
+    mine = ["notes.model", "my-finetune.safetensors", "pytorch_model-old.bin"]
+    for name in mine:
+        (run_copy / name).write_text("mine")
+    (run_copy / "checkpoints" / "README").write_text("mine")
+    (run_copy / ".thesis.tmp").write_text("draft")
+    (run_copy / ".model.backup").mkdir()
+    (run_copy / ".model.backup" / "weights.bin").write_text("v")
+    code, _, err = run_cli(capsys, *train_argv(tiny_bert, news_folder, run_copy, "--overwrite", "--seed", "3"))
+    assert_ok(code, err)
+    for name in mine + ["checkpoints/README", ".thesis.tmp", ".model.backup/weights.bin"]:
+        assert (run_copy / name).read_text() in ("mine", "draft", "v"), name
+    assert not [p for p in run_copy.iterdir() if p.name.startswith(".mlmtune-")]
+
+
+def test_hidden_user_files_are_content(capsys, tmp_path, tiny_bert, news_folder):
+    folder = tmp_path / "f"
+    folder.mkdir()
+    (folder / ".thesis.tmp").write_text("draft")
+    code, _, err = run_cli(capsys, *train_argv(tiny_bert, news_folder, folder))
+    assert_clean_error(code, err, "not an mlmtune run")
+    assert (folder / ".thesis.tmp").read_text() == "draft"
+
+
+def test_a_run_json_config_never_overwrites_or_resumes_by_itself(capsys, run_copy, tmp_path, tiny_bert, news_folder):
+    first = tmp_path / "first"
+    assert main_ok(capsys, *train_argv(tiny_bert, news_folder, first))
+    code, _, err = run_cli(capsys, *train_argv(tiny_bert, news_folder, first, "--overwrite"))
+    assert_ok(code, err)
+    run = json.loads((first / "run.json").read_text())
+    assert run["config"]["overwrite"] is False and run["config"]["resume"] is False
+    before = snapshot(run_copy)
+    code, _, err = run_cli(capsys, "train", "--config", first / "run.json", "--output-dir", run_copy)
+    assert_clean_error(code, err, "already holds a run")
+    assert snapshot(run_copy) == before
+    code, _, err = run_cli(capsys, "train", "--config", first / "run.json", "--resume")  # the advertised command
+    assert_ok(code, err)
+
+
+def main_ok(capsys, *argv) -> bool:
+    code, _, err = run_cli(capsys, *argv)
+    assert_ok(code, err)
+    return True
+
+
+def test_a_tracker_that_cannot_start_keeps_the_old_run(capsys, run_copy, tiny_bert, news_folder, monkeypatch):
+    from mlmtune.errors import ConfigError
+
+    train_module = importlib.import_module("mlmtune.train")
+
+    def broken(*args, **kwargs):
+        raise ConfigError("--report-to mlflow could not start: bogus: fix the tracker's settings")
+
+    monkeypatch.setattr(train_module, "start_tracker", broken)
+    before = snapshot(run_copy)
+    code, _, err = run_cli(capsys, *train_argv(tiny_bert, news_folder, run_copy, "--overwrite"))
+    assert_clean_error(code, err, "could not start")
+    assert snapshot(run_copy) == before
+
+
+def test_streaming_resume_on_changed_data_is_refused(capsys, tmp_path, tiny_bert, news_folder):
+    data = Path(shutil.copytree(news_folder, tmp_path / "data"))
+    out = tmp_path / "out"
+    code, _, err = run_cli(capsys, *train_argv(tiny_bert, data, out, "--streaming", "--max-steps", "2",
+                                               "--eval-size", "2", "--save-every", "1"))
+    assert_ok(code, err)
+    for p in sorted(data.glob("*.txt"))[:30]:
+        p.unlink()
+    code, _, err = run_cli(capsys, "train", "--config", out / "run.json", "--resume", "--max-steps", "2")
+    assert_clean_error(code, err, "--resume", "data changed")
+
+
+def test_a_checkpoint_of_infinite_weights_is_never_saved(capsys, tmp_path, tiny_bert, news_folder):
+    out = tmp_path / "out"
+    code, _, err = run_cli(capsys, *train_argv(tiny_bert, news_folder, out, "--lr", "1e38", "--weight-decay", "0",
+                                               "--save-every", "1", "--max-steps", "3"))
+    assert code == 1 and "Traceback" not in err
+    assert "NaN or infinity" in err or "loss is nan" in err
+    assert not out.exists()  # a new run without a good checkpoint leaves nothing
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_a_name_too_long_is_one_line(capsys, tmp_path, tiny_bert, news_folder, nested):
+    long = "a" * 300
+    out = tmp_path / "x" / long / "y" if nested else tmp_path / long
+    code, _, err = run_cli(capsys, *train_argv(tiny_bert, news_folder, out))
+    assert_clean_error(code, err, "--output-dir", "long")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_new_run_leaves_no_empty_parents(capsys, tmp_path, tiny_bert, news_folder, monkeypatch):
+    train_module = importlib.import_module("mlmtune.train")
+
+    def terminated(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(train_module, "evaluate_batches", terminated)
+    code, _, err = run_cli(capsys, *train_argv(tiny_bert, news_folder, tmp_path / "p1" / "a" / "b" / "c"))
+    assert code == 143
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_crlf_and_bom_copies_are_repeats():
+    kept, dropped = drop_duplicates(["one\ntwo", "one\r\ntwo", "\ufeffone\ntwo  ", "three"])
+    assert (kept, dropped) == (["one\ntwo", "three"], 2)

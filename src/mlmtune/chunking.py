@@ -156,13 +156,19 @@ def fingerprint(blocks: Blocks) -> str:
     return h.hexdigest()
 
 
+def same_text(text: str) -> str:
+    """What makes two documents the same text: line endings, a byte-order mark and surrounding
+    whitespace do not count."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").lstrip("\ufeff").strip()
+
+
 def drop_duplicates(texts: list[str], seen: set[str] | None = None) -> tuple[list[str], int]:
     """`texts` without exact repeats (after trimming surrounding whitespace), first occurrence kept;
     texts in `seen` count as repeats too. Returns the kept texts and how many were dropped."""
     seen = set() if seen is None else seen
     kept = []
     for text in texts:
-        key = text.strip()
+        key = same_text(text)
         if key not in seen:
             seen.add(key)
             kept.append(text)
@@ -198,7 +204,7 @@ def prepare(documents: Documents, tokenizer, *, chunk_size: int = 128, line_by_l
     downsample each side. A document that occurs twice could land on both sides of the split (BBC
     News holds 98 repeated articles), so repeats go first: the eval set never holds training text."""
     train_texts, duplicates = drop_duplicates(documents.train)
-    seen = {t.strip() for t in train_texts}
+    seen = {same_text(t) for t in train_texts}
     eval_texts = None
     if documents.eval is not None:  # the source's own eval split: drop what training also holds
         eval_texts, eval_duplicates = drop_duplicates(documents.eval, seen)

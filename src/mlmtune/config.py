@@ -274,6 +274,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} must hold a mapping of option: value")
     if "config" in loaded and "versions" in loaded:  # an output folder's run.json
         loaded = loaded["config"]
+        if isinstance(loaded, dict):  # per-invocation flags: a config file never overwrites or resumes by itself
+            loaded = {k: v for k, v in loaded.items() if k not in ("overwrite", "resume")}
     return loaded
 
 

@@ -17,6 +17,7 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import sys
 import tempfile
@@ -37,6 +38,11 @@ def _umask() -> int:
 FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp gives 0600
 
 
+# Every temporary mlmtune makes in an output folder starts with this, and nothing else of a user's
+# does: the next run removes these (and only these) after a failure or SIGKILL left them.
+TEMP_PREFIX = ".mlmtune-"
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
@@ -44,7 +50,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file beside `path`, then rename over it."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.chmod(tmp, FILE_MODE)
         with os.fdopen(fd, "wb") as fh:
@@ -78,25 +84,24 @@ def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json_text(data, indent=2) + "\n")
 
 
-# What a run writes into its folder, and so all that --overwrite may remove. Anything else in a
-# run's folder (a user's notes, a .git) is kept.
+# What a run writes into its folder, and so all that --overwrite may remove: these names, the
+# step-NNNNNNN folders in checkpoints/, the model and tokenizer files the run's results.json lists
+# (`files`), and a --report-to tensorboard log folder. Anything else (a user's notes, a .git) is kept.
 RUN_FILES = ("run.json", "metrics.jsonl", "results.json", "report.html", "curves.png")
-RUN_DIRS = ("checkpoints",)
-MODEL_FILE_PATTERNS = (  # what save_pretrained of a model and its tokenizer writes
+MODEL_FILE_PATTERNS = (  # only for a results.json of mlmtune 0.1.0, which did not list its files
     "config.json", "generation_config.json", "*.safetensors", "model.safetensors.index.json",
     "pytorch_model*.bin", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
     "added_tokens.json", "vocab.txt", "vocab.json", "merges.txt", "*.model", "chat_template.jinja",
 )
-# Temporaries of a save cut short (an error, a full disk, SIGKILL): removed by the next run.
-TEMPORARY_PATTERNS = (".model.*", ".*.tmp", ".probe.*")
-CHECKPOINT_TEMPORARY_PATTERNS = (".step-*.tmp",)
+_STEP = re.compile(r"^step-\d{7}$")
+_STEP_TMP = re.compile(r"^\.step-\d{7}\.tmp$")  # checkpoints.save_checkpoint's temporary folder
 
 
 def _temporaries(folder: Path) -> list[Path]:
-    found = [p for pattern in TEMPORARY_PATTERNS for p in folder.glob(pattern)]
+    found = [p for p in folder.iterdir() if p.name.startswith(TEMP_PREFIX)]
     checkpoints = folder / "checkpoints"
     if checkpoints.is_dir() and not checkpoints.is_symlink():
-        found += [p for pattern in CHECKPOINT_TEMPORARY_PATTERNS for p in checkpoints.glob(pattern)]
+        found += [p for p in checkpoints.iterdir() if _STEP_TMP.match(p.name)]
     return found
 
 
@@ -114,9 +119,18 @@ def remove_temporaries(folder: Path) -> None:
             _remove(p)
 
 
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+
+
 def is_run(folder: Path) -> bool:
-    """A folder mlmtune train wrote: it has a run.json."""
-    return (folder / "run.json").is_file()
+    """A folder mlmtune train wrote: its run.json is one mlmtune wrote (an object with a config and
+    versions), not merely a file of that name."""
+    record = _read_json(folder / "run.json")
+    return isinstance(record, dict) and isinstance(record.get("config"), dict) and isinstance(record.get("versions"), dict)
 
 
 def has_content(folder: Path) -> bool:
@@ -142,11 +156,14 @@ def _check_writable(folder: Path) -> None:
         if existing.is_symlink():
             raise ConfigError(f"--output-dir {folder}: {existing} is a dangling symbolic link: "
                               "create its target or choose another folder")
+        if len(os.fsencode(existing.name)) > 255:
+            raise ConfigError(f"--output-dir {folder}: the name {existing.name[:40]}... is longer than the "
+                              "255 bytes a file name may have: choose a shorter name")
         existing = existing.parent
     if not existing.is_dir():
         raise ConfigError(f"--output-dir {folder}: {existing} is a file, not a folder: choose another folder")
     try:
-        probe = tempfile.mkdtemp(prefix=".probe.", dir=existing)
+        probe = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}probe-", dir=existing)
         os.rmdir(probe)
     except OSError as exc:
         raise ConfigError(f"--output-dir {folder} cannot be written ({exc.strerror or exc}): "
@@ -164,6 +181,14 @@ def check_output_dir(folder: Path, *, overwrite: bool, resume: bool,
     """
     if not str(folder).strip():
         raise ConfigError("--output-dir is empty: name a folder for the model and metrics, e.g. runs/mine")
+    try:
+        _check_output_dir(folder, overwrite=overwrite, resume=resume, inputs=inputs)
+    except OSError as exc:  # a name too long, a loop of links, ...: the OS says no before anything is written
+        raise ConfigError(f"--output-dir {folder} cannot be used ({exc.strerror or exc}): choose another "
+                          "folder") from None
+
+
+def _check_output_dir(folder: Path, *, overwrite: bool, resume: bool, inputs) -> None:
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"--output-dir {folder} is a file: pick a folder name")
     here = folder.resolve()
@@ -182,8 +207,8 @@ def check_output_dir(folder: Path, *, overwrite: bool, resume: bool,
         return
     if not is_run(folder):
         raise ConfigError(
-            f"--output-dir {folder} holds files that are not an mlmtune run (it has no run.json), and mlmtune "
-            "replaces only its own runs: choose a new or empty folder"
+            f"--output-dir {folder} holds files that are not an mlmtune run (it has no run.json mlmtune wrote), "
+            "and mlmtune replaces only its own runs: choose a new or empty folder"
         )
     if not overwrite:
         raise ConfigError(
@@ -192,10 +217,27 @@ def check_output_dir(folder: Path, *, overwrite: bool, resume: bool,
         )
 
 
+def _model_files(folder: Path) -> list[Path]:
+    """The model and tokenizer files the run saved, as its results.json lists them."""
+    results = _read_json(folder / "results.json")
+    if not isinstance(results, dict):
+        return []  # no final model was saved
+    names = results.get("files")
+    if names is None:  # written by mlmtune 0.1.0
+        return [p for pattern in MODEL_FILE_PATTERNS for p in folder.glob(pattern) if p.is_file()]
+    if not isinstance(names, list):
+        return []
+    return [folder / n for n in names
+            if isinstance(n, str) and n == Path(n).name and not n.startswith(".") and (folder / n).is_file()]
+
+
 def run_written(folder: Path) -> list[Path]:
     """The files and folders in `folder` that a run wrote (what --overwrite replaces)."""
-    found = [folder / n for n in RUN_FILES + RUN_DIRS if (folder / n).exists() or (folder / n).is_symlink()]
-    found += [p for pattern in MODEL_FILE_PATTERNS for p in folder.glob(pattern) if p.is_file()]
+    found = [folder / n for n in RUN_FILES if (folder / n).is_file() or (folder / n).is_symlink()]
+    found += _model_files(folder)
+    checkpoints = folder / "checkpoints"
+    if checkpoints.is_dir() and not checkpoints.is_symlink():
+        found += [p for p in checkpoints.iterdir() if _STEP.match(p.name) or _STEP_TMP.match(p.name)]
     tracker = _tracker_folder(folder)
     if tracker is not None:
         found.append(tracker)
@@ -213,12 +255,51 @@ def _tracker_folder(folder: Path) -> Path | None:
     return logs if tracker == "tensorboard" and logs.is_dir() and not logs.is_symlink() else None
 
 
+def set_aside_old_run(folder: Path) -> Path | None:
+    """--overwrite, once the new run's inputs are all valid: move what the earlier run wrote into a
+    hidden folder (a rename each), so a failure while the new run starts can put it back
+    (`put_back`); `discard` removes it once the new run has started. Returns that folder."""
+    if not folder.is_dir():
+        return None
+    old = [p for p in run_written(folder) if not p.name.startswith(TEMP_PREFIX)]
+    if not old:
+        return None
+    aside = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}old-", dir=folder))
+    for p in sorted(old, key=lambda p: p.name == "run.json"):  # run.json last: still a run if cut short
+        target = aside / p.relative_to(folder)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(p, target)
+    checkpoints = folder / "checkpoints"
+    if checkpoints.is_dir() and not checkpoints.is_symlink() and not any(checkpoints.iterdir()):
+        checkpoints.rmdir()
+    return aside
+
+
+def put_back(aside: Path | None, folder: Path) -> None:
+    """Undo set_aside_old_run: the earlier run's files return where they were (top-level entries,
+    and the step folders of checkpoints/)."""
+    if aside is None or not aside.is_dir():
+        return
+    for p in aside.iterdir():
+        target = folder / p.name
+        if p.name == "checkpoints" and p.is_dir() and not p.is_symlink():
+            target.mkdir(exist_ok=True)
+            for q in p.iterdir():
+                if not (target / q.name).exists():
+                    os.replace(q, target / q.name)
+        elif not target.exists() and not target.is_symlink():
+            os.replace(p, target)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def discard(aside: Path | None) -> None:
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
+
+
 def clear_output_dir(folder: Path) -> None:
-    """--overwrite: remove what an earlier run wrote (only once the new run's inputs are all valid);
-    run.json goes last, so a folder cut short here is still recognised as a run."""
-    if folder.is_dir():
-        for p in sorted(run_written(folder), key=lambda p: p.name == "run.json"):
-            _remove(p)
+    """Remove what an earlier run wrote, and nothing else."""
+    discard(set_aside_old_run(folder))
 
 
 DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG}
@@ -279,18 +360,41 @@ def run_inputs(cfg) -> list[tuple[str, str]]:
     return inputs
 
 
-def undo_new_run(out: Path, existed: bool) -> None:
+def first_missing(folder: Path) -> Path | None:
+    """The outermost folder of `folder`'s path that does not exist yet (what a run would create)."""
+    missing = None
+    for p in [folder, *folder.parents]:
+        if p.exists() or p.is_symlink():
+            break
+        missing = p
+    return missing
+
+
+def undo_new_run(out: Path, created: Path | None) -> None:
     """A new run that failed before its first checkpoint and its final model: remove what it wrote,
-    so the same command can simply be run again."""
+    and the folders it created (`created`: the outermost), so the same command can simply run again."""
     from .checkpoints import complete_checkpoints
 
     if complete_checkpoints(out) or (out / "results.json").exists():
         return
     for p in sorted(run_written(out), key=lambda p: p.name == "run.json"):
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
-    if not existed:
+    checkpoints = out / "checkpoints"
+    with contextlib.suppress(OSError):
+        if checkpoints.is_dir() and not checkpoints.is_symlink() and not any(checkpoints.iterdir()):
+            checkpoints.rmdir()
+    remove_created_folders(out, created)
+
+
+def remove_created_folders(out: Path, created: Path | None) -> None:
+    """rmdir `out` and its parents up to `created` (the outermost the run made), where empty."""
+    if created is None:
+        return
+    for p in [out, *out.parents]:
         with contextlib.suppress(OSError):
-            out.rmdir()  # only when empty
+            p.rmdir()  # only when empty
+        if p == created:
+            break
 
 
 def versions() -> dict[str, str]:
@@ -316,20 +420,32 @@ def versions() -> dict[str, str]:
     }
 
 
-def save_model(model, tokenizer, folder: Path, state_dict: dict | None = None) -> None:
+def save_model(model, tokenizer, folder: Path, state_dict: dict | None = None) -> list[str]:
     """save_pretrained into a temporary folder, then move the files into `folder`, config.json last,
-    so `folder` never holds a config pointing at missing or partial weights."""
+    so `folder` never holds a config pointing at missing or partial weights. Returns the names of
+    the files written (results.json lists them: what a later --overwrite may remove). A failure
+    removes the files it had moved in that did not exist before."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".model.", dir=folder))
+    tmp = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}model-", dir=folder))
+    moved_new: list[Path] = []
     try:
         model.save_pretrained(tmp, state_dict=state_dict)
         tokenizer.save_pretrained(tmp)
         if not any(tmp.glob("*.safetensors")) and not any(tmp.glob("*.bin")):
             raise RuntimeError(f"save_pretrained wrote no weights into {tmp}")  # never a config without weights
+        if any(p.is_dir() for p in tmp.iterdir()):
+            raise RuntimeError(f"save_pretrained wrote a folder into {tmp}; mlmtune moves only files")
         names = sorted(p.name for p in tmp.iterdir())
         for name in sorted(names, key=lambda n: n in MODEL_FILES_LAST):
             os.chmod(tmp / name, FILE_MODE)
+            existed = (folder / name).exists()
             os.replace(tmp / name, folder / name)
+            if not existed:
+                moved_new.append(folder / name)
+        moved_new = []
+        return names
     finally:
+        for p in moved_new:
+            p.unlink(missing_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .chunking import Blocks, concat_blocks, cut, tokenize
+from .chunking import Blocks, concat_blocks, cut, same_text, tokenize
 from .corpus import (BUILTIN_CORPORA, TABLE_FORMATS, TEXT_SUFFIXES, bbc_news_folder, looks_like_path,
                      missing_source_error, quiet_datasets, read_text_file, split_documents, table_error)
 from .errors import DataError
@@ -126,7 +126,7 @@ class StreamingData:
         for example in self.documents:
             n_docs += 1
             pending.append(example["text"])
-            self.eval_texts.add(example["text"].strip())
+            self.eval_texts.add(same_text(example["text"]))
             if len(pending) == HOLDOUT_BATCH:
                 parts.append(self._blocks(pending))
                 pending = []
@@ -150,7 +150,7 @@ class StreamingData:
         """Training blocks of one pass, in groups (one group per tokenized batch of documents)."""
         held_out = self.eval_texts
         train = (self.documents.skip(self.eval_documents)
-                 .filter(lambda ex: ex["text"].strip() not in held_out)
+                 .filter(lambda ex: same_text(ex["text"]) not in held_out)
                  .shuffle(seed=self.seed, buffer_size=SHUFFLE_DOCUMENTS))
         train.set_epoch(epoch)
         carry = Blocks(np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(2, np.int64))

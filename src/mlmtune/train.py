@@ -33,8 +33,9 @@ from .masking import Masker, MaskingSpec
 from .metrics import EvalResult, MetricsLog, evaluate_batches
 from .modeling import (MaskedLMObjective, load_masked_lm, load_tokenizer, masked_positions_head, max_positions,
                        use_training_attention)
-from .outputs import (atomic_write_json, check_output_dir, clear_output_dir, finite_json, remove_temporaries,
-                      run_inputs, save_model, undo_new_run, versions, write_problem, writing)
+from .outputs import (atomic_write_json, check_output_dir, discard, finite_json, first_missing, put_back,
+                      remove_created_folders, remove_temporaries, run_inputs, save_model, set_aside_old_run, undo_new_run, versions,
+                      write_problem, writing)
 from .runtime import (SIGNAL_EXIT, AbortOnSignal, StopFlag, build_optimizer, check_tracker, make_accelerator,
                       peak_rss_mb, shutdown, start_tracker)
 from .schedule import build_scheduler, parse_duration, set_progress
@@ -53,7 +54,7 @@ def fit(cfg: Config) -> dict:
     out = Path(os.path.expanduser(cfg.output_dir))
     check_output_dir(out, overwrite=cfg.overwrite, resume=cfg.resume, inputs=run_inputs(cfg))
     resume_from = checkpoint_to_resume(cfg, out) if cfg.resume else None
-    existed = out.exists()
+    created = first_missing(out)  # what a failed new run removes again
     recipe = None
     try:
         with AbortOnSignal():
@@ -63,7 +64,10 @@ def fit(cfg: Config) -> dict:
         if os.environ.get("RANK", "0") == "0" and recipe is not None and recipe.taken:
             remove_temporaries(out)
             if not cfg.resume:
-                undo_new_run(out, existed)
+                undo_new_run(out, created)
+        elif os.environ.get("RANK", "0") == "0" and out.is_dir():  # not started: only what it created, if empty
+            remove_temporaries(out)
+            remove_created_folders(out, created)
         problem = write_problem(exc, out) if isinstance(exc, OSError) else None
         if problem is not None:
             raise OutputError(f"cannot write into {out}: {problem}; free space or fix the permissions, or choose "
@@ -280,20 +284,30 @@ class Recipe:
     # --- 4. the output folder becomes this run's ------------------------------------------------
 
     def take_output_dir(self) -> None:
+        """--overwrite sets the earlier run aside (renames) and puts it back if the new run cannot
+        start (a tracker that fails, a full disk); it is deleted once run.json is written."""
         cfg, acc, out = self.cfg, self.accelerator, self.out
-        self.taken = True
+        aside = None
         if self.main:
             with writing("the run's files", out):
-                if cfg.overwrite:
-                    clear_output_dir(out)
                 out.mkdir(parents=True, exist_ok=True)
                 remove_temporaries(out)  # of a save an earlier run had cut short
-        acc.wait_for_everyone()
-        self.objective, self.optimizer, self.scheduler = acc.prepare(self.objective, self.optimizer, self.scheduler)
-        start_tracker(acc, cfg, out.name)  # before run.json: a tracker that cannot start leaves no run behind
-        if self.main and not cfg.resume:
-            with writing("run.json", out):
-                atomic_write_json(out / "run.json", self.run_record())
+                if cfg.overwrite:
+                    aside = set_aside_old_run(out)
+        try:
+            acc.wait_for_everyone()
+            self.objective, self.optimizer, self.scheduler = acc.prepare(self.objective, self.optimizer,
+                                                                         self.scheduler)
+            start_tracker(acc, cfg, out.name)
+            if self.main and not cfg.resume:
+                with writing("run.json", out):
+                    atomic_write_json(out / "run.json", self.run_record())
+        except BaseException:
+            if self.main:
+                put_back(aside, out)
+            raise
+        self.taken = True
+        discard(aside)
         self.metrics = MetricsLog(out / "metrics.jsonl", enabled=self.main)
         self.flush_metrics()
 
@@ -301,7 +315,8 @@ class Recipe:
         import sys
 
         return {
-            "config": self.cfg.to_dict(),
+            # run.json is a config for later runs (--config): never one that overwrites or resumes by itself
+            "config": {**self.cfg.to_dict(), "overwrite": False, "resume": False},
             "versions": versions(),
             "processes": self.world,
             "device": str(self.device),
@@ -327,6 +342,8 @@ class Recipe:
         self.say(f"resumed from {self.resume_from} at step {self.step} {goal}")
 
     def checkpoint(self, step: int) -> Path:
+        model = self.accelerator.unwrap_model(self.objective)
+        check_finite_weights(dict(getattr(model, "_orig_mod", model).named_parameters()), complete_checkpoints(self.out))
         with writing(f"the checkpoint of step {step}", self.out):
             return save_checkpoint(self.accelerator, self.out, step,
                                    {**self.counters, "config": self.cfg.to_dict(), "data": self.summary},
@@ -465,7 +482,7 @@ class Recipe:
             model_state = {k.replace("_orig_mod.", "").removeprefix("model."): v for k, v in state_dict.items()}
             check_finite_weights(model_state, complete_checkpoints(out))
             with writing("the final model", out):
-                save_model(inner.model, self.tokenizer, out, state_dict=model_state)
+                results["files"] = save_model(inner.model, self.tokenizer, out, state_dict=model_state)
                 atomic_write_json(out / "results.json", results)
             self.say(f"saved the model to {out} (pipeline('fill-mask', model='{out}') loads it)")
         acc.wait_for_everyone()
@@ -484,6 +501,6 @@ def check_finite_weights(state: dict, checkpoints: list[Path]) -> None:
     for name, tensor in state.items():
         if torch.is_tensor(tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             where = f"the last good checkpoint is {checkpoints[-1]}" if checkpoints else "no checkpoint was saved"
-            raise TrainingError(f"the trained weight {name} holds NaN or infinity, so no model was saved ({where}): "
+            raise TrainingError(f"the weight {name} holds NaN or infinity, so it is not saved ({where}): "
                                 "lower --lr, --head-lr or --weight-decay, or use --precision fp32")
 
