@@ -136,8 +136,16 @@ def sweep_warm(args) -> None:
 
 # --- recipes x budgets ----------------------------------------------------------------------------
 
+RECIPES = {  # name -> config overrides on top of the demo's
+    "random head": {}, "bias only": {}, "pre-fit only": {}, "warm (both)": {},
+    "warm, no dropout": {"dropout": 0.0},
+    "warm, no dropout, mask 0.3": {"dropout": 0.0, "mlm_probability": 0.3},
+}
+
+
 def run_recipe(name: str, budget: float, out: Path) -> dict:
     """One `mlmtune.train` run in a child process (a fresh process per run: no state carries over)."""
+    extra = RECIPES[name]
     code = f"""
 import json, sys
 sys.path.insert(0, {str(HERE.parent / 'src')!r})
@@ -151,9 +159,10 @@ if recipe == "pre-fit only":
 import mlmtune
 from mlmtune.train import fit
 from mlmtune.config import build_config
+extra = {extra!r}
 cfg = build_config({DEMO!r}, dict(output_dir={str(out)!r}, overwrite=True, report=False, max_time="{budget}s",
                    head_init="random" if recipe == "random head" else "warm", lr=2e-4, head_lr=1e-3,
-                   warmup_ratio=0.06, log_every=25))
+                   warmup_ratio=0.06, log_every=25, **extra))
 print(json.dumps(fit(cfg)))
 """
     t0 = time.perf_counter()

@@ -158,3 +158,28 @@ def test_bad_max_time_writes_nothing(capsys, tmp_path, tiny_bert, news_folder, v
 def test_bad_head_init(capsys, tmp_path, tiny_bert, news_folder):
     code, _, err = run_cli(capsys, *train_argv(tiny_bert, news_folder, tmp_path / "o", "--head-init", "hot"))
     assert_clean_error(code, err, "--head-init")
+
+
+# --- --dropout --------------------------------------------------------------------------------------
+
+def test_dropout_zero_trains_like_a_model_without_dropout(tmp_path, tiny_bert, no_dropout_bert, news_folder):
+    """tiny_bert and no_dropout_bert start from the same weights; only their dropout differs."""
+    from safetensors.torch import load_file
+
+    def weights(model, name, **extra):
+        fit(tiny(model, news_folder, tmp_path / name, max_steps=3, **extra))
+        return load_file(str(tmp_path / name / "model.safetensors"))
+
+    off = weights(tiny_bert, "off", dropout=0.0)
+    plain = weights(no_dropout_bert, "plain")
+    kept = weights(tiny_bert, "kept")
+    assert all(torch.allclose(off[k], plain[k], atol=1e-6) for k in plain)
+    assert any(not torch.allclose(kept[k], plain[k], atol=1e-6) for k in plain)
+    saved = json.loads((tmp_path / "off" / "config.json").read_text())
+    assert saved["hidden_dropout_prob"] == 0.1 and saved["attention_probs_dropout_prob"] == 0.1
+
+
+@pytest.mark.parametrize("value", ["1", "-0.1", "nan", "1.5"])
+def test_bad_dropout(capsys, tmp_path, tiny_bert, news_folder, value):
+    code, _, err = run_cli(capsys, *train_argv(tiny_bert, news_folder, tmp_path / "o", f"--dropout={value}"))
+    assert_clean_error(code, err, "--dropout")

@@ -211,6 +211,10 @@ class Recipe:
         if self.loaded.new_parameters:
             self.say(f"note: {cfg.model} has no MLM head; created one ({len(self.loaded.new_parameters)} new tensors, "
                      f"decoder tied to the word embeddings), trained at --head-lr {cfg.head_lr:g}")
+        if cfg.dropout is not None:  # the modules only: config.json keeps the model's own dropout
+            for module in self.loaded.model.modules():
+                if isinstance(module, torch.nn.Dropout):
+                    module.p = cfg.dropout
         use_training_attention(self.loaded.model, self.device)
         self.loaded.model.to(self.device)
         self.objective = MaskedLMObjective(self.loaded.model)
