@@ -103,18 +103,20 @@ def done_line(results: dict) -> str:
 # --- evaluate ----------------------------------------------------------------------------------
 
 def cmd_evaluate(args) -> int:
-    from .evaluate import EVALUATE_FIELDS, run_evaluation
+    from .evaluate import EVALUATE_FIELDS, format_table, run_comparison
 
     cfg = config_from_args(args, only=EVALUATE_FIELDS)
-    result = run_evaluation(cfg, say=lambda m: print(m, file=sys.stderr))
+    models = getattr(args, "models", None) or [cfg.model]  # --model, repeatable; else the config's model
+    cfg = cfg.replace(model=models[0])
+    rows = run_comparison(cfg, models, probes=args.probes, label_column=args.label_column,
+                          say=lambda m: print(m, file=sys.stderr))
     if os.environ.get("RANK", "0") != "0":
         return 0
-    if args.json:
-        print(json.dumps({"perplexity": result.perplexity, "accuracy": result.accuracy,
-                          "masked_tokens": result.masked_tokens, "loss": result.loss}))
+    if args.json:  # one object per model, one per line
+        for row in rows:
+            print(json.dumps(row.as_dict()))
     else:
-        print(f"perplexity {result.perplexity:,.2f}, accuracy {result.accuracy:.1%} "
-              f"on {result.masked_tokens:,} masked tokens")
+        print(format_table(rows))
     return 0
 
 
@@ -189,7 +191,7 @@ def cmd_serve(args) -> int:
 def cmd_report(args) -> int:
     from .report import write_report
 
-    path = write_report(args.output_dir, base_model=args.base_model, probes=args.probe or None,
+    path = write_report(args.output_dir, base_model=args.base_model, probes=args.probe or None, cloze=args.probes,
                         say=lambda m: print(m, file=sys.stderr))
     print(path)
     return 0
@@ -237,10 +239,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .evaluate import EVALUATE_FIELDS
 
-    p = sub.add_parser("evaluate", help="perplexity and accuracy on the held-out part of a corpus, fixed masks")
+    p = sub.add_parser("evaluate", help="perplexity and accuracy on the held-out part of a corpus, fixed masks; "
+                                        "several models side by side")
     p.add_argument("--config", help="YAML or run.json file (its data and masking options are used)")
-    p.add_argument("--json", action="store_true", help='print {"perplexity", "accuracy", "masked_tokens"}')
-    add_config_flags(p, EVALUATE_FIELDS)
+    p.add_argument("--json", action="store_true",
+                   help='one JSON object per model and line: {"model", "perplexity", "accuracy", "masked_tokens", ...}')
+    p.add_argument("--model", dest="models", action="append", default=None, metavar="MODEL",
+                   help="model folder or Hugging Face id, repeatable: every model is scored on the same masks, made "
+                        "with the first one's tokenizer; a model with another tokenizer, or one given twice, is "
+                        "refused (default: the config's model, minilm)")
+    p.add_argument("--probes", metavar="FILE",
+                   help="cloze TSV (a sentence with one [MASK], a tab, accepted answers separated by |; # comments): "
+                        "adds top-1 and top-5 cloze accuracy, e.g. benchmarks/cloze_news.tsv")
+    p.add_argument("--label-column", metavar="COLUMN",
+                   help="adds a linear probe: 5-fold cross-validated logistic regression on mean-pooled features of "
+                        "the held-out documents (at most 1,000) against this column (bbc-news: label, its topic)")
+    add_config_flags(p, [f for f in EVALUATE_FIELDS if f != "model"])
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="top-k fillers for each [MASK] in TEXT")
@@ -268,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output_dir", metavar="OUTPUT", help="a folder written by mlmtune train")
     p.add_argument("--base-model", help="model to compare against (default: the run's --model)")
     p.add_argument("--probe", action="append", metavar="TEXT", help="sentence with [MASK], repeatable")
+    p.add_argument("--probes", metavar="FILE", help="cloze TSV (as for mlmtune evaluate --probes): adds the cloze "
+                                                    "accuracy of the base and the tuned model to the side by side")
     p.set_defaults(func=cmd_report)
     return parser
 

@@ -1,19 +1,28 @@
-"""`mlmtune evaluate`: the perplexity and masked-token accuracy of a model on the held-out part of a corpus.
+"""`mlmtune evaluate`: the perplexity and masked-token accuracy of one or more models on the
+held-out part of a corpus, side by side, with a cloze test and a linear probe on request.
 
 It prepares the data exactly as `train` does (same split, same seed, same fixed masks), so the
 number for a base model and for the model `train` wrote are directly comparable, and equal to the
-evaluations in that run's metrics.jsonl.
+evaluations in that run's metrics.jsonl. Several models are scored on one evaluation set, prepared
+and masked once with the first model's tokenizer; a model whose tokenizer differs from the first's
+is refused (its token ids would mean other words), as is a model given twice.
 """
 
 from __future__ import annotations
 
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
 from .batching import eval_batches
 from .chunking import splits_from_config
 from .config import Config, build_config, validate
-from .errors import DataError
+from .errors import ConfigError, DataError, ModelError
 from .masking import Masker, MaskingSpec
 from .metrics import EvalResult, evaluate_batches
-from .modeling import MaskedLMObjective, load_masked_lm, load_tokenizer, max_positions
+from .modeling import (MaskedLMObjective, load_masked_lm, load_tokenizer, masked_positions_head, max_positions,
+                       resolve_model)
 
 # The options `evaluate` reads; the rest of a config (optimizer, schedule, output) is ignored.
 EVALUATE_FIELDS = [
@@ -23,39 +32,245 @@ EVALUATE_FIELDS = [
     "eval_batch_size", "batch_size",
 ]
 
+# Tokenized by every model's tokenizer: a casing, accent or punctuation rule that differs shows here
+# even when two vocabularies are the same.
+TOKENIZER_SAMPLE = "The Quick brown Fox's naïve café in Zürich cost £3.14 -- don't STOP, O'Neill!\tNew\nline"
 
-def run_evaluation(cfg: Config, say=print) -> EvalResult:
+
+@dataclass
+class ModelScores:
+    """One model's row of the side-by-side."""
+
+    model: str
+    result: EvalResult
+    grown_head: bool = False  # no MLM head in the checkpoint: scored with a new, untrained one
+    cloze: dict | None = None  # {"top1", "top5", "items"}
+    probe: dict | None = None  # {"accuracy", "accuracy_std", "folds", "documents", "classes", "label_column"}
+
+    def as_dict(self) -> dict:
+        """A flat JSON-safe record (a non-finite figure is None)."""
+        record = {"model": self.model, **self.result.as_dict(), "grown_head": self.grown_head}
+        if self.cloze is not None:
+            record.update({"cloze_top1": self.cloze["top1"], "cloze_top5": self.cloze["top5"],
+                           "cloze_items": self.cloze["items"]})
+        if self.probe is not None:
+            record.update({f"probe_{k}": v for k, v in self.probe.items()})
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+
+
+def model_identity(name: str) -> str:
+    """What a --model value names: the real path of a local folder (so runs/demo and ./runs/demo/ are
+    one model, and minilm is its package folder), else the Hub id as given."""
+    source = resolve_model(name)
+    path = Path(os.path.expanduser(source))
+    return os.path.realpath(path) if path.exists() else source
+
+
+def check_models(models: list[str]) -> list[str]:
+    if isinstance(models, str):
+        models = [models]
+    models = list(models)
+    if not models:
+        raise ConfigError("no model given: pass --model, once per model to compare")
+    for m in models:
+        if not isinstance(m, str) or not m.strip():
+            raise ConfigError(f"--model {m!r} is empty: give a model folder or a Hugging Face id")
+    seen: dict[str, str] = {}
+    for m in models:
+        key = model_identity(m)
+        if key in seen:
+            same = f"--model {m}" if m == seen[key] else f"--model {seen[key]} and --model {m}"
+            raise ConfigError(f"{same} name the same model twice: give each model once (its numbers would only "
+                              "repeat, as the masks are fixed)")
+        seen[key] = m
+    return models
+
+
+def tokenizer_difference(first, other) -> str | None:
+    """Why `other` cannot read the token ids `first` made, or None when it can."""
+    va, vb = first.get_vocab(), other.get_vocab()
+    if va != vb:
+        if len(va) != len(vb):
+            return f"vocabularies of {len(va):,} and {len(vb):,} tokens"
+        differ = sum(1 for token, i in va.items() if vb.get(token) != i)
+        return f"vocabularies of {len(va):,} tokens, {differ:,} of them with other ids"
+    if (first.mask_token_id, first.pad_token_id, sorted(first.all_special_ids)) != \
+            (other.mask_token_id, other.pad_token_id, sorted(other.all_special_ids)):
+        return "the same vocabulary but other special tokens"
+    if first(TOKENIZER_SAMPLE)["input_ids"] != other(TOKENIZER_SAMPLE)["input_ids"]:
+        return "the same vocabulary but another tokenization (casing, accents or punctuation)"
+    return None
+
+
+def run_comparison(cfg: Config, models: list[str] | None = None, *, probes=None, label_column: str | None = None,
+                   say=print) -> list[ModelScores]:
+    """Score every model on the evaluation set of `cfg` (prepared and masked once); with `probes` (a
+    cloze TSV path or parsed ClozeItems) the cloze accuracy, with `label_column` the linear probe.
+    Every input is checked before the first model is scored."""
+    from .probes import CLOZE_K, answerable, check_cloze_fits, heldout_documents, probe_documents, read_cloze_file
     from .runtime import make_accelerator, shutdown
 
+    models = check_models([cfg.model] if models is None else models)
     validate(cfg, training=False)
+    if label_column is not None and not (isinstance(label_column, str) and label_column.strip()):
+        raise ConfigError("--label-column is empty: name the column holding each document's class, e.g. label")
+    items = read_cloze_file(probes) if isinstance(probes, (str, Path)) else (list(probes) if probes else None)
+    if probes is not None and not items:
+        raise DataError("the cloze probes are empty: give at least one item")
+
     accelerator = make_accelerator(cfg)
-    tokenizer = load_tokenizer(cfg.model, cfg.tokenizer)
-    splits = splits_from_config(cfg, tokenizer, max_positions(cfg.model, tokenizer))
-    loaded = load_masked_lm(cfg.model, seed=cfg.seed, tokenizer=tokenizer)
-    if loaded.new_parameters and accelerator.is_main_process:
-        say(f"note: {cfg.model} has no MLM head; scoring a new, untrained one (initialised from --seed {cfg.seed})")
-    objective = accelerator.prepare(MaskedLMObjective(loaded.model))
+    main = accelerator.is_main_process
+
+    def note(message: str) -> None:
+        if main:
+            say(message)
+
+    # The tokenizers first: a model that reads other token ids is refused before any data is read.
+    tokenizer = load_tokenizer(models[0], cfg.tokenizer)
+    positions = max_positions(models[0], tokenizer)
+    for m in models[1:]:
+        other = load_tokenizer(m, cfg.tokenizer)
+        why = tokenizer_difference(tokenizer, other)
+        if why:
+            raise ModelError(f"--model {m} has another tokenizer than --model {models[0]} ({why}): a side-by-side "
+                             f"scores every model on one set of masks made with the first model's tokenizer; compare "
+                             f"models that share a tokenizer, or evaluate {m} on its own")
+        positions = min(positions, max_positions(m, tokenizer))  # also checks the ids fit its embeddings
+    if items:
+        check_cloze_fits(items, tokenizer, positions)
+    probe_texts = probe_labels = None
+    if label_column is not None:  # the classes first: reading them is cheap, tokenizing is not
+        from .corpus import read_corpus
+
+        documents = read_corpus(cfg.data, split=cfg.data_split, eval_split=cfg.eval_split, text_column=cfg.text_column,
+                                encoding=cfg.encoding, line_by_line=cfg.line_by_line, label_column=label_column)
+        texts, labels = heldout_documents(documents, eval_fraction=cfg.eval_fraction, seed=cfg.seed)
+        probe_texts, probe_labels = probe_documents(texts, labels, label_column=label_column, seed=cfg.seed, say=note)
+    splits = splits_from_config(cfg, tokenizer, positions)  # read, split and cut exactly as train does
+    if items:
+        reachable = answerable(items, tokenizer)
+        if not all(reachable):
+            lines = ", ".join(str(item.line) for item, ok in zip(items, reachable) if not ok)
+            note(f"note: {reachable.count(False)} of the {len(items)} cloze items have no answer that is one token of "
+                 f"the vocabulary (lines {lines}), so no model can hit them")
+
     masker = Masker(tokenizer, MaskingSpec(cfg.eval_mlm_probability, cfg.mask_replace_prob,
                                            cfg.random_replace_prob, cfg.whole_word_mask))
     batches = eval_batches(splits.eval, masker, seed=cfg.seed, batch_size=cfg.eval_batch_size or 2 * cfg.batch_size,
                            pad_id=tokenizer.pad_token_id or 0, pad_to_multiple_of=8 if cfg.line_by_line else 1,
                            rank=accelerator.process_index, world=accelerator.num_processes)
-    result = evaluate_batches(objective, batches, accelerator.device, reduce=lambda t: accelerator.reduce(t, "sum"))
+    scores: list[ModelScores] = []
+    for m in models:
+        loaded = load_masked_lm(m, seed=cfg.seed, tokenizer=tokenizer)
+        row = ModelScores(m, EvalResult.from_sums(0, 0, 0), grown_head=bool(loaded.new_parameters))
+        if row.grown_head:
+            note(f"note: {m} has no MLM head; scoring a new, untrained one (initialised from --seed {cfg.seed})")
+        objective = accelerator.prepare(MaskedLMObjective(loaded.model))
+        row.result = evaluate_batches(objective, batches, accelerator.device,
+                                      reduce=lambda t: accelerator.reduce(t, "sum"))
+        if row.result.masked_tokens == 0:  # perplexity and accuracy would be nan
+            shutdown(accelerator)
+            raise DataError(
+                f"no token of the {splits.eval.num_tokens:,} evaluation tokens was masked "
+                f"(--eval-mlm-probability {cfg.eval_mlm_probability:g}): raise --eval-mlm-probability "
+                "(0.15 is the standard) or --eval-size"
+            )
+        model = accelerator.unwrap_model(objective).model
+        # Every process computes the cloze and the probe whole (they are small), so all agree.
+        if items:
+            from .probes import cloze_accuracy, cloze_predictions
+
+            predicted = cloze_predictions(model, masked_positions_head(model), tokenizer, items,
+                                          device=accelerator.device, max_length=positions, top_k=max(CLOZE_K),
+                                          autocast=accelerator.autocast)
+            row.cloze = {"top1": cloze_accuracy(predicted, items, 1), "top5": cloze_accuracy(predicted, items, 5),
+                         "items": len(items)}
+        if probe_texts is not None:
+            from .probes import linear_probe, mean_pooled_features
+
+            features = mean_pooled_features(model, tokenizer, probe_texts, device=accelerator.device,
+                                            max_length=positions, autocast=accelerator.autocast)
+            row.probe = {**linear_probe(features, probe_labels, seed=cfg.seed), "documents": len(probe_texts),
+                         "classes": len(set(probe_labels)), "label_column": label_column}
+        scores.append(row)
+        del objective, loaded, model
+        accelerator.free_memory()  # one model in memory at a time
     shutdown(accelerator)
-    if result.masked_tokens == 0:  # perplexity and accuracy would be nan
-        raise DataError(
-            f"no token of the {splits.eval.num_tokens:,} evaluation tokens was masked "
-            f"(--eval-mlm-probability {cfg.eval_mlm_probability:g}): raise --eval-mlm-probability "
-            "(0.15 is the standard) or --eval-size"
-        )
-    return result
+    return scores
+
+
+def run_evaluation(cfg: Config, say=print) -> EvalResult:
+    """One model (cfg.model): its EvalResult."""
+    return run_comparison(cfg, say=say)[0].result
+
+
+def _config(model: str, data, options: dict, what: str) -> Config:
+    unknown = set(options) - set(EVALUATE_FIELDS) | ({"model"} & set(options))
+    if unknown:
+        raise ConfigError(f"{what} does not take {', '.join(sorted(unknown))}")
+    return build_config({"model": model, "data": [data] if isinstance(data, str) else data, **options})
 
 
 def evaluate(model: str = "minilm", data: str | list[str] = "bbc-news", **options) -> EvalResult:
     """Python API: `mlmtune.evaluate("runs/demo", "bbc-news", eval_size=500).perplexity`."""
-    unknown = set(options) - set(EVALUATE_FIELDS)
-    if unknown:
-        from .errors import ConfigError
+    return run_evaluation(_config(model, data, options, "evaluate"))
 
-        raise ConfigError(f"evaluate does not take {', '.join(sorted(unknown))}")
-    return run_evaluation(build_config({"model": model, "data": [data] if isinstance(data, str) else data, **options}))
+
+def compare(models: list[str], data: str | list[str] = "bbc-news", *, probes=None, label_column: str | None = None,
+            say=print, **options) -> list[dict]:
+    """Python API: several models on the same fixed masks, one dict per model (the JSON lines of
+    `mlmtune evaluate --model A --model B --json`).
+
+        compare(["minilm", "runs/demo"], "bbc-news", probes="benchmarks/cloze_news.tsv", label_column="label")
+    """
+    if "model" in options:
+        raise ConfigError("compare takes the models as its first argument, a list: drop model=")
+    models = check_models(models)
+    cfg = _config(models[0], data, options, "compare")
+    return [row.as_dict() for row in run_comparison(cfg, models, probes=probes, label_column=label_column, say=say)]
+
+
+# --- the table ---------------------------------------------------------------------------------
+
+def _pct(value) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.1%}"
+
+
+def format_table(rows: list[ModelScores]) -> str:
+    """The side-by-side as aligned text: one line per model, then what the columns mean."""
+    columns = [("model", "<"), ("perplexity", ">"), ("accuracy", ">"), ("masked tokens", ">")]
+    has_cloze = any(r.cloze for r in rows)
+    has_probe = any(r.probe for r in rows)
+    if has_cloze:
+        columns += [("cloze top-1", ">"), ("cloze top-5", ">")]
+    if has_probe:
+        columns += [("linear probe", ">")]
+    table = []
+    for r in rows:
+        ppl = r.result.perplexity
+        cells = [r.model + (" *" if r.grown_head else ""),
+                 "n/a" if not math.isfinite(ppl) else f"{ppl:,.2f}", _pct(r.result.accuracy),
+                 f"{r.result.masked_tokens:,}"]
+        if has_cloze:
+            cells += [_pct(r.cloze["top1"]), _pct(r.cloze["top5"])] if r.cloze else ["", ""]
+        if has_probe:
+            cells += [f"{_pct(r.probe['accuracy'])} ± {_pct(r.probe['accuracy_std'])}"] if r.probe else [""]
+        table.append(cells)
+    widths = [max(len(title), *(len(cells[i]) for cells in table)) for i, (title, _) in enumerate(columns)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(f"{c:{align}{w}}" for c, (_, align), w in zip(cells, columns, widths)).rstrip()
+
+    out = [line([title for title, _ in columns])] + [line(cells) for cells in table]
+    out.append("perplexity and accuracy: the same fixed masks of the held-out text for every model")
+    if any(r.grown_head for r in rows):
+        out.append("* no MLM head in the checkpoint: scored with a new, untrained head (from --seed)")
+    if has_cloze:
+        n = next(r.cloze["items"] for r in rows if r.cloze)
+        out.append(f"cloze: share of the {n} items with an accepted answer among the model's top 1 / top 5 tokens")
+    if has_probe:
+        p = next(r.probe for r in rows if r.probe)
+        out.append(f"linear probe: {p['folds']}-fold stratified cross-validated accuracy (± std over folds) of "
+                   f"logistic regression on mean-pooled frozen features of {p['documents']:,} held-out documents, "
+                   f"{p['classes']} classes of {p['label_column']!r}")
+    return "\n".join(out)
