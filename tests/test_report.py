@@ -164,3 +164,74 @@ def test_a_probe_without_mask_is_refused_before_training(tiny_bert, news_folder,
     with pytest.raises(ConfigError, match="--probe"):
         fit(cfg)
     assert not (tmp_path / "r").exists()
+
+
+# --- side by side (issue 12, item 4) ----------------------------------------------------------------
+
+CLOZE = "# sentence<TAB>answers\nThe [MASK] is happy.\tthe|a\nShares in the company [MASK] sharply.\trose|fell\n"
+
+
+def side_by_side(page: str) -> list[list[str]]:
+    table = re.search(r"<table class=side>(.*?)</table>", page, re.S)
+    assert table, "no side-by-side table"
+    return [[html.unescape(c) for c in re.findall(r"<t[hd]>(.*?)</t[hd]>", row)]
+            for row in re.findall(r"<tr>(.*?)</tr>", table.group(1), re.S)]
+
+
+def test_side_by_side_shows_what_evaluate_scores(run_dir, tiny_bert, capsys):
+    """The report's base and tuned rows are metrics.jsonl's step-0 and final evaluations, and
+    `mlmtune evaluate --config OUT/run.json --model BASE --model OUT` gives the same numbers."""
+    rows = side_by_side((run_dir / "report.html").read_text(encoding="utf-8"))
+    assert rows[0] == ["model", "perplexity", "accuracy", "masked tokens"]  # no cloze columns without --probes
+    evals = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["type"] == "eval"]
+    base, final = evals[0], evals[-1]
+    assert base["step"] == 0 and final["step"] == json.loads((run_dir / "results.json").read_text())["steps"]
+    expected = [[f"before: {tiny_bert}", base], ["after: this run", final]]
+    assert [row[0] for row in rows[1:]] == [label for label, _ in expected]
+    for row, (_, record) in zip(rows[1:], expected):
+        assert row[1:] == [f"{record['perplexity']:,.2f}", f"{record['accuracy']:.1%}", f"{record['masked_tokens']:,}"]
+
+    capsys.readouterr()
+    assert main(["evaluate", "--config", str(run_dir / "run.json"), "--model", tiny_bert, "--model", str(run_dir),
+                 "--json"]) == 0
+    scored = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    for got, record in zip(scored, (base, final)):
+        assert got["masked_tokens"] == record["masked_tokens"]
+        assert got["perplexity"] == pytest.approx(record["perplexity"], rel=1e-5)
+        assert got["accuracy"] == pytest.approx(record["accuracy"], abs=1e-9)
+
+
+def test_report_with_a_cloze_file_adds_cloze_for_both(run_dir, tiny_bert, news_folder, tmp_path, capsys):
+    from mlmtune.evaluate import compare
+
+    out = tmp_path / "run"
+    shutil.copytree(run_dir, out)
+    probes = tmp_path / "cloze.tsv"
+    probes.write_text(CLOZE, encoding="utf-8")
+    assert main(["report", str(out), "--probes", str(probes)]) == 0
+    rows = side_by_side((out / "report.html").read_text(encoding="utf-8"))
+    assert rows[0][-2:] == ["cloze top-1", "cloze top-5"]
+    run = json.loads((out / "run.json").read_text())["config"]
+    options = {k: run[k] for k in ("chunk_size", "eval_size", "seed", "precision", "batch_size")}
+    scored = compare([tiny_bert, str(out)], news_folder, probes=str(probes), say=lambda m: None, **options)
+    for row, got in zip(rows[1:], scored):
+        assert row[-2:] == [f"{got['cloze_top1']:.1%}", f"{got['cloze_top5']:.1%}"], row
+        assert got["cloze_items"] == 2
+    assert "2 items" in (out / "report.html").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("content", [None, "The [MASK] is happy. the\n", "No mask here.\tthe\n", "A [MASK] [MASK].\ta\n"])
+def test_report_with_a_bad_cloze_file_writes_nothing(run_dir, tmp_path, capsys, content):
+    out = tmp_path / "run"
+    shutil.copytree(run_dir, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    probes = tmp_path / "cloze.tsv"
+    if content is not None:
+        probes.write_text(content, encoding="utf-8")
+    capsys.readouterr()
+    assert main(["report", str(out), "--probes", str(probes)]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and str(probes) in err[0], err
+    assert captured.out == ""
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before  # nothing written

@@ -1,6 +1,11 @@
-"""OUTPUT/report.html: loss and perplexity curves, the run's config and results, and fill-mask
-before/after for probe sentences. One self-contained file (plots embedded as PNG); the plot is
-also written to OUTPUT/curves.png.
+"""OUTPUT/report.html: loss and perplexity curves, the run's config and results, the base and the
+tuned model side by side, and fill-mask before/after for probe sentences. One self-contained file
+(plots embedded as PNG); the plot is also written to OUTPUT/curves.png.
+
+The side by side shows what `mlmtune evaluate --config OUT/run.json --model BASE --model OUT` shows:
+perplexity and accuracy on the run's own fixed evaluation masks, read from metrics.jsonl (the base
+as training scored it at step 0, the tuned model at the final step), so writing the report costs no
+evaluation; with a cloze file (`mlmtune report OUT --probes FILE`) the cloze accuracy of both.
 """
 
 from __future__ import annotations
@@ -82,6 +87,66 @@ def _predictions_html(probes: list[str], tuned, base) -> str:
     return "<table class=preds>" + "".join(parts) + "</table>"
 
 
+def _record_figures(record: dict | None) -> dict | None:
+    """perplexity, accuracy and masked tokens of a metrics.jsonl eval record (None where not a number)."""
+    if record is None:
+        return None
+
+    def number(key):
+        v = record.get(key)
+        return v if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+    return {"perplexity": number("perplexity"), "accuracy": number("accuracy"), "masked_tokens": number("masked_tokens"),
+            "step": record.get("step")}
+
+
+def side_by_side_rows(records: list[dict], results: dict, config: dict, has_model: bool) -> list[dict]:
+    """The run's base, its warm-started head (when training grew one) and the tuned model, each with
+    its figures on the run's fixed evaluation masks as metrics.jsonl holds them."""
+    base = next((r for r in records if r.get("type") == "eval" and r.get("step") == 0), None)
+    warm = next((r for r in records if r.get("type") == "warm_start"), None)
+    final = None
+    if has_model and isinstance(results.get("steps"), int):
+        final = next((r for r in reversed(records) if r.get("type") == "eval" and r.get("step") == results["steps"]),
+                     None)
+    model = config.get("model") or "the base model"
+    rows = [{"key": "base", "label": f"before: {model}", "figures": _record_figures(base)}]
+    if warm is not None:
+        rows.append({"key": "warm", "label": f"{model}, warm-started head", "figures": _record_figures(warm)})
+    if has_model:
+        rows.append({"key": "tuned", "label": "after: this run", "figures": _record_figures(final)})
+    return rows
+
+
+def _side_by_side_html(rows: list[dict], cloze: dict | None, note: str) -> str:
+    def pct(v):
+        return "&ndash;" if v is None else f"{v:.1%}"
+
+    head = ["model", "perplexity", "accuracy", "masked tokens"] + (["cloze top-1", "cloze top-5"] if cloze else [])
+    parts = ["<table class=side><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
+    for row in rows:
+        f = row["figures"] or {}
+        cells = [html.escape(row["label"]),
+                 "&ndash;" if f.get("perplexity") is None else f"{f['perplexity']:,.2f}",
+                 pct(f.get("accuracy")),
+                 "&ndash;" if f.get("masked_tokens") is None else f"{int(f['masked_tokens']):,}"]
+        if cloze:
+            scores = cloze.get(row["key"])
+            cells += [pct(scores["top1"]), pct(scores["top5"])] if scores else ["&ndash;", "&ndash;"]
+        parts.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return "".join(parts) + f"</table>\n<p class=note>{note}</p>"
+
+
+def _cloze_scores(fill, items, precision: str | None) -> dict:
+    """Top-1 and top-5 cloze accuracy of a FillMask's model, in the run's precision."""
+    from .probes import autocast_for, cloze_accuracy, cloze_predictions
+
+    predicted = cloze_predictions(fill.model, fill.head, fill.tokenizer, items, device=fill.device,
+                                  max_length=fill.max_length, top_k=5,
+                                  autocast=autocast_for(precision or "auto", fill.device))
+    return {"top1": cloze_accuracy(predicted, items, 1), "top5": cloze_accuracy(predicted, items, 5)}
+
+
 def _read_json(path: Path) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -94,7 +159,7 @@ def _read_json(path: Path) -> dict:
 
 # The parts of run.json the report reads, and the type each must have (None: may be missing or null).
 RUN_PARTS = {"config": dict, "data": dict, "versions": dict}
-CONFIG_FIELDS = {"model": str, "tokenizer": str, "seed": int, "probe": list}
+CONFIG_FIELDS = {"model": str, "tokenizer": str, "seed": int, "probe": list, "precision": str}
 
 
 def _run_parts(run: dict, path: Path) -> tuple[dict, dict, dict]:
@@ -119,9 +184,11 @@ def _run_parts(run: dict, path: Path) -> tuple[dict, dict, dict]:
 
 
 def write_report(output_dir: str | Path, *, base_model: str | None = None, probes: list[str] | None = None,
-                 say=print) -> Path:
-    """Check every input (run.json, the probes, the models), then write curves.png and report.html,
-    each atomically: a failure leaves the folder as it was."""
+                 cloze: str | Path | list | None = None, say=print) -> Path:
+    """Check every input (run.json, the probes, the cloze file, the models), then write curves.png
+    and report.html, each atomically: a failure leaves the folder as it was.
+
+    `probes` are fill-mask sentences (--probe); `cloze` is a cloze TSV (--probes FILE) or its parsed items."""
     out = Path(output_dir)
     if not (out / "run.json").is_file():
         raise ConfigError(f"{out} holds no run.json: give a folder written by mlmtune train")
@@ -131,6 +198,14 @@ def write_report(output_dir: str | Path, *, base_model: str | None = None, probe
     records = read_metrics(out / "metrics.jsonl")
     probes = probes or config.get("probe") or DEFAULT_PROBES
     base_model = base_model or config.get("model")
+    items = None
+    if cloze is not None:
+        from .probes import read_cloze_file
+
+        items = read_cloze_file(cloze) if isinstance(cloze, (str, Path)) else list(cloze)
+    has_model = (out / "config.json").is_file()
+    rows = side_by_side_rows(records, results, config, has_model)
+    cloze_scores: dict = {}
 
     predictions = "<p>No model in this folder yet (training has not finished).</p>"
     if (out / "config.json").is_file():
@@ -150,6 +225,26 @@ def write_report(output_dir: str | Path, *, base_model: str | None = None, probe
         if base is not None and base.grown_head:
             predictions += (f"<p class=note>{html.escape(base_model)} has no MLM head: its column shows a "
                             "freshly initialised head, which is what training started from.</p>")
+        if items:
+            cloze_scores["tuned"] = _cloze_scores(tuned, items, config.get("precision"))
+            if base is not None:
+                scores = _cloze_scores(base, items, config.get("precision"))
+                if base_model == config.get("model"):
+                    cloze_scores["base"] = scores
+                else:  # another base than the run's: a row of its own, with no figures on these masks
+                    rows.insert(0, {"key": "other", "label": f"before: {base_model} (--base-model)", "figures": None})
+                    cloze_scores["other"] = scores
+
+    command = f"mlmtune evaluate --config OUT/run.json --model {config.get('model') or 'BASE'} --model OUT"
+    note = ("Perplexity and accuracy on this run's fixed evaluation masks, from metrics.jsonl: the base as training "
+            "scored it before the first step (a base without an MLM head with the head grown from --seed), the "
+            f"tuned model at the final step; <code>{html.escape(command)}</code> (OUT: this folder) scores the same.")
+    if any(r["key"] == "warm" for r in rows):
+        note += " The warm-started head is the grown head after its warm start, where training began."
+    if items:
+        note += (f" Cloze: the share of the {len(items)} items of {html.escape(str(cloze) if isinstance(cloze, (str, Path)) else 'the cloze probes')} "
+                 "with an accepted answer among the model's top 1 / top 5 tokens.")
+    side_by_side = _side_by_side_html(rows, cloze_scores if items else None, note)
 
     png = plot_curves(records)
     evals = series(records, "eval", "perplexity", 1)
@@ -167,12 +262,15 @@ h1 {{ font-size: 1.5rem; }} h2 {{ font-size: 1.15rem; margin-top: 2rem; border-b
 table {{ border-collapse: collapse; }} th, td {{ text-align: left; padding: .25rem .8rem .25rem 0; vertical-align: top; }}
 th {{ font-weight: 600; color: #374151; }} .headline {{ font-size: 1.2rem; }}
 .preds td {{ min-width: 14rem; }} .preds ol {{ margin: .2rem 0; padding-left: 1.3rem; }} .preds span {{ color: #6b7280; }}
+.side td, .side th {{ text-align: right; }} .side td:first-child, .side th:first-child {{ text-align: left; }}
 .note {{ color: #6b7280; font-size: .9rem; }} img {{ max-width: 100%; }}
 .cols {{ display: flex; gap: 3rem; flex-wrap: wrap; }}
 </style></head><body>
 <h1>mlmtune report: {html.escape(str(out))}</h1>
 {headline}
 <img alt="training loss and eval perplexity" src="data:image/png;base64,{base64.b64encode(png).decode()}">
+<h2>Side by side</h2>
+{side_by_side}
 <h2>Fill-mask before and after</h2>
 {predictions}
 <div class=cols><div><h2>Results</h2>
