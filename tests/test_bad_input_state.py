@@ -202,7 +202,7 @@ def test_resume_with_a_run_json_whose_config_is_a_string(capsys, run_copy):
     (run_copy / "run.json").write_text(json.dumps({**run, "config": "oops"}))
     before = snapshot(run_copy)
     code, _, err = run_cli(capsys, "train", *argv)
-    assert_clean_error(code, err, "run.json", "damaged", "--overwrite")
+    assert_clean_error(code, err, "run.json", "damaged", "another --output-dir")
     assert snapshot(run_copy) == before
 
 

@@ -57,3 +57,20 @@ def test_two_processes_match_one(no_dropout_bert, news_folder, tmp_path):
         assert "Traceback" not in stream and "abort" not in stream.lower()
         assert "destroy_process_group" not in stream
     assert stream.count("saved the model to") == 1  # only the main process writes and speaks
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
+                    reason="torchrun not installed")
+def test_two_processes_grow_the_same_warm_head(tiny_encoder, news_folder, tmp_path):
+    """A headless encoder: every process warm-starts the head on the same batches, so 2 x 8 still
+    learns what 1 x 16 learns (--dropout 0: dropout draws would differ with the split)."""
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    extra = ["--dropout", "0", "--max-steps", "6"]
+    run([torchrun, "--nproc_per_node", "2", "--master_port", "29519", "-m", "mlmtune",
+         *train_args(tiny_encoder, news_folder, tmp_path / "two", 8), *extra])
+    run([sys.executable, "-m", "mlmtune", *train_args(tiny_encoder, news_folder, tmp_path / "one", 16), *extra])
+    r1 = json.loads((tmp_path / "one" / "results.json").read_text())
+    r2 = json.loads((tmp_path / "two" / "results.json").read_text())
+    assert r1["warm_start_perplexity"] < r1["baseline_perplexity"]
+    assert r2["warm_start_perplexity"] == pytest.approx(r1["warm_start_perplexity"], rel=1e-4)
+    assert r2["eval_perplexity"] == pytest.approx(r1["eval_perplexity"], rel=1e-3)

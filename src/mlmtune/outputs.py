@@ -200,6 +200,9 @@ def _check_output_dir(folder: Path, *, overwrite: bool, resume: bool, inputs) ->
                               "inputs; choose another --output-dir")
     _check_writable(folder)
     if resume:
+        if (folder / "run.json").exists() and not is_run(folder):
+            raise ConfigError(f"--resume: {folder / 'run.json'} is damaged (not the run.json mlmtune wrote): restore "
+                              "it, or start a new run in another --output-dir")
         if not is_run(folder):
             raise ConfigError(f"--resume: {folder} holds no run (no run.json): start without --resume")
         return

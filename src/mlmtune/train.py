@@ -176,16 +176,17 @@ class Recipe:
                             "standard) or --eval-size")
 
     def micro_batches(self, first_step: int, *, rank: int | None = None, world: int | None = None,
-                      stream_id: int | None = None):
+                      batch_size: int | None = None, stream_id: int | None = None):
         """Micro-batches from optimizer step `first_step` on, epoch after epoch (this process's slice
-        unless rank/world say otherwise)."""
+        unless rank/world/batch_size say otherwise)."""
         cfg = self.cfg
         rank = self.accelerator.process_index if rank is None else rank
         world = self.world if world is None else world
+        batch_size = cfg.batch_size if batch_size is None else batch_size
         accum = cfg.gradient_accumulation_steps
         if self.stream is not None:
-            start_block = first_step * accum * cfg.batch_size * world
-            for blocks, ids in stream_batches(self.stream, start_block=start_block, batch_size=cfg.batch_size,
+            start_block = first_step * accum * batch_size * world
+            for blocks, ids in stream_batches(self.stream, start_block=start_block, batch_size=batch_size,
                                               rank=rank, world=world):
                 yield make_batch(blocks, np.arange(len(ids)), self.train_masker, seed=cfg.seed,
                                  stream=0 if stream_id is None else stream_id, pad_id=self.pad_id,
@@ -195,8 +196,8 @@ class Recipe:
         lengths = self.train_blocks.lengths if cfg.line_by_line else None
         while True:
             order = epoch_order(len(self.train_blocks), seed=cfg.seed, epoch=epoch, lengths=lengths,
-                                global_batch=cfg.batch_size * world)
-            mine = process_batches(order, batch_size=cfg.batch_size, rank=rank, world=world)
+                                global_batch=batch_size * world)
+            mine = process_batches(order, batch_size=batch_size, rank=rank, world=world)
             for indices in mine[skip * accum:self.steps_per_epoch * accum]:
                 yield make_batch(self.train_blocks, indices, self.train_masker, seed=cfg.seed,
                                  stream=epoch if stream_id is None else stream_id, pad_id=self.pad_id,
@@ -236,9 +237,12 @@ class Recipe:
                 self.say(f"note: {cfg.model} has its own MLM head, so --head-init warm leaves it as it is")
             return
         t0 = time.perf_counter()
-        # Every process takes the same global batches (rank 0 of 1), so the heads agree.
-        batches = self.micro_batches(0, rank=0, world=1, stream_id=10**6)
-        picked = [next(batches) for _ in range(warmstart.PREFIT_BATCHES if warmstart.PREFIT_PASSES > 0 else 0)]
+        # Every process takes the same whole global batches (rank 0 of 1), so the heads agree and do
+        # not depend on how the global batch is split.
+        global_batch = cfg.batch_size * self.world
+        batches = self.micro_batches(0, rank=0, world=1, batch_size=global_batch, stream_id=10**6)
+        n = -(-warmstart.PREFIT_EXAMPLES // global_batch) if warmstart.PREFIT_PASSES > 0 else 0
+        picked = [next(batches) for _ in range(n)]
         if self.train_blocks is not None:
             tokens = self.train_blocks.tokens
         else:  # a stream: count the targets of the sampled batches
@@ -381,6 +385,7 @@ class Recipe:
         flags = acc.reduce(torch.stack([step_nll.float(), torch.tensor(float(stop.signum or 0), device=device),
                                         torch.tensor(spent, device=device)]), "sum")
         nll_sum, stop_requested, agreed_spent = float(flags[0]), bool(flags[1] > 0), float(flags[2]) / world
+        agreed_at = time.perf_counter()
         if not math.isfinite(nll_sum):
             optimizer.zero_grad(set_to_none=True)
             kept = complete_checkpoints(self.out)
@@ -395,7 +400,8 @@ class Recipe:
         if not acc.optimizer_step_was_skipped:  # fp16: the grad scaler skips inf steps
             self.scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        self.counters["budget_spent"] = agreed_spent
+        # the optimizer's time counts too; each process adds its own, the next step's reduce averages
+        self.counters["budget_spent"] = agreed_spent + (time.perf_counter() - agreed_at)
         return nll_sum, int(n_masked), stop_requested
 
     def train(self) -> None:
