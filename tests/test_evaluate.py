@@ -420,3 +420,24 @@ def test_evaluate_a_model_with_another_tokenizer_is_refused(capsys, tiny_bert, s
         code, out, err = run_cli(capsys, "evaluate", "--model", other, "--data", news_folder, *SMALL_ARGS, "--json")
         assert code == 0, err
         assert json.loads(out)["masked_tokens"] > 0
+
+
+# --- the numbers are train's ---------------------------------------------------------------------
+
+def test_evaluate_repeats_the_numbers_training_logged_in_bf16(tiny_encoder, news_folder, tmp_path, capsys):
+    """`mlmtune evaluate --config OUT/run.json --model BASE --model OUT` gives exactly metrics.jsonl's
+    step-0 and final evaluations, in bf16 too, where attention implementations round differently."""
+    from mlmtune.metrics import read_metrics
+
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", "--model", tiny_encoder, "--data", news_folder, "--output-dir", out,
+                           "--chunk-size", "64", "--eval-size", "24", "--batch-size", "4", "--max-steps", "2",
+                           "--seed", "0", "--precision", "bf16", "--head-init", "random", "--no-report")
+    assert code == 0, err
+    evals = [r for r in read_metrics(out / "metrics.jsonl") if r["type"] == "eval"]
+    code, stdout, err = run_cli(capsys, "evaluate", "--config", out / "run.json", "--model", tiny_encoder,
+                                "--model", out, "--json")
+    assert code == 0, err
+    scored = [json.loads(line) for line in stdout.splitlines()]
+    assert [(s["perplexity"], s["accuracy"], s["masked_tokens"]) for s in scored] == \
+        [(r["perplexity"], r["accuracy"], r["masked_tokens"]) for r in (evals[0], evals[-1])]

@@ -22,7 +22,7 @@ from .errors import ConfigError, DataError, ModelError
 from .masking import Masker, MaskingSpec
 from .metrics import EvalResult, evaluate_batches
 from .modeling import (MaskedLMObjective, load_masked_lm, load_tokenizer, masked_positions_head, max_positions,
-                       resolve_model)
+                       resolve_model, use_training_attention)
 
 # The options `evaluate` reads; the rest of a config (optimizer, schedule, output) is ignored.
 EVALUATE_FIELDS = [
@@ -165,6 +165,9 @@ def run_comparison(cfg: Config, models: list[str] | None = None, *, probes=None,
         row = ModelScores(m, EvalResult.from_sums(0, 0, 0), grown_head=bool(loaded.new_parameters))
         if row.grown_head:
             note(f"note: {m} has no MLM head; scoring a new, untrained one (initialised from --seed {cfg.seed})")
+        # The attention train scores with (eager on a CPU): the same function, but SDPA rounds otherwise,
+        # visibly in bf16 (minilm: 46,450.49 against train's 46,461.92), and the numbers are to be train's.
+        use_training_attention(loaded.model, accelerator.device)
         objective = accelerator.prepare(MaskedLMObjective(loaded.model))
         row.result = evaluate_batches(objective, batches, accelerator.device,
                                       reduce=lambda t: accelerator.reduce(t, "sum"))
