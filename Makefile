@@ -1,4 +1,4 @@
-# make demo: set up .venv if needed, then adapt minilm to BBC News on the CPU (~6.5 min on 2 cores)
+# make demo: set up .venv if needed, then adapt minilm to BBC News on the CPU (~5 min after setup, on 2 cores)
 # make test: set up .venv if needed, then run the test suite
 VENV   ?= .venv
 PYTHON ?= python3

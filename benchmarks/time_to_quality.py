@@ -137,9 +137,12 @@ def sweep_warm(args) -> None:
 # --- recipes x budgets ----------------------------------------------------------------------------
 
 RECIPES = {  # name -> config overrides on top of the demo's
-    "random head": {}, "bias only": {}, "pre-fit only": {}, "warm (both)": {},
-    "warm, no dropout": {"dropout": 0.0},
-    "warm, no dropout, mask 0.3": {"dropout": 0.0, "mlm_probability": 0.3},
+    "random head": {"head_init": "random"}, "bias only": {"head_init": "warm"},
+    "pre-fit only": {"head_init": "prefit"}, "warm (both)": {"head_init": "prefit"},
+    "warm, no dropout": {"head_init": "prefit", "dropout": 0.0},
+    "warm, no dropout, mask 0.3": {"head_init": "prefit", "dropout": 0.0, "mlm_probability": 0.3},
+    "bias only, no dropout": {"head_init": "warm", "dropout": 0.0},
+    "random head, no dropout": {"head_init": "random", "dropout": 0.0},
 }
 
 
@@ -152,8 +155,6 @@ sys.path.insert(0, {str(HERE.parent / 'src')!r})
 import mlmtune.warmstart as w
 import torch
 recipe = {name!r}
-if recipe == "bias only":
-    w.PREFIT_PASSES = 0
 if recipe == "pre-fit only":
     w.unigram_log_frequency = lambda tokens, v, never: torch.zeros(v)
 import mlmtune
@@ -161,7 +162,7 @@ from mlmtune.train import fit
 from mlmtune.config import build_config
 extra = {extra!r}
 cfg = build_config({DEMO!r}, dict(output_dir={str(out)!r}, overwrite=True, report=False, max_time="{budget}s",
-                   head_init="random" if recipe == "random head" else "warm", lr=2e-4, head_lr=1e-3,
+                   lr=2e-4, head_lr=1e-3,
                    warmup_ratio=0.06, log_every=25, **extra))
 print(json.dumps(fit(cfg)))
 """

@@ -65,7 +65,7 @@ def test_two_processes_grow_the_same_warm_head(tiny_encoder, news_folder, tmp_pa
     """A headless encoder: every process warm-starts the head on the same batches, so 2 x 8 still
     learns what 1 x 16 learns (--dropout 0: dropout draws would differ with the split)."""
     torchrun = str(Path(sys.executable).parent / "torchrun")
-    extra = ["--dropout", "0", "--max-steps", "6"]
+    extra = ["--dropout", "0", "--max-steps", "6", "--head-init", "prefit"]
     run([torchrun, "--nproc_per_node", "2", "--master_port", "29519", "-m", "mlmtune",
          *train_args(tiny_encoder, news_folder, tmp_path / "two", 8), *extra])
     run([sys.executable, "-m", "mlmtune", *train_args(tiny_encoder, news_folder, tmp_path / "one", 16), *extra])

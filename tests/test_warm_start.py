@@ -70,16 +70,17 @@ def test_unigram_bias_is_the_log_frequency():
 
 # --- warm start on a model without a head -------------------------------------------------------
 
-def test_warm_start_lowers_perplexity_and_is_recorded(tmp_path, tiny_encoder, news_folder):
+@pytest.mark.parametrize("head_init", ["warm", "prefit"])
+def test_warm_start_lowers_perplexity_and_is_recorded(tmp_path, tiny_encoder, news_folder, head_init):
     out = tmp_path / "warm"
-    results = fit(tiny(tiny_encoder, news_folder, out, max_steps=2))
+    results = fit(tiny(tiny_encoder, news_folder, out, max_steps=2, head_init=head_init))
     fresh, warm = results["baseline_perplexity"], results["warm_start_perplexity"]
     assert warm < fresh / 5  # a fresh head sits near the vocabulary size; the bias alone beats that
     kinds = [(r["type"], r["step"]) for r in records(out) if r["type"] != "train"]
     assert kinds[:2] == [("eval", 0), ("warm_start", 0)]
     assert json.loads((out / "results.json").read_text())["warm_start_perplexity"] == pytest.approx(warm)
     # reproducible from the seed
-    again = fit(tiny(tiny_encoder, news_folder, tmp_path / "again", max_steps=2))
+    again = fit(tiny(tiny_encoder, news_folder, tmp_path / "again", max_steps=2, head_init=head_init))
     assert again["warm_start_perplexity"] == pytest.approx(warm, rel=1e-6)
 
 
@@ -91,9 +92,9 @@ def test_random_head_init_skips_the_warm_start(tmp_path, tiny_encoder, news_fold
 
 def test_head_init_warm_on_a_model_with_a_head_is_a_note(capsys, tmp_path, tiny_bert, news_folder):
     out = tmp_path / "out"
-    code, stdout, err = run_cli(capsys, *train_argv(tiny_bert, news_folder, out, "--head-init", "warm"))
+    code, stdout, err = run_cli(capsys, *train_argv(tiny_bert, news_folder, out, "--head-init", "prefit"))
     assert_ok(code, err)
-    assert "has its own MLM head, so --head-init warm leaves it as it is" in stdout
+    assert "has its own MLM head, so --head-init prefit leaves it as it is" in stdout
     assert json.loads((out / "results.json").read_text())["warm_start_perplexity"] is None
 
 
@@ -113,7 +114,7 @@ def test_the_prefit_trains_only_the_new_head(tmp_path, tiny_encoder, news_folder
         return report
 
     monkeypatch.setattr(w, "warm_start_head", spy)
-    fit(tiny(tiny_encoder, news_folder, tmp_path / "spy", max_steps=1))
+    fit(tiny(tiny_encoder, news_folder, tmp_path / "spy", max_steps=1, head_init="prefit"))
     new = set(load_masked_lm(tiny_encoder).new_parameters)
     assert seen["changed"] and seen["changed"] <= new
     assert seen["report"].features > 0 and seen["report"].loss_after < seen["report"].loss_before

@@ -3,6 +3,7 @@
     import mlmtune
     results = mlmtune.train(model="minilm", data=["bbc-news"], output_dir="runs/demo", max_steps=200)
     mlmtune.evaluate("runs/demo", "bbc-news").perplexity
+    mlmtune.compare(["minilm", "runs/demo"], "bbc-news", probes="benchmarks/cloze_news.tsv")
     mlmtune.fill_mask("runs/demo", "The [MASK] is happy.")
 """
 
@@ -27,6 +28,14 @@ def evaluate(model="minilm", data="bbc-news", **options):
     from .evaluate import evaluate as _evaluate
 
     return _evaluate(model, data, **options)
+
+
+def compare(models, data="bbc-news", **options):
+    """Several models on the same fixed masks (and cloze / linear probe with probes= / label_column=):
+    one dict per model, as `mlmtune evaluate --model A --model B --json` prints."""
+    from .evaluate import compare as _compare
+
+    return _compare(models, data, **options)
 
 
 def fill_mask(model, texts, top_k=5):
@@ -60,4 +69,4 @@ def __getattr__(name):
     raise AttributeError(name)
 
 
-__all__ = ["Config", "FillMask", "MlmtuneError", "build_config", "evaluate", "fill_mask", "train"]
+__all__ = ["Config", "FillMask", "MlmtuneError", "build_config", "compare", "evaluate", "fill_mask", "train"]

@@ -90,8 +90,9 @@ class ModelConfig:
         1e-3, "learning rate of parameters the checkpoint lacks (a new MLM head)"
     )
     head_init: str | None = _opt(
-        None, "start of a grown MLM head: warm (unigram output bias, then a pre-fit on cached frozen "
-        "features) or random; only for a model without an MLM head (default: warm)", choices=["warm", "random"],
+        None, "start of a grown MLM head: warm (output bias = log unigram frequency of the training text), "
+        "prefit (warm, then the head alone pre-fit on cached frozen features) or random; only for a model "
+        "without an MLM head (default: warm)", choices=["warm", "prefit", "random"],
     )
     dropout: float | None = _opt(
         None, "dropout probability while training, in place of the model's own (hidden and attention); 0 "
