@@ -10,7 +10,8 @@ constants in src/mlmtune/warmstart.py come from this table.
 --budgets: for each recipe and budget, a full `mlmtune train --max-time B` run (the schedule follows
 the budget), then eval perplexity and masked accuracy on the same fixed masks, and cloze top-1/top-5
 on benchmarks/cloze_news.tsv: recipes are chosen on the first half of its sentences ("dev") and
-reported on the second ("test"). Recipes: a random head (what mlmtune did before the warm start),
+reported on the second ("test"). Recipes: the seed's loop (`"seed's loop"`: benchmarks/_seed.py, fp32,
+its step schedule sized to the budget from a timed step), a random head (mlmtune before the warm start),
 the unigram bias alone, the pre-fit alone, both (the default). Prints a markdown table and writes
 JSON lines to --out. Say which CPU it ran on: `lscpu | grep -o avx512_bf16`.
 """
@@ -175,6 +176,67 @@ print(json.dumps(fit(cfg)))
     return results
 
 
+SEED_RUN = """
+import json, sys, time
+sys.path.insert(0, {src!r}); sys.path.insert(0, {bench!r})
+import numpy as np, torch
+import _seed
+from mlmtune.batching import epoch_order, eval_batches, process_batches
+from mlmtune.chunking import splits_from_config
+from mlmtune.config import build_config
+from mlmtune.masking import Masker, MaskingSpec
+from mlmtune.metrics import evaluate_batches
+from mlmtune.modeling import MaskedLMObjective, load_masked_lm, load_tokenizer, max_positions
+from mlmtune.outputs import save_model
+budget, out = {budget!r}, {out!r}
+cfg = build_config({demo!r})
+tok = load_tokenizer("minilm")
+splits = splits_from_config(cfg, tok, max_positions("minilm", tok))
+eval_set = eval_batches(splits.eval, Masker(tok, MaskingSpec(0.15, 0.8, 0.1, False)), seed=42, batch_size=32,
+                        pad_id=tok.pad_token_id, rank=0, world=1)
+loaded = load_masked_lm("minilm", seed=42)
+model = loaded.model
+before = evaluate_batches(MaskedLMObjective(model), eval_set, torch.device("cpu")).perplexity
+order = epoch_order(len(splits.train), seed=42, epoch=0, global_batch=16)
+batches = process_batches(order, batch_size=16, rank=0, world=1)
+dataset = _seed.seed_train_dataset(splits.train)
+# the seed's schedule counts steps: size it to what the budget allows, from a first timed step
+probe_acc, probe_model, probe_opt, probe_loader, probe_sched = _seed.seed_setup(
+    load_masked_lm("minilm", seed=42).model, dataset, batches[:3], tok, lr=2e-4, head_lr=1e-3,
+    new_parameters=loaded.new_parameters, total_steps=3)
+it = iter(probe_loader); _seed.seed_step(probe_acc, probe_model, next(it), probe_opt, probe_sched)
+t0 = time.perf_counter(); _seed.seed_step(probe_acc, probe_model, next(it), probe_opt, probe_sched)
+total = max(1, int(budget / (time.perf_counter() - t0)))
+from accelerate.state import AcceleratorState
+AcceleratorState._reset_state()
+acc, prepared, opt, loader, sched = _seed.seed_setup(model, dataset, batches[:total], tok, lr=2e-4, head_lr=1e-3,
+                                                     new_parameters=loaded.new_parameters, total_steps=total,
+                                                     warmup=max(1, int(0.06 * total)))
+steps, start = 0, time.perf_counter()
+for batch in loader:
+    _seed.seed_step(acc, prepared, batch, opt, sched)
+    steps += 1
+    if time.perf_counter() - start >= budget:
+        break
+model = acc.unwrap_model(prepared)
+result = evaluate_batches(MaskedLMObjective(model), eval_set, torch.device("cpu"))
+save_model(model, tok, out)
+print(json.dumps({{"steps": steps, "baseline_perplexity": before, "warm_start_perplexity": None,
+                  "eval_perplexity": result.perplexity, "eval_accuracy": result.accuracy, "warm_start_seconds": 0.0,
+                  "train_seconds": time.perf_counter() - start}}))
+"""
+
+
+def run_seed(budget: float, out: Path) -> dict:
+    """The seed's loop (benchmarks/_seed.py: fp32, logits at every position, no clipping) for the budget,
+    scored on mlmtune's fixed masks in fp32 (the seed trains in fp32)."""
+    code = SEED_RUN.format(src=str(HERE.parent / "src"), bench=str(HERE), budget=budget, out=str(out), demo=DEMO)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"the seed's loop failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def budgets(args) -> None:
     items = read_cloze(HERE / "cloze_news.tsv")
     half = len(items) // 2
@@ -184,7 +246,7 @@ def budgets(args) -> None:
         for name in args.recipes:
             out = Path(args.work) / f"{name.replace(' ', '-')}-{budget}"
             log(f"== {name}, budget {budget} s")
-            r = run_recipe(name, budget, out)
+            r = run_seed(budget, out) if name == "seed's loop" else run_recipe(name, budget, out)
             row = {"recipe": name, "budget": budget, "steps": r["steps"], "fresh": r["baseline_perplexity"],
                    "warm": r["warm_start_perplexity"], "perplexity": r["eval_perplexity"],
                    "accuracy": r["eval_accuracy"], "warm_seconds": r["warm_start_seconds"],
