@@ -234,3 +234,14 @@ def test_report_with_a_bad_cloze_file_writes_nothing(run_dir, tmp_path, capsys, 
     assert len(err) == 1 and err[0].startswith("error: ") and str(probes) in err[0], err
     assert captured.out == ""
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before  # nothing written
+
+
+def test_the_headline_of_a_grown_head_counts_from_its_warm_start(tiny_encoder, news_folder, tmp_path):
+    """A gain against a random head alone is not an honest headline: the report also names the warm start."""
+    out = tmp_path / "grown"
+    results = fit(run_config(tiny_encoder, news_folder, out, max_steps=4, eval_every=None))
+    page = (out / "report.html").read_text(encoding="utf-8")
+    fresh, warm, last = (results[k] for k in ("baseline_perplexity", "warm_start_perplexity", "eval_perplexity"))
+    assert warm < fresh
+    assert (f"<b>{fresh:,.1f}</b> (fresh head) &rarr; <b>{warm:,.1f}</b> (warm start) &rarr; <b>{last:,.1f}</b> "
+            f"({warm / last:,.1f}&times; lower than the warm start)") in page
