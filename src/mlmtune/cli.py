@@ -46,7 +46,8 @@ def add_config_flags(parser: argparse.ArgumentParser, only: list[str] | None = N
                 g.add_argument(_flag(f.name), action="append", metavar=f.metadata.get("metavar", "VALUE"), **kwargs)
             else:
                 g.add_argument(_flag(f.name), choices=f.metadata.get("choices"),
-                               metavar=None if f.metadata.get("choices") else f.name.upper(), **kwargs)
+                               metavar=None if f.metadata.get("choices") else f.metadata.get("metavar", f.name.upper()),
+                               **kwargs)
 
 
 def config_from_args(args: argparse.Namespace, only: list[str] | None = None):
