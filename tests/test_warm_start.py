@@ -33,12 +33,12 @@ def records(out: Path) -> list[dict]:
 # --- durations and the budget schedule ----------------------------------------------------------
 
 @pytest.mark.parametrize("text, seconds", [("90s", 90), ("6m", 360), ("1.5h", 5400), ("2", 2), (" 10 min ", 600),
-                                           ("1d", 86400), ("0.5s", 0.5)])
+                                           ("1d", 86400), ("1s", 1)])
 def test_parse_duration(text, seconds):
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["0", "0s", "-5m", "abc", "1e999s", "5 weeks", "", "nan", "inf", "31d"])
+@pytest.mark.parametrize("text", ["0", "0s", "-5m", "abc", "1e999s", "5 weeks", "", "nan", "inf", "31d", "0.5s", "1e-320"])
 def test_parse_duration_refuses(text):
     with pytest.raises(ConfigError, match="--max-time"):
         parse_duration(text)
@@ -184,3 +184,43 @@ def test_dropout_zero_trains_like_a_model_without_dropout(tmp_path, tiny_bert, n
 def test_bad_dropout(capsys, tmp_path, tiny_bert, news_folder, value):
     code, _, err = run_cli(capsys, *train_argv(tiny_bert, news_folder, tmp_path / "o", f"--dropout={value}"))
     assert_clean_error(code, err, "--dropout")
+
+
+def test_a_budget_the_warm_start_spends_still_scores_the_saved_model(tmp_path, tiny_encoder, news_folder, monkeypatch):
+    """0 training steps: the final figures are the warm-started model's, not the fresh head's."""
+    import time as time_module
+
+    import mlmtune.warmstart as w
+
+    real = w.warm_start_head
+
+    def slow(*args, **kwargs):
+        time_module.sleep(1.3)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(w, "warm_start_head", slow)
+    out = tmp_path / "spent"
+    results = fit(tiny(tiny_encoder, news_folder, out, max_time="1s"))
+    assert results["steps"] == 0
+    assert results["eval_perplexity"] == pytest.approx(results["warm_start_perplexity"], rel=1e-6)
+    assert results["eval_perplexity"] < results["baseline_perplexity"]
+    last = [r for r in records(out) if r["type"] == "eval"][-1]
+    assert last["perplexity"] == pytest.approx(results["warm_start_perplexity"], rel=1e-6)
+
+
+def test_the_last_line_says_higher_when_it_is():
+    from mlmtune.cli import done_line
+
+    base = {"train_tokens_per_second": 1.0, "train_seconds": 1.0, "steps": 3, "eval_accuracy": 0.1}
+    assert "(1.5x higher than the warm start)" in done_line({**base, "baseline_perplexity": 900.0,
+                                                              "warm_start_perplexity": 100.0, "eval_perplexity": 150.0})
+    assert "(2.0x lower)" in done_line({**base, "baseline_perplexity": 300.0, "warm_start_perplexity": None,
+                                        "eval_perplexity": 150.0})
+
+
+def test_resume_takes_the_same_budget_written_otherwise():
+    from mlmtune.config import resume_mismatch
+
+    cfg = build_config({"max_time": "20.0s"})
+    assert resume_mismatch({"max_time": "20s"}, cfg) is None
+    assert "max_time" in resume_mismatch({"max_time": "30s"}, cfg)

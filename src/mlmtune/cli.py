@@ -88,11 +88,14 @@ def done_line(results: dict) -> str:
     def ppl(value) -> str:
         return "n/a" if value is None else f"{value:,.2f}"
 
+    def ratio(before, now) -> str:
+        return f"{before / now:,.1f}x lower" if now <= before else f"{now / before:,.1f}x higher"
+
     if after and warm:
         change = (f"{ppl(fresh)} (fresh head) -> {ppl(warm)} (warm start) -> {ppl(after)} "
-                  f"({warm / after:,.1f}x lower than the warm start)")
+                  f"({ratio(warm, after)} than the warm start)")
     elif after and fresh:
-        change = f"{ppl(fresh)} -> {ppl(after)} ({fresh / after:,.1f}x lower)"
+        change = f"{ppl(fresh)} -> {ppl(after)} ({ratio(fresh, after)})"
     else:
         change = ppl(after)
     accuracy = results.get("eval_accuracy")

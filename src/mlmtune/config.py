@@ -368,6 +368,15 @@ def validate(cfg: Config, *, training: bool = True) -> None:
         raise ConfigError("; ".join(problems))
 
 
+def _same_duration(a, b) -> bool:
+    from .schedule import parse_duration
+
+    try:
+        return a is not None and b is not None and parse_duration(a) == parse_duration(b)
+    except ConfigError:
+        return False
+
+
 def resume_mismatch(saved: dict[str, Any], current: Config) -> str | None:
     """The first field that differs between a checkpoint's config and this run's, or None."""
     now = current.to_dict()
@@ -375,5 +384,7 @@ def resume_mismatch(saved: dict[str, Any], current: Config) -> str | None:
         if key in RESUMABLE_CHANGES:
             continue
         if key in saved and saved[key] != value:
+            if key == "max_time" and _same_duration(saved[key], value):
+                continue
             return f"{key} was {saved[key]!r} in the checkpoint, now {value!r}"
     return None

@@ -25,8 +25,8 @@ def parse_duration(text: str, flag: str = "--max-time") -> float:
     if not match:
         raise ConfigError(f"{flag} {text!r} is not a duration: write it as 90s, 6m or 1.5h")
     seconds = float(match.group(1)) * _UNIT[match.group(2)]
-    if not math.isfinite(seconds) or seconds <= 0 or seconds > MAX_BUDGET:
-        raise ConfigError(f"{flag} {text!r} must be more than 0 and at most 30 days: write it as 90s, 6m or 1.5h")
+    if not math.isfinite(seconds) or seconds < 1 or seconds > MAX_BUDGET:
+        raise ConfigError(f"{flag} {text!r} must be at least 1 second and at most 30 days: write it as 90s, 6m or 1.5h")
     return seconds
 
 

@@ -99,6 +99,7 @@ class Recipe:
         self.last_eval: EvalResult | None = None
         self.last_eval_step = -1
         self.step = 0
+        self.resumed_at: int | None = None
 
     def run(self) -> dict:
         self.prepare_data()
@@ -248,9 +249,10 @@ class Recipe:
         picked = [next(batches) for _ in range(n)]
         if self.train_blocks is not None:
             tokens = self.train_blocks.tokens
-        else:  # a stream: count the targets of the sampled batches
-            sample = picked or [next(batches) for _ in range(16)]
-            tokens = np.concatenate([b.labels[b.labels >= 0].numpy() for b in sample])
+        else:  # a stream: count the original tokens of 64 global batches (masked ones from their labels)
+            sample = picked + [next(batches) for _ in range(max(0, 64 - len(picked)))]
+            tokens = np.concatenate([torch.where(b.labels >= 0, b.labels, b.input_ids)[b.attention_mask.bool()].numpy()
+                                     for b in sample])
         model = self.loaded.model
         report = warmstart.warm_start_head(model, masked_positions_head(model), self.loaded.new_parameters, tokens=tokens,
                                  special_ids=list(self.tokenizer.all_special_ids), batches=picked,
@@ -261,6 +263,7 @@ class Recipe:
         with acc.autocast():
             result = self.evaluate(0, "after the warm start", kind="warm_start")
         self.counters["warm_start_perplexity"] = result.perplexity
+        self.last_eval_step = -1  # the model changed since the fresh head's score: finish scores it again
         detail = (f" and a head pre-fit on {report.features:,} cached features (loss {report.loss_before:.2f} -> "
                   f"{report.loss_after:.2f})") if report.features else ""
         self.say(f"warm start: unigram output bias{detail}, {self.counters['warm_seconds']:.1f} s")
@@ -346,7 +349,7 @@ class Recipe:
 
     def restore(self) -> None:
         state = load_checkpoint(self.accelerator, self.resume_from)
-        self.step = int(state["step"])
+        self.step = self.resumed_at = int(state["step"])
         self.counters.update({k: state.get(k, v) for k, v in self.counters.items()})
         self.metrics.truncate_after(self.step)
         goal = f"of {self.total_steps}" if self.total_steps else \
@@ -466,8 +469,12 @@ class Recipe:
 
     def finish(self) -> dict:
         acc, cfg, out, counters = self.accelerator, self.cfg, self.out, self.counters
-        if self.last_eval_step != self.step:  # a finished run resumed: its last eval is logged already
-            self.evaluate(self.step, f"step {self.step}", log=False)
+        if self.last_eval_step != self.step:  # no step ran in this session (a finished run resumed: its last
+            # eval is logged already; or a budget the warm start spent: its model is scored and logged here)
+            self.evaluate(self.step, f"step {self.step}", log=self.resumed_at is None)
+            if self.resumed_at is None:
+                self.say("note: the warm start spent the whole --max-time budget, so no training step ran: "
+                         "give a larger budget")
         state_dict = acc.get_state_dict(self.objective)
         results = {
             "steps": self.step,
