@@ -367,9 +367,10 @@ class Recipe:
     # --- 6. the loop -----------------------------------------------------------------------------
 
     def finished(self, step: int) -> bool:
+        """Every process must decide alike: the budget is judged on the spent time they agreed on."""
         if self.total_steps is not None and step >= self.total_steps:
             return True
-        return self.budget is not None and self.counters["budget_spent"] >= self.budget
+        return self.budget is not None and self.budget_agreed >= self.budget
 
     def train_step(self, micro: list[Batch], stop: StopFlag, t0: float) -> tuple[float, int, bool]:
         """One optimizer step over `accum` micro-batches. The loss is the NLL summed over the masked
@@ -392,7 +393,7 @@ class Recipe:
         flags = acc.reduce(torch.stack([step_nll.float(), torch.tensor(float(stop.signum or 0), device=device),
                                         torch.tensor(spent, device=device)]), "sum")
         nll_sum, stop_requested, agreed_spent = float(flags[0]), bool(flags[1] > 0), float(flags[2]) / world
-        agreed_at = time.perf_counter()
+        agreed_at, self.budget_agreed = time.perf_counter(), agreed_spent
         if not math.isfinite(nll_sum):
             optimizer.zero_grad(set_to_none=True)
             kept = complete_checkpoints(self.out)
@@ -423,6 +424,9 @@ class Recipe:
                    bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}{postfix}]" if by_time else None)
         window = {"nll": 0.0, "masked": 0, "tokens": 0, "seconds": 0.0}
         data = self.micro_batches(self.step)
+        # the warm start's seconds differ a little between processes: agree on them before the first check
+        spent = torch.tensor(float(self.counters["budget_spent"]), device=self.device)
+        self.budget_agreed = float(self.accelerator.reduce(spent, "sum")) / self.world
         self.objective.train()
         with StopFlag() as stop, bar:
             while not self.finished(self.step):
