@@ -22,6 +22,15 @@ def train_args(model, data, out, batch_size):
             "--warmup-steps", "3", "--log-every", "1", "--precision", "fp32", "--no-report", "--seed", "3"]
 
 
+def free_port() -> str:
+    """A port no one listens on now (a fixed one fails when two test runs share the machine)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return str(sock.getsockname()[1])
+
+
 def run(cmd):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
@@ -33,7 +42,7 @@ def run(cmd):
                     reason="torchrun not installed")
 def test_two_processes_match_one(no_dropout_bert, news_folder, tmp_path):
     torchrun = str(Path(sys.executable).parent / "torchrun")
-    two = run([torchrun, "--nproc_per_node", "2", "--master_port", "29517", "-m", "mlmtune",
+    two = run([torchrun, "--nproc_per_node", "2", "--master_port", free_port(), "-m", "mlmtune",
                *train_args(no_dropout_bert, news_folder, tmp_path / "two", 8)])
     run([sys.executable, "-m", "mlmtune", *train_args(no_dropout_bert, news_folder, tmp_path / "one", 16)])
 
@@ -66,7 +75,7 @@ def test_two_processes_grow_the_same_warm_head(tiny_encoder, news_folder, tmp_pa
     learns what 1 x 16 learns (--dropout 0: dropout draws would differ with the split)."""
     torchrun = str(Path(sys.executable).parent / "torchrun")
     extra = ["--dropout", "0", "--max-steps", "6", "--head-init", "prefit"]
-    run([torchrun, "--nproc_per_node", "2", "--master_port", "29519", "-m", "mlmtune",
+    run([torchrun, "--nproc_per_node", "2", "--master_port", free_port(), "-m", "mlmtune",
          *train_args(tiny_encoder, news_folder, tmp_path / "two", 8), *extra])
     run([sys.executable, "-m", "mlmtune", *train_args(tiny_encoder, news_folder, tmp_path / "one", 16), *extra])
     r1 = json.loads((tmp_path / "one" / "results.json").read_text())
