@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import bbc_files, tiny_bert_config
-from mlmtune.cli import main
+from test_bad_input import run_cli
 from mlmtune.config import build_config
 from mlmtune.corpus import Documents, bbc_news_folder, read_corpus
 from mlmtune.errors import ConfigError, DataError, ModelError
@@ -23,16 +23,6 @@ from mlmtune.probes import (ClozeItem, cloze_accuracy, cloze_hit, heldout_docume
 SMALL = dict(chunk_size=32, eval_size=16, seed=0, precision="fp32")
 SMALL_ARGS = ["--chunk-size", "32", "--eval-size", "16", "--seed", "0", "--precision", "fp32"]
 CLOZE_NEWS = Path(__file__).resolve().parent.parent / "benchmarks" / "cloze_news.tsv"
-
-
-def run_cli(capsys, *argv) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def assert_clean_error(code, out: str, err: str, *needles: str) -> str:

@@ -300,11 +300,6 @@ def discard(aside: Path | None) -> None:
         shutil.rmtree(aside, ignore_errors=True)
 
 
-def clear_output_dir(folder: Path) -> None:
-    """Remove what an earlier run wrote, and nothing else."""
-    discard(set_aside_old_run(folder))
-
-
 DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG}
 NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
 
@@ -381,7 +376,7 @@ def undo_new_run(out: Path, created: Path | None) -> None:
     if complete_checkpoints(out) or (out / "results.json").exists():
         return
     for p in sorted(run_written(out), key=lambda p: p.name == "run.json"):
-        shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+        _remove(p)
     checkpoints = out / "checkpoints"
     with contextlib.suppress(OSError):
         if checkpoints.is_dir() and not checkpoints.is_symlink() and not any(checkpoints.iterdir()):
