@@ -14,34 +14,91 @@ from mlmtune.errors import InputError
 from mlmtune.predict import FillMask, fill_mask
 
 
-def test_matches_the_transformers_pipeline(tiny_bert):
+def same_answer(ours, theirs):
+    """Two fill-mask answers (any nesting) agree: the same structure, ids, strings, scores to 1e-5."""
+    if isinstance(theirs, dict):
+        assert set(ours) == {"score", "token", "token_str", "sequence"}
+        assert (ours["token"], ours["token_str"], ours["sequence"]) == (theirs["token"], theirs["token_str"],
+                                                                        theirs["sequence"])
+        assert ours["score"] == pytest.approx(theirs["score"], abs=1e-5)
+        return
+    assert isinstance(ours, list) and len(ours) == len(theirs)
+    for a, b in zip(ours, theirs):
+        same_answer(a, b)
+
+
+def without_cls_sep(answer):
+    """The pipeline writes [CLS] ... [SEP] around the sequence of a text with several masks; FillMask does not."""
+    if isinstance(answer, dict):
+        return {**answer, "sequence": answer["sequence"].removeprefix("[CLS] ").removesuffix(" [SEP]")}
+    return [without_cls_sep(a) for a in answer]
+
+
+ONE, TWO = "The [MASK] is happy.", "A much longer [MASK] where [MASK] sits."
+
+
+def test_answers_as_the_transformers_pipeline(tiny_bert):
     from transformers import pipeline
 
-    ours = FillMask(tiny_bert)(["The [MASK] is happy.", "A much longer sentence where [MASK] sits."], top_k=5)
-    theirs = pipeline("fill-mask", model=tiny_bert, device="cpu")
-    for text, predictions in zip(["The [MASK] is happy.", "A much longer sentence where [MASK] sits."], ours):
-        expected = theirs(text, top_k=5)
-        assert [p.token_id for p in predictions[0]] == [e["token"] for e in expected]
-        assert [p.score for p in predictions[0]] == pytest.approx([e["score"] for e in expected], abs=1e-5)
+    fm, theirs = FillMask(tiny_bert), pipeline("fill-mask", model=tiny_bert, device="cpu")
+    # one text, one mask: a list of dicts; a string is filled whole, not walked character by character
+    answer = fm(ONE, top_k=5)
+    assert isinstance(answer, list) and len(answer) == 5 and isinstance(answer[0], dict)
+    same_answer(answer, theirs(ONE, top_k=5))
+    assert answer[0]["sequence"] == "the " + answer[0]["token_str"] + " is happy."
+    # one text, several masks: a list per mask; the other mask stays in each sequence
+    answer = fm(TWO, top_k=3)
+    assert len(answer) == 2 and all(len(m) == 3 for m in answer)
+    same_answer(answer, without_cls_sep(theirs(TWO, top_k=3)))
+    assert all(d["sequence"].count("[MASK]") == 1 for m in answer for d in m)
+    # a list of texts: one answer per text; a list of one: just its answer, as the pipeline
+    same_answer(fm([ONE, TWO], top_k=2), without_cls_sep(theirs([ONE, TWO], top_k=2)))
+    same_answer(fm([ONE], top_k=2), theirs([ONE], top_k=2))
+    assert fm([]) == []
+    with pytest.raises(InputError, match="a text or a list of texts"):
+        fm(42)
+
+
+def test_a_piece_keeps_the_tokenizers_spelling(tiny_bert):
+    """token_str is the tokenizer's own decoding ('##s' for a WordPiece piece, as the pipeline);
+    the sequence joins the piece to the word before it, as the tokenizer decodes it."""
+    fm = FillMask(tiny_bert)
+    piece = fm.tokenizer.convert_tokens_to_ids("##s")
+    (sequences,) = fm._sequences(fm.tokenizer("The prime [MASK] met", add_special_tokens=False)["input_ids"],
+                                 [[piece]])
+    assert sequences == ["the primes met"]
 
 
 def test_several_masks_keep_their_order(tiny_bert):
     fm = FillMask(tiny_bert)
-    both = fm(["[MASK] one and [MASK] two, [MASK] three."], top_k=3)[0]
+    both = fm.predict(["[MASK] one and [MASK] two, [MASK] three."], top_k=3)[0]
     assert len(both) == 3
     # each mask scored alone in its own position gives the same answer as in the batch
-    alone = fm(["[MASK] one and [MASK] two, [MASK] three.", "short [MASK]"], top_k=3)[0]
+    alone = fm.predict(["[MASK] one and [MASK] two, [MASK] three.", "short [MASK]"], top_k=3)[0]
     assert [[p.token_id for p in m] for m in both] == [[p.token_id for p in m] for m in alone]
 
 
 def test_python_api_and_cli_json(tiny_bert, capsys):
-    single = fill_mask(tiny_bert, "The [MASK] is happy.", top_k=2)
-    assert len(single) == 1 and len(single[0]) == 2 and set(single[0][0]) == {"token", "score"}
+    single = fill_mask(tiny_bert, ONE, top_k=2)
+    assert len(single) == 2 and set(single[0]) == {"score", "token", "token_str", "sequence"}
+    assert isinstance(single[0]["token"], int) and single == FillMask(tiny_bert)(ONE, top_k=2)
     assert main(["predict", "--model", tiny_bert, "--compare", tiny_bert, "--json", "--top-k", "2",
-                 "The [MASK] is happy.", "[MASK] and [MASK]"]) == 0
+                 ONE, "[MASK] and [MASK]"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    # predict --json keeps its envelope (text, masks: a list per mask, compare) around the pipeline's dicts
     assert [len(r["masks"]) for r in lines] == [1, 2]
-    assert lines[0]["masks"] == single and lines[0]["compare"]["masks"] == single
+    # (scores to 1e-5: a batch of two texts is padded, which moves the last digits)
+    same_answer(lines[0]["masks"], [single])
+    same_answer(lines[0]["compare"]["masks"], [single])
+    same_answer(lines[1]["masks"], fill_mask(tiny_bert, "[MASK] and [MASK]", top_k=2))
+
+
+def test_predict_text_output_and_compare(tiny_bert, tiny_encoder, capsys):
+    assert main(["predict", "--model", tiny_bert, "--compare", tiny_encoder, "--top-k", "3", ONE]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == ONE and tiny_encoder[:28] in out[1] and tiny_bert[-28:] not in out[1][:40]
+    tuned = FillMask(tiny_bert).predict([ONE], top_k=3)[0][0]
+    assert [line.split()[-2] for line in out[2:5]] == [p.token[:16] for p in tuned]  # the tuned column is on the right
 
 
 def test_a_hub_model_id_loads_from_the_hub_cache(tiny_bert, tmp_path):
@@ -88,7 +145,8 @@ def test_a_mask_past_the_model_is_an_error_naming_the_limit(tiny_bert):
     with pytest.raises(InputError, match="the mask .* lies beyond the model's 128 tokens"):
         fm(["x " * 200 + "[MASK]"])
     # a text longer than the model but with every mask within it is cut, and answered in full
-    assert len(fm(["[MASK] and [MASK] " + "x " * 990], top_k=1)[0]) == 2
+    answer = fm("[MASK] and [MASK] " + "x " * 990, top_k=1)
+    assert len(answer) == 2 and answer[1][0]["sequence"].endswith("x x")  # the sequence is the whole text
 
 
 def test_predict_prints_nothing_when_a_later_text_loses_a_mask(tiny_bert, capsys):

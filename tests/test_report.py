@@ -51,7 +51,7 @@ def prediction_rows(page: str) -> list[tuple[str, list[tuple[str, list[str]]]]]:
 
 
 def tokens(model: FillMask, text: str) -> list[list[str]]:
-    return [[p.token for p in mask] for mask in model([text], top_k=5)[0]]
+    return [[p.token for p in mask] for mask in model.predict([text], top_k=5)[0]]
 
 
 def test_training_writes_a_complete_report(run_dir, tiny_bert):

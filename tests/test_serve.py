@@ -55,7 +55,7 @@ def test_fill_mask_returns_top_k_per_model(client, tiny_bert, tiny_encoder):
 
 def test_api_agrees_with_fill_mask(client, tiny_bert):
     text = "Shares in the company [MASK] sharply after the [MASK]."
-    expected = [[p.as_dict() for p in mask] for mask in FillMask(tiny_bert)([text], top_k=4)[0]]
+    expected = [[p.as_dict() for p in mask] for mask in FillMask(tiny_bert).predict([text], top_k=4)[0]]
     tuned = fill(client, text, top_k=4).json()["models"][0]
     assert tuned["masks"] == expected
 
@@ -190,9 +190,9 @@ class SlowModel:
     def __getattr__(self, name):
         return getattr(self.fm, name)
 
-    def __call__(self, texts, top_k=5):
+    def predict(self, texts, top_k=5):
         time.sleep(self.seconds)
-        return self.fm(texts, top_k)
+        return self.fm.predict(texts, top_k)
 
 
 def test_inference_runs_off_the_event_loop(tiny_bert):

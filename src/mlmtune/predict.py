@@ -3,6 +3,13 @@
 Shared by `mlmtune predict`, `mlmtune serve`, the report and the Python API. `[MASK]` is accepted
 for any model and rewritten to the model's own mask token (`<mask>` for RoBERTa).
 
+Answers come in the shape of transformers' fill-mask pipeline: per prediction `{"score", "token" (the
+id), "token_str", "sequence"}`; one text with one mask gives a list of them, with several masks one
+list per mask, and a list of texts one such answer per text (a list of one text: just its answer).
+`sequence` is the text with that one mask filled, decoded by the tokenizer; where the pipeline writes
+`[CLS] ... [SEP]` around the sequence of a text with several masks, this leaves them out (the other
+masks stay, as there).
+
 A text longer than the model's positions is cut to its first `max_length` tokens, which is harmless
 while every mask is among them; a mask beyond them would go unanswered, so it is an InputError
 naming the limit (never fewer answers than masks written).
@@ -23,16 +30,20 @@ GENERIC_MASK = "[MASK]"
 
 @dataclass
 class Prediction:
-    token: str
+    token: str  # the token as a reader sees it: decoded and stripped ("happy", "##s")
     score: float
     token_id: int
+    token_str: str = ""  # the tokenizer's own decoding, as the pipeline gives it (" happy" for RoBERTa)
+    sequence: str = ""  # the text with this token in place of its mask
 
     def as_dict(self) -> dict:
-        return {"token": self.token, "score": self.score}
+        """The fill-mask pipeline's dict."""
+        return {"score": self.score, "token": self.token_id, "token_str": self.token_str, "sequence": self.sequence}
 
 
 class FillMask:
-    """`FillMask("runs/demo")(["The [MASK] is happy."], top_k=5)` -> one list of predictions per mask.
+    """`FillMask("runs/demo")("The [MASK] is happy.", top_k=5)` -> what `pipeline("fill-mask")` returns;
+    `.predict([texts], top_k)` -> per text, per mask, the top_k Predictions.
 
     Thread-safe: one forward pass at a time (torch already uses every core for one).
     """
@@ -62,16 +73,30 @@ class FillMask:
             raise InputError(f"no mask token in {text[:60]!r}: write [MASK] where a word should be filled in")
         return text
 
+    def __call__(self, inputs: str | list[str], top_k: int = 5) -> list:
+        """A text or a list of texts -> the fill-mask pipeline's answer (see the module's docstring)."""
+        if isinstance(inputs, str):
+            return pipeline_shape(self.predict([inputs], top_k)[0])
+        if not isinstance(inputs, (list, tuple)) or not all(isinstance(t, str) for t in inputs):
+            raise InputError(f"fill-mask takes a text or a list of texts, got {type(inputs).__name__}: "
+                             "pass e.g. 'The [MASK] is happy.'")
+        answers = [pipeline_shape(masks) for masks in self.predict(list(inputs), top_k)]
+        return answers[0] if len(answers) == 1 else answers  # as the pipeline: a list of one is that one
+
     @torch.no_grad()
-    def __call__(self, texts: list[str], top_k: int = 5) -> list[list[list[Prediction]]]:
+    def predict(self, texts: list[str], top_k: int = 5) -> list[list[list[Prediction]]]:
         """texts -> per text, per mask (in order), the top_k predictions."""
+        if isinstance(texts, str):  # a string is not a list of one-character texts
+            texts = [texts]
+        if not texts:
+            return []
         vocab = len(self.tokenizer)
         if not 1 <= top_k <= vocab:
             raise InputError(f"top-k {top_k} is outside 1..{vocab} (the vocabulary size): "
                              f"pass a top-k between 1 and {vocab}, e.g. --top-k 5")
         texts = [self.check(t) for t in texts]
         if len(texts) > self.batch_size:
-            return [r for i in range(0, len(texts), self.batch_size) for r in self(texts[i:i + self.batch_size], top_k)]
+            return [r for i in range(0, len(texts), self.batch_size) for r in self.predict(texts[i:i + self.batch_size], top_k)]
         with self._lock:  # one forward at a time (torch uses every core for one); the tokenizer is not reentrant
             enc = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=self.max_length)
             mask_id = self.tokenizer.mask_token_id
@@ -93,17 +118,33 @@ class FillMask:
                 logits = self.head(hidden[at_mask.to(self.device)]).float()  # (masks, V), in text order
             else:
                 logits = self.model(input_ids=ids, attention_mask=attention).logits[at_mask.to(self.device)].float()
-        k = min(top_k, logits.shape[-1])  # a tokenizer may count added tokens the head lacks
-        scores, top_ids = logits.softmax(-1).topk(k, dim=-1)  # (masks, k)
-        out, row = [], 0
-        for n in at_mask.sum(1).tolist():  # masks per text
-            out.append([
-                [Prediction(self.tokenizer.decode([t]).strip(), round(float(s), 6), int(t))
-                 for s, t in zip(scores[r].tolist(), top_ids[r].tolist())]
-                for r in range(row, row + n)
-            ])
-            row += n
+            k = min(top_k, logits.shape[-1])  # a tokenizer may count added tokens the head lacks
+            scores, top_ids = logits.softmax(-1).topk(k, dim=-1)  # (masks, k)
+            scores, top_ids = scores.tolist(), top_ids.tolist()
+            distinct = sorted({t for row in top_ids for t in row})
+            word = dict(zip(distinct, self.tokenizer.batch_decode([[t] for t in distinct])))  # the pipeline's token_str
+            out, row = [], 0
+            for i, n in enumerate(at_mask.sum(1).tolist()):  # masks per text
+                sequences = self._sequences(whole[i], top_ids[row:row + n])
+                out.append([
+                    [Prediction(word[t].strip(), float(s), t, word[t], seq)
+                     for s, t, seq in zip(scores[r], top_ids[r], sequences[r - row])]
+                    for r in range(row, row + n)
+                ])
+                row += n
         return out
+
+    def _sequences(self, ids: list[int], top_ids: list[list[int]]) -> list[list[str]]:
+        """The text (its ids without special tokens) with mask m filled by each of top_ids[m], decoded
+        as the pipeline decodes it: special tokens dropped for one mask, kept (the other masks) for several."""
+        where = [j for j, t in enumerate(ids) if t == self.tokenizer.mask_token_id][:len(top_ids)]
+        filled = []
+        for position, candidates in zip(where, top_ids):
+            for t in candidates:
+                filled.append(ids[:position] + [t] + ids[position + 1:])
+        decoded = self.tokenizer.batch_decode(filled, skip_special_tokens=len(top_ids) == 1)
+        k = len(top_ids[0]) if top_ids else 0
+        return [decoded[m * k:(m + 1) * k] for m in range(len(top_ids))]
 
 
 def require_utf8(text: str, what: str = "the text") -> None:
@@ -118,8 +159,12 @@ def require_utf8(text: str, what: str = "the text") -> None:
                          "pass UTF-8 text, e.g. convert a Latin-1 file with iconv -f latin1 -t utf-8") from None
 
 
-def fill_mask(model: str, texts: str | list[str], top_k: int = 5) -> list[list[list[dict]]]:
-    """Python API: per text (a single string gives just its list), per mask, top_k {"token", "score"} dicts."""
-    single = isinstance(texts, str)
-    result = [[[p.as_dict() for p in mask] for mask in text] for text in FillMask(model)([texts] if single else texts, top_k)]
-    return result[0] if single else result
+def pipeline_shape(masks: list[list[Prediction]]) -> list:
+    """One text's predictions -> the pipeline's answer: the list of dicts for one mask, a list per mask for several."""
+    answer = [[p.as_dict() for p in mask] for mask in masks]
+    return answer[0] if len(answer) == 1 else answer
+
+
+def fill_mask(model: str, texts: str | list[str], top_k: int = 5) -> list:
+    """Python API: what `pipeline("fill-mask", model=model)(texts, top_k=top_k)` returns."""
+    return FillMask(model)(texts, top_k)

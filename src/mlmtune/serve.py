@@ -304,7 +304,7 @@ def _predict_all(served: list[Served], text: str, top_k: int) -> list[dict]:
     """Runs in a worker thread: each model in turn (a forward already uses every core)."""
     out = []
     for s in served:
-        (masks,) = s.fm([text], top_k=top_k)
+        (masks,) = s.fm.predict([text], top_k=top_k)
         out.append({"name": s.name, "role": s.role, "grown_head": s.fm.grown_head,
                     "masks": [[p.as_dict() for p in mask] for mask in masks]})
     return out
