@@ -36,7 +36,9 @@ def assert_predictions(masks, n_masks, top_k):
     assert len(masks) == n_masks
     for preds in masks:
         assert len(preds) == top_k
-        assert all(set(p) == {"token", "score"} and isinstance(p["token"], str) and p["token"] for p in preds)
+        assert all(set(p) == {"score", "token", "token_str", "sequence"} and isinstance(p["token"], int)
+                   and isinstance(p["token_str"], str) and p["token_str"] and p["token_str"].removeprefix("##") in p["sequence"]
+                   for p in preds)
         scores = [p["score"] for p in preds]
         assert all(0.0 <= s <= 1.0 for s in scores)
         assert scores == sorted(scores, reverse=True)
@@ -58,6 +60,63 @@ def test_api_agrees_with_fill_mask(client, tiny_bert):
     expected = [[p.as_dict() for p in mask] for mask in FillMask(tiny_bert).predict([text], top_k=4)[0]]
     tuned = fill(client, text, top_k=4).json()["models"][0]
     assert tuned["masks"] == expected
+
+
+def test_the_hub_request_is_answered_as_the_pipeline(client, tiny_bert):
+    """{"inputs", "parameters"}: the tuned model's answer, exactly as FillMask (and so the pipeline) gives it."""
+    fm = FillMask(tiny_bert)
+    r = client.post(API, json={"inputs": "The [MASK] is happy.", "parameters": {"top_k": 3}})
+    assert r.status_code == 200, r.text
+    assert r.json() == fm("The [MASK] is happy.", top_k=3)  # a list of 3 dicts
+    assert len(r.json()) == 3 and set(r.json()[0]) == {"score", "token", "token_str", "sequence"}
+    # without parameters: top_k 5; a list of texts: one answer per text, several masks: a list per mask
+    texts = ["The [MASK] is happy.", "[MASK] met [MASK] leaders."]
+    r = client.post(API, json={"inputs": texts})
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert [len(answer[0]), len(answer[1]), len(answer[1][0])] == [5, 2, 5]
+    alone = [fm(texts[0]), fm(texts[1])]  # each text alone: the same answers (scores to 1e-5: padding)
+    assert [d["token"] for d in answer[0]] == [d["token"] for d in alone[0]]
+    assert [[d["sequence"] for d in m] for m in answer[1]] == [[d["sequence"] for d in m] for m in alone[1]]
+    assert [d["score"] for d in answer[0]] == pytest.approx([d["score"] for d in alone[0]], abs=1e-5)
+
+
+def test_huggingface_hub_client_reads_the_answer(live_url, monkeypatch):
+    """huggingface_hub's InferenceClient, pointed at this server, sends the Hub's request and parses the answer."""
+    from huggingface_hub import InferenceClient, constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # its offline mode refuses even a loopback URL
+
+    answer = InferenceClient(model=live_url + API).fill_mask("The [MASK] is happy.", top_k=2)
+    assert len(answer) == 2 and all(isinstance(a.token, int) and a.token_str and a.sequence for a in answer)
+
+
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        ({"inputs": "The cat is happy."}, ["inputs has no mask"]),
+        ({"inputs": ["The [MASK] is happy.", "No mask."]}, ["inputs[1] has no mask"]),
+        ({"inputs": []}, ["0 texts", "1 to 16"]),
+        ({"inputs": ["[MASK]"] * 17}, ["17 texts", "1 to 16"]),
+        ({"inputs": ""}, ["inputs is empty"]),
+        ({"inputs": "[MASK] " + "x" * MAX_TEXT_CHARS}, ["inputs is too long", "2,000"]),
+        ({"inputs": 42}, ["inputs must be a text or a list of texts, got int"]),
+        ({"inputs": "The [MASK].", "parameters": {"top_k": 0}}, ["parameters.top_k", "1 to 50", "got 0"]),
+        ({"inputs": "The [MASK].", "parameters": {"targets": ["a"]}}, ["unknown parameter 'targets'", "top_k"]),
+        ({"inputs": "The [MASK].", "parameters": 5}, ["parameters must be a JSON object"]),
+        ({"inputs": "The [MASK].", "top_k": 3}, ["not both", '"parameters": {"top_k": 5}']),
+        ({"text": "The [MASK].", "inputs": "The [MASK]."}, ["not both"]),
+        ({"text": "The [MASK].", "parameters": {"top_k": 2}}, ["not both"]),
+    ],
+    ids=["no-mask", "second-no-mask", "empty-list", "too-many", "empty", "too-long", "not-text", "top-k-0",
+         "unknown-parameter", "parameters-not-object", "top-k-beside-inputs", "text-and-inputs", "text-and-parameters"],
+)
+def test_each_limit_of_the_hub_request_is_a_422(client, body, words):
+    r = client.post(API, json=body)
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    for word in words:
+        assert word in detail, detail
 
 
 def test_several_masks_in_order(client):

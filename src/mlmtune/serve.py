@@ -1,7 +1,10 @@
 """`mlmtune serve`: a fill-mask web page and JSON API for a tuned model and, beside it, its base.
 
     POST /v1/fill-mask  {"text": "The [MASK] is happy.", "top_k": 5}
-        -> {"text", "models": [{"name", "role": "tuned"|"base", "grown_head", "masks": [[{"token", "score"}]]}]}
+        -> {"text", "models": [{"name", "role": "tuned"|"base", "grown_head",
+                                "masks": [[{"score", "token", "token_str", "sequence"}]]}]}
+    POST /v1/fill-mask  {"inputs": "The [MASK] is happy.", "parameters": {"top_k": 5}}   (the Hub's request)
+        -> [{"score", "token", "token_str", "sequence"}, ...]   (the tuned model's, as the fill-mask pipeline)
     GET  /health        -> {"status": "ok", "models": [...]}
     GET  /              the page (static/index.html)
     GET  /docs          OpenAPI docs
@@ -41,29 +44,48 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .errors import InputError, MlmtuneError
-from .predict import GENERIC_MASK, FillMask
+from .predict import GENERIC_MASK, FillMask, pipeline_shape
 
 MAX_TEXT_CHARS = 2000
 MAX_MASKS = 8
 MAX_TOP_K = 50
+TOP_K = 5  # predictions per mask when a request names none
+MAX_INPUTS = 16  # texts in one Hub-shaped request (each within the text limits)
 MAX_BODY_BYTES = 64 * 1024  # 2,000 characters are at most ~24 kB of JSON, even all \u-escaped
 EXAMPLE = "The [MASK] is happy."
 
 
 # --- request and response bodies ---------------------------------------------------------------
 
-class FillMaskRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"text": EXAMPLE, "top_k": 5}]})
+class HubParameters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
 
-    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS,
-                      description=f"a sentence with 1 to {MAX_MASKS} [MASK] (or the model's own mask token)")
-    top_k: int = Field(5, ge=1, le=MAX_TOP_K, strict=True,  # strict: true is not 1, "5" is not 5
+    top_k: int = Field(TOP_K, ge=1, le=MAX_TOP_K, strict=True, description="predictions per mask")
+
+
+class FillMaskRequest(BaseModel):
+    """Either mlmtune's request (`text`, `top_k`: every served model answers) or the Hugging Face Hub's
+    inference request (`inputs`, `parameters`: the tuned model answers as the fill-mask pipeline)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"text": EXAMPLE, "top_k": 5}, {"inputs": EXAMPLE, "parameters": {"top_k": 5}}]})
+
+    text: str | None = Field(None, min_length=1, max_length=MAX_TEXT_CHARS,
+                             description=f"a sentence with 1 to {MAX_MASKS} [MASK] (or the model's own mask token)")
+    top_k: int = Field(TOP_K, ge=1, le=MAX_TOP_K, strict=True,  # strict: true is not 1, "5" is not 5
                        description="predictions per mask")
+    inputs: str | list[str] | None = Field(None, description=f"the Hub's request: a text, or a list of up to "
+                                                             f"{MAX_INPUTS}, each as `text`")
+    parameters: HubParameters | None = Field(None, description="with inputs: {\"top_k\": 5}")
 
 
 class TokenScore(BaseModel):
-    token: str
+    """One prediction, as transformers' fill-mask pipeline gives it."""
+
     score: float = Field(description="probability under the model, 0..1")
+    token: int = Field(description="the token's id")
+    token_str: str = Field(description="the token, decoded by the tokenizer ('##s' for a word piece)")
+    sequence: str = Field(description="the text with this token in place of its mask (as the tokenizer decodes it)")
 
 
 class ModelInfo(BaseModel):
@@ -96,7 +118,8 @@ class ErrorBody(BaseModel):
 
 # --- readable validation messages --------------------------------------------------------------
 
-_BODY_HINT = f'send a JSON object such as {{"text": "{EXAMPLE}", "top_k": 5}}'
+_BODY_HINT = (f'send a JSON object such as {{"text": "{EXAMPLE}", "top_k": 5}} '
+              f'or {{"inputs": "{EXAMPLE}", "parameters": {{"top_k": 5}}}}')
 
 
 def _message(error: dict) -> str:
@@ -107,10 +130,16 @@ def _message(error: dict) -> str:
     value = error.get("input")
     if kind == "json_invalid":
         return f"the request body is not valid JSON ({error.get('ctx', {}).get('error', 'parse error')}): {_BODY_HINT}"
-    if field is None or kind in ("model_attributes_type", "dict_type"):
+    if field is None or (kind in ("model_attributes_type", "dict_type", "model_type") and field != "parameters"):
         return f"the request body is missing or not a JSON object (Content-Type: application/json): {_BODY_HINT}"
     if kind == "extra_forbidden":
-        return f"unknown field {field!r}: the fields are text and top_k"
+        if field == "parameters" and len(loc) > 1:
+            return f"unknown parameter {loc[1]!r}: the only parameter is top_k"
+        return f"unknown field {field!r}: the fields are text and top_k, or inputs and parameters"
+    if field == "inputs":
+        return f"inputs must be a text or a list of texts, got {type(value).__name__}: {_BODY_HINT}"
+    if field == "parameters" and loc[1:2] != ["top_k"]:
+        return f'parameters must be a JSON object such as {{"top_k": 5}}, got {type(value).__name__}'
     if field == "text":
         if kind == "missing":
             return f"text is missing: {_BODY_HINT}"
@@ -124,10 +153,11 @@ def _message(error: dict) -> str:
             return (f"text contains a lone surrogate{bad}, which is not a character: escape a character "
                     "beyond \\uffff as a pair (\\ud83d\\ude00) or send it unescaped in UTF-8")
         return f"text must be a string, got {type(value).__name__}: {_BODY_HINT}"
-    if field == "top_k":
+    if field == "top_k" or loc[1:2] == ["top_k"]:
         shown = json.dumps(value) if isinstance(value, bool) or value is None else (
             value if isinstance(value, (int, float)) else repr(value))
-        return f"top_k must be a whole number from 1 to {MAX_TOP_K}, got {shown}: send a whole number, e.g. \"top_k\": 5"
+        return (f"{'.'.join(loc)} must be a whole number from 1 to {MAX_TOP_K}, got {shown}: "
+                "send a whole number, e.g. \"top_k\": 5")
     return f"{'.'.join(loc)}: {error.get('msg', 'invalid value')}"
 
 
@@ -285,19 +315,63 @@ def create_app(model: str, compare: str | None = None, *, models: list[Served] |
 
     @app.post("/v1/fill-mask", response_model=FillMaskResponse, tags=["fill-mask"],
               responses={422: {"model": ErrorBody, "description": "the text or top_k is unusable; `detail` says why"}})
-    async def fill_mask(body: FillMaskRequest) -> dict:
-        """The top_k tokens and their probabilities for every mask, from each served model."""
-        text, n_masks = _count_masks(body.text, served)
-        if n_masks == 0:
-            raise HTTPException(422, f"the text has no mask: write [MASK] where a word should be filled in, "
-                                     f"e.g. {EXAMPLE!r}")
-        if n_masks > MAX_MASKS:
-            raise HTTPException(422, f"the text has {n_masks} masks, the limit is {MAX_MASKS}: "
-                                     "remove some [MASK]s or split the text")
+    async def fill_mask(body: FillMaskRequest):
+        """The top_k tokens and their probabilities for every mask, from each served model.
+
+        The Hub's request `{"inputs": TEXT or [TEXT, ...], "parameters": {"top_k": 5}}` is answered by the
+        tuned model alone, as transformers' fill-mask pipeline answers: for one text with one mask a list
+        of `{score, token, token_str, sequence}`, with several masks a list of those per mask, for a list
+        of texts one such answer per text."""
+        if body.inputs is not None:
+            return JSONResponse(await _hub_answer(body, served))
+        if body.text is None:
+            raise HTTPException(422, f"text is missing: {_BODY_HINT}")
+        if "inputs" in body.model_fields_set or "parameters" in body.model_fields_set:
+            raise HTTPException(422, "send either text and top_k or inputs and parameters, not both: "
+                                     f"{_BODY_HINT}")
+        text = _checked_text(body.text, served)
         results = await run_in_threadpool(_predict_all, served, text, body.top_k)
         return {"text": body.text, "models": results}
 
     return app
+
+
+def _checked_text(text: str, served: list[Served], what: str = "the text") -> str:
+    """The text with every mask written as [MASK]; a text without a mask or with too many is a 422."""
+    text, n_masks = _count_masks(text, served)
+    if n_masks == 0:
+        raise HTTPException(422, f"{what} has no mask: write [MASK] where a word should be filled in, "
+                                 f"e.g. {EXAMPLE!r}")
+    if n_masks > MAX_MASKS:
+        raise HTTPException(422, f"{what} has {n_masks} masks, the limit is {MAX_MASKS}: "
+                                 "remove some [MASK]s or split the text")
+    return text
+
+
+async def _hub_answer(body: FillMaskRequest, served: list[Served]) -> list:
+    """The Hub's request -> the tuned model's answer in the pipeline's shape (a str: that text's answer)."""
+    if body.text is not None or "top_k" in body.model_fields_set:
+        raise HTTPException(422, "send either text and top_k or inputs and parameters, not both: "
+                                 'with inputs, top_k goes in "parameters": {"top_k": 5}')
+    single = isinstance(body.inputs, str)
+    texts = [body.inputs] if single else body.inputs
+    if not 1 <= len(texts) <= MAX_INPUTS:
+        raise HTTPException(422, f"inputs holds {len(texts)} texts, the limit is 1 to {MAX_INPUTS}: "
+                                 f"send at most {MAX_INPUTS} texts per request")
+    checked = []
+    for i, text in enumerate(texts):
+        what = "inputs" if single else f"inputs[{i}]"
+        if not text:
+            raise HTTPException(422, f"{what} is empty: write a sentence with [MASK], e.g. {EXAMPLE!r}")
+        if len(text) > MAX_TEXT_CHARS:
+            raise HTTPException(422, f"{what} is too long: {len(text):,} characters, the limit is "
+                                     f"{MAX_TEXT_CHARS:,}: shorten it to the sentence around the mask")
+        checked.append(_checked_text(text, served, what))
+    top_k = body.parameters.top_k if body.parameters else TOP_K
+    tuned = served[0]
+    per_text = await run_in_threadpool(tuned.fm.predict, checked, top_k)
+    answers = [pipeline_shape(masks) for masks in per_text]
+    return answers[0] if single or len(answers) == 1 else answers  # as the pipeline: a list of one is that one
 
 
 def _predict_all(served: list[Served], text: str, top_k: int) -> list[dict]:
