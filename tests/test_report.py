@@ -15,7 +15,7 @@ from mlmtune.cli import main
 from mlmtune.config import build_config
 from mlmtune.metrics import read_metrics
 from mlmtune.predict import FillMask
-from mlmtune.report import _fmt
+from mlmtune.report import _fmt, _result_value, curves_figure, duration, write_report
 from mlmtune.train import fit
 
 PROBES = ["The [MASK] is happy.", "Shares in the company [MASK] sharply after the [MASK]."]
@@ -60,14 +60,15 @@ def test_training_writes_a_complete_report(run_dir, tiny_bert):
     # the curves: curves.png beside the report, and the same PNG embedded in it
     png = (run_dir / "curves.png").read_bytes()
     assert png.startswith(PNG_MAGIC) and len(png) > 5_000
-    embedded = re.search(r'<img alt="training loss and eval perplexity" src="data:image/png;base64,([^"]+)">', page)
+    embedded = re.search(r'<img alt="training and eval loss, eval perplexity, eval accuracy and learning rate" '
+                         r'src="data:image/png;base64,([^"]+)">', page)
     assert embedded and base64.b64decode(embedded.group(1)) == png
 
     # the headline: baseline -> final eval perplexity from metrics.jsonl
     evals = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["type"] == "eval"]
     assert [r["step"] for r in evals] == [0, 6, 12]
     first, last = evals[0]["perplexity"], evals[-1]["perplexity"]
-    assert f"<b>{first:,.1f}</b> &rarr; <b>{last:,.1f}</b> ({first / last:,.1f}&times; lower)" in page
+    assert f"<b>{_fmt(first)}</b> &rarr; <b>{_fmt(last)}</b> ({_fmt(first / last, 2)}&times; lower)" in page
 
     # the config and the results figures
     run = json.loads((run_dir / "run.json").read_text())
@@ -76,8 +77,11 @@ def test_training_writes_a_complete_report(run_dir, tiny_bert):
         assert f"<tr><th>{key}</th><td>{value}</td></tr>" in page, key
     assert run["config"]["chunk_size"] == 64
     results = json.loads((run_dir / "results.json").read_text())
-    for key in ("steps", "eval_perplexity", "eval_accuracy", "train_tokens_per_second", "peak_rss_mb"):
-        assert f"<tr><th>{key}</th><td>{html.escape(_fmt(results[key]))}</td></tr>" in page, key
+    for key in ("steps", "eval_perplexity", "eval_accuracy", "train_tokens_per_second", "peak_rss_mb", "train_seconds"):
+        assert f"<tr><th>{key}</th><td>{html.escape(_result_value(key, results[key]))}</td></tr>" in page, key
+    assert f"<tr><th>eval_accuracy</th><td>{results['eval_accuracy']:.1%}</td></tr>" in page
+    assert re.search(r"<tr><th>train_seconds</th><td>(\d+ min )?\d+(\.\d)? s</td></tr>", page)
+    assert not re.search(r"\d\.?\d*e[+-]\d\d", re.sub(r'src="data:[^"]*"', "", page))  # no 4.5e+04 anywhere
     assert "<h2>Versions</h2>" in page and "<th>transformers</th>" in page
 
     # before (the base model) and after (this run), top 5 per mask of every probe
@@ -130,7 +134,7 @@ def test_unfinished_run_gets_curves_without_predictions(tmp_path):
     assert main(["report", str(tmp_path)]) == 0
     page = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert "No model in this folder yet" in page
-    assert "<b>100.0</b> &rarr; <b>250.0</b> (2.5&times; higher)" in page
+    assert "<b>100</b> &rarr; <b>250</b> (2.5&times; higher)" in page
     assert (tmp_path / "curves.png").read_bytes().startswith(PNG_MAGIC)
 
 
@@ -189,7 +193,7 @@ def test_side_by_side_shows_what_evaluate_scores(run_dir, tiny_bert, capsys):
     expected = [[f"before: {tiny_bert}", base], ["after: this run", final]]
     assert [row[0] for row in rows[1:]] == [label for label, _ in expected]
     for row, (_, record) in zip(rows[1:], expected):
-        assert row[1:] == [f"{record['perplexity']:,.2f}", f"{record['accuracy']:.1%}", f"{record['masked_tokens']:,}"]
+        assert row[1:] == [_fmt(record["perplexity"]), f"{record['accuracy']:.1%}", f"{record['masked_tokens']:,}"]
 
     capsys.readouterr()
     assert main(["evaluate", "--config", str(run_dir / "run.json"), "--model", tiny_bert, "--model", str(run_dir),
@@ -243,5 +247,109 @@ def test_the_headline_of_a_grown_head_counts_from_its_warm_start(tiny_encoder, n
     page = (out / "report.html").read_text(encoding="utf-8")
     fresh, warm, last = (results[k] for k in ("baseline_perplexity", "warm_start_perplexity", "eval_perplexity"))
     assert warm < fresh
-    assert (f"<b>{fresh:,.1f}</b> (fresh head) &rarr; <b>{warm:,.1f}</b> (warm start) &rarr; <b>{last:,.1f}</b> "
-            f"({warm / last:,.1f}&times; lower than the warm start)") in page
+    assert (f"<b>{_fmt(fresh)}</b> (fresh head) &rarr; <b>{_fmt(warm)}</b> (warm start) &rarr; <b>{_fmt(last)}</b> "
+            f"({_fmt(warm / last, 2)}&times; lower than the warm start)") in page
+
+
+# --- what the report tells (issue 13) -----------------------------------------------------------------
+
+@pytest.mark.parametrize("value, shown", [
+    (45242.7, "45,243"), (72.7567, "72.76"), (0.30976, "0.3098"), (5e-05, "0.00005"), (3237.56, "3,238"),
+    (1234567.0, "1,234,567"), (12, "12"), (45749, "45,749"), (0.0, "0"), (2.0, "2"), (1e-07, "0.0000001"),
+])
+def test_one_number_format(value, shown):
+    assert _fmt(value) == shown
+
+
+@pytest.mark.parametrize("seconds, shown", [
+    (156, "2 min 36 s"), (0.002, "2 ms"), (4.24, "4.2 s"), (38.4, "38 s"), (3900, "1 h 5 min"), (60, "1 min 0 s"),
+])
+def test_time_in_human_units(seconds, shown):
+    assert duration(seconds) == shown
+
+
+def synthetic_records():
+    """Perplexity across decades (a grown head), training loss and learning rate, eval loss and accuracy."""
+    evals = [(0, 10.73, 45749.1, 0.0), (100, 5.1, 164.0, 0.21), (200, 4.6, 99.5, 0.27), (428, 4.29, 72.76, 0.31)]
+    records = [{"type": "eval", "step": s, "loss": l, "perplexity": p, "accuracy": a, "time": 1795526973.9 + s}
+               for s, l, p, a in evals]
+    records.insert(1, {"type": "warm_start", "step": 0, "loss": 7.53, "perplexity": 1865.75, "accuracy": 0.04})
+    records += [{"type": "train", "step": s, "loss": 7.5 - s / 100, "lr": 2e-4 * (1 - s / 430), "time": 1795526974.0 + s}
+                for s in range(10, 430, 10)]
+    return evals, records
+
+
+def test_curves_label_the_values_and_add_accuracy_and_learning_rate():
+    import matplotlib.pyplot as plt
+
+    evals, records = synthetic_records()
+    fig = curves_figure(records)
+    try:
+        fig.canvas.draw()
+        loss, ppl, acc, lr = fig.axes
+        assert ["loss" in loss.get_title(), "perplexity" in ppl.get_title(), "accuracy" in acc.get_title(),
+                "learning rate" in lr.get_title()] == [True] * 4
+        # the eval loss beside the training loss, on the same axes
+        train_line, eval_line = loss.get_lines()
+        assert list(eval_line.get_ydata()) == [e[1] for e in evals]
+        assert list(train_line.get_xdata()) == list(range(10, 430, 10))
+        assert [t.get_text() for t in loss.get_legend().get_texts()] == ["training", "eval (fixed masks)"]
+        # every perplexity point labelled with its value (and the warm start); minor ticks labelled at 2x and 5x
+        labels = [t.get_text() for t in ppl.texts]
+        assert labels == ["warm start 1,866"] + [_fmt(e[2]) for e in evals]
+        assert ppl.get_yscale() == "log"
+        low, high = ppl.get_ylim()
+        minor = [v for v in ppl.yaxis.get_minorticklocs() if low <= v <= high]
+        assert len(minor) >= 8 * 3  # 2..9 in each of the decades 10^1..10^4 in view
+        shown = {t.get_text() for t in ppl.yaxis.get_minorticklabels() if t.get_text()}
+        assert {"200", "500", "2,000", "5,000", "20,000"} <= shown
+        assert not any("e" in t.get_text() or "^" in t.get_text() for t in ppl.yaxis.get_majorticklabels())
+        # accuracy in percent, each point labelled; the learning rate as logged
+        assert [t.get_text() for t in acc.texts] == [f"{e[3]:.1%}" for e in evals]
+        assert list(acc.get_lines()[0].get_ydata()) == pytest.approx([e[3] * 100 for e in evals])
+        assert list(lr.get_lines()[0].get_ydata()) == [r["lr"] for r in records if r["type"] == "train"]
+    finally:
+        plt.close(fig)
+
+
+def config_section(page: str) -> tuple[list[str], list[str]]:
+    """The config tables -> (keys shown first, keys folded in <details>)."""
+    section = page.split("<h2>Config</h2>", 1)[1].split("<h2>Versions</h2>", 1)[0]
+    shown, _, folded = section.partition("<details>")
+    keys = lambda part: re.findall(r"<tr><th>(.*?)</th>", part)  # noqa: E731
+    return keys(shown), keys(folded)
+
+
+def test_config_shows_what_differs_from_the_defaults_first(run_dir):
+    from mlmtune.config import build_config
+
+    page = (run_dir / "report.html").read_text(encoding="utf-8")
+    shown, folded = config_section(page)
+    config, defaults = json.loads((run_dir / "run.json").read_text())["config"], build_config().to_dict()
+    assert shown == [k for k in config if config[k] != defaults.get(k)]
+    assert folded == [k for k in config if config[k] == defaults.get(k)]
+    assert {"model", "chunk_size", "lr", "max_steps", "probe"} <= set(shown)
+    assert {"mlm_probability", "weight_decay", "epochs"} <= set(folded)
+    assert f"<summary>{len(folded)} options at their defaults</summary>" in page
+
+
+def test_run_date_and_baseline_accuracy(tmp_path):
+    """results.json's started_at / finished_at / baseline_accuracy where a run wrote them; an older run's
+    date from run.json's started and the metrics' timestamps, its baseline accuracy from the step-0 evaluation."""
+    evals, records = synthetic_records()
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (tmp_path / "run.json").write_text(json.dumps({"config": {"model": "minilm"}, "started": "2026-11-24T13:29:37+0000"}))
+    (tmp_path / "results.json").write_text(json.dumps({"steps": 428, "eval_accuracy": 0.31, "wall_seconds": 288.8}))
+    write_report(tmp_path, say=lambda m: None)
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "run on 2026-11-24 at 13:29 UTC, finished 13:36 (4 min 49 s)" in page  # the last record at +428 s
+    assert "masked-token accuracy <b>0.0%</b> (baseline) &rarr; <b>31.0%</b>" in page
+
+    (tmp_path / "results.json").write_text(json.dumps({
+        "steps": 428, "eval_accuracy": 0.31, "baseline_accuracy": 0.0402, "started_at": "2026-11-25T08:00:05+00:00",
+        "finished_at": "2026-11-25T08:02:41+00:00"}))
+    write_report(tmp_path, say=lambda m: None)
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "run on 2026-11-25 at 08:00 UTC, finished 08:02 (2 min 36 s)" in page
+    assert "masked-token accuracy <b>4.0%</b> (baseline) &rarr; <b>31.0%</b>" in page
+    assert "<tr><th>baseline_accuracy</th><td>4.0%</td></tr>" in page

@@ -15,6 +15,7 @@ import html
 import io
 import json
 import math
+from datetime import datetime, timezone
 from pathlib import Path
 
 from .config import DEFAULT_PROBES
@@ -30,26 +31,90 @@ def series(records: list[dict], kind: str, key: str, low: float) -> list[tuple[i
             and not isinstance(v, bool) and math.isfinite(v) and v >= low]
 
 
-def plot_curves(records: list[dict]) -> bytes:
-    """Training loss and eval perplexity against the optimizer step, as PNG bytes."""
+def _labelled(points: list[tuple[int, float]], most: int = 12) -> list[tuple[int, float]]:
+    """The points to write a value beside: all of a few, else the first, the last and evenly between."""
+    if len(points) <= most:
+        return points
+    step = (len(points) - 1) / (most - 1)
+    return [points[round(i * step)] for i in range(most)]
+
+
+def curves_figure(records: list[dict]):
+    """Four panels against the optimizer step: training loss with the eval loss beside it, eval
+    perplexity (each point labelled with its value), eval accuracy and the learning rate."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import AutoMinorLocator, FuncFormatter, LogLocator, NullFormatter
 
     train = series(records, "train", "loss", 0)
+    eval_loss = series(records, "eval", "loss", 0)
     evals = series(records, "eval", "perplexity", 1)  # exp(mean NLL) >= 1
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8), dpi=110)
-    ax1.plot([s for s, _ in train], [v for _, v in train], color="#2563eb", lw=1.6)
-    ax1.set(title="training loss (per masked token)", xlabel="optimizer step", ylabel="cross-entropy")
-    ax2.plot([s for s, _ in evals], [v for _, v in evals], "o-", color="#db2777", lw=1.6)
-    ax2.set(title="eval perplexity (fixed masks)", xlabel="optimizer step", ylabel="perplexity")
+    accuracy = series(records, "eval", "accuracy", 0)
+    lr = series(records, "train", "lr", 0)
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7), dpi=110)
+    (loss_ax, ppl_ax), (acc_ax, lr_ax) = axes
+    tick = FuncFormatter(lambda v, _: _fmt(float(v)))
+
+    loss_ax.plot([s for s, _ in train], [v for _, v in train], color="#2563eb", lw=1.6, label="training")
+    loss_ax.plot([s for s, _ in eval_loss], [v for _, v in eval_loss], "o-", color="#db2777", lw=1.2, ms=5,
+                 label="eval (fixed masks)")
+    loss_ax.set(title="loss (cross-entropy per masked token)", ylabel="loss")
+    if train or eval_loss:
+        loss_ax.legend(frameon=False)
+
+    ppl_ax.plot([s for s, _ in evals], [v for _, v in evals], "o-", color="#db2777", lw=1.6)
+    ppl_ax.set(title="eval perplexity (fixed masks)", ylabel="perplexity")
     if evals and max(v for _, v in evals) > 20 * min(v for _, v in evals):
-        ax2.set_yscale("log")
-    for ax in (ax1, ax2):
+        ppl_ax.set_yscale("log")
+        ppl_ax.yaxis.set_minor_locator(LogLocator(base=10, subs=range(2, 10), numticks=100))
+        # the minor ticks at 2x and 5x carry labels too: with values across decades, 10^3 and 10^4 alone say little
+        ppl_ax.yaxis.set_minor_formatter(FuncFormatter(
+            lambda v, _: _fmt(float(v)) if round(v / 10 ** math.floor(math.log10(v))) in (2, 5) else ""))
+        ppl_ax.yaxis.set_major_formatter(tick)
+    else:
+        ppl_ax.yaxis.set_minor_locator(AutoMinorLocator())
+        ppl_ax.yaxis.set_major_formatter(tick)
+    warm = series(records, "warm_start", "perplexity", 1)
+    if warm:  # a grown head's warm start, where training began
+        ppl_ax.plot([s for s, _ in warm], [v for _, v in warm], "D", color="#f59e0b", ms=6, label="warm start")
+        ppl_ax.annotate(f"warm start {_fmt(warm[0][1])}", warm[0], textcoords="offset points", xytext=(8, -3),
+                        fontsize=8, color="#92400e")
+    ppl_ax.margins(x=0.08, y=0.12)
+    acc_ax.margins(x=0.08, y=0.12)
+    for step, value in _labelled(evals):
+        ppl_ax.annotate(_fmt(value), (step, value), textcoords="offset points", xytext=(0, 7), ha="center",
+                        fontsize=8, color="#831843")
+
+    acc_ax.plot([s for s, _ in accuracy], [v * 100 for _, v in accuracy], "o-", color="#059669", lw=1.6)
+    acc_ax.set(title="eval accuracy (masked tokens predicted exactly)", ylabel="accuracy (%)")
+    for step, value in _labelled(accuracy):
+        acc_ax.annotate(f"{value:.1%}", (step, value * 100), textcoords="offset points", xytext=(0, 7),
+                        ha="center", fontsize=8, color="#065f46")
+
+    lr_ax.plot([s for s, _ in lr], [v for _, v in lr], color="#7c3aed", lw=1.6)
+    lr_ax.set(title="learning rate (pretrained parameters)", ylabel="learning rate")
+    lr_ax.yaxis.set_major_formatter(tick)
+
+    for ax in axes.flat:
+        ax.set_xlabel("optimizer step")
         ax.grid(alpha=0.3)
+        ax.grid(which="minor", alpha=0.12)
+        if ax is not ppl_ax:
+            ax.yaxis.set_minor_locator(AutoMinorLocator())
+            ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.xaxis.set_minor_locator(AutoMinorLocator())
         ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
+    return fig
+
+
+def plot_curves(records: list[dict]) -> bytes:
+    """curves_figure as PNG bytes."""
+    import matplotlib.pyplot as plt
+
+    fig = curves_figure(records)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     plt.close(fig)
@@ -62,10 +127,44 @@ def _table(rows: list[tuple[str, str]]) -> str:
     ) + "</table>"
 
 
-def _fmt(value) -> str:
-    if isinstance(value, float):
-        return f"{value:,.4g}" if abs(value) < 1e6 else f"{value:,.0f}"
-    return str(value)
+def _fmt(value, digits: int = 4) -> str:
+    """The report's one number format: thousands separated, about `digits` significant digits, never an
+    exponent (45,242 / 72.76 / 0.3098 / 0.00005); whole numbers as they are; anything else as text."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if not math.isfinite(value):
+        return str(value)
+    if value == 0:
+        return "0"
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(value))))
+    text = f"{value:,.{decimals}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def duration(seconds: float) -> str:
+    """Seconds in the units a person reads: 12 ms, 4.2 s, 38 s, 2 min 36 s, 1 h 5 min."""
+    if seconds < 0.1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60} s"
+    return f"{whole // 3600} h {whole % 3600 // 60} min"
+
+
+def _result_value(key: str, value) -> str:
+    """A results.json figure as the report shows it: times in human units, shares as percentages."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        if key.endswith("_seconds") or key.endswith("_seconds_spent"):
+            return duration(value)
+        if key.endswith("accuracy") and isinstance(value, float):
+            return f"{value:.1%}"
+    return _fmt(value)
 
 
 def _predictions_html(probes: list[str], tuned, base) -> str:
@@ -127,14 +226,78 @@ def _side_by_side_html(rows: list[dict], cloze: dict | None, note: str) -> str:
     for row in rows:
         f = row["figures"] or {}
         cells = [html.escape(row["label"]),
-                 "&ndash;" if f.get("perplexity") is None else f"{f['perplexity']:,.2f}",
+                 "&ndash;" if f.get("perplexity") is None else _fmt(f["perplexity"]),
                  pct(f.get("accuracy")),
-                 "&ndash;" if f.get("masked_tokens") is None else f"{int(f['masked_tokens']):,}"]
+                 "&ndash;" if f.get("masked_tokens") is None else _fmt(int(f["masked_tokens"]))]
         if cloze:
             scores = cloze.get(row["key"])
             cells += [pct(scores["top1"]), pct(scores["top5"])] if scores else ["&ndash;", "&ndash;"]
         parts.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return "".join(parts) + f"</table>\n<p class=note>{note}</p>"
+
+
+def _config_html(config: dict) -> str:
+    """The options this run set away from the defaults first (config.py's dataclasses), the rest folded."""
+    from .config import build_config
+
+    defaults = build_config().to_dict()
+    changed = [(k, _fmt(v)) for k, v in config.items() if k not in defaults or defaults[k] != v]
+    default = [(k, _fmt(v)) for k, v in config.items() if k in defaults and defaults[k] == v]
+    parts = [f"<p class=note>{len(changed)} options set for this run:</p>" + _table(changed) if changed
+             else "<p class=note>Every option at its default.</p>"]
+    if default:
+        parts.append(f"<details><summary>{len(default)} options at their defaults</summary>{_table(default)}</details>")
+    return "\n".join(parts)
+
+
+def _number(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and math.isfinite(value) else None
+
+
+def _accuracy_line(records: list[dict], results: dict) -> str:
+    """Masked-token accuracy before (results.json's baseline_accuracy, else the step-0 evaluation) and after."""
+    base = next((r for r in records if r.get("type") == "eval" and r.get("step") == 0), {})
+    before = _number(results.get("baseline_accuracy"))
+    before = _number(base.get("accuracy")) if before is None else before
+    evals = [r for r in records if r.get("type") == "eval" and _number(r.get("accuracy")) is not None]
+    after = _number(results.get("eval_accuracy"))
+    after = _number(evals[-1]["accuracy"]) if after is None and evals else after
+    if before is None and after is None:
+        return ""
+    shown = [f"<b>{v:.1%}</b>" if v is not None else "&ndash;" for v in (before, after)]
+    return f"<p>masked-token accuracy {shown[0]} (baseline) &rarr; {shown[1]}</p>"
+
+
+def _moment(value) -> datetime | None:
+    """A time as results.json, run.json or metrics.jsonl write it (epoch seconds or ISO 8601), in UTC."""
+    try:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return datetime.fromtimestamp(value, tz=timezone.utc)
+        if isinstance(value, str):
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+    except (ValueError, OverflowError, OSError):
+        pass
+    return None
+
+
+def _when_line(run: dict, results: dict, records: list[dict]) -> str:
+    """The run's date: results.json's started_at/finished_at where written, else run.json's started and
+    the metrics' timestamps; and the time taken in human units."""
+    times = [r.get("time") for r in records if r.get("time") is not None]
+    start = _moment(results.get("started_at")) or _moment(run.get("started")) or (_moment(times[0]) if times else None)
+    end = _moment(results.get("finished_at")) or (_moment(times[-1]) if times else None)
+    if start is None:
+        return ""
+    text = f"run on {start:%Y-%m-%d} at {start:%H:%M} UTC"
+    if end is not None and end >= start:
+        text += f", finished {end:%H:%M}" if end.date() == start.date() else f", finished {end:%Y-%m-%d %H:%M}"
+    wall = _number(results.get("wall_seconds"))
+    wall = (end - start).total_seconds() if wall is None and end is not None and end >= start else wall
+    if wall is not None:
+        text += f" ({duration(wall)})"
+    return f"<p class=when>{text}</p>"
 
 
 def _cloze_scores(fill, items, precision: str | None) -> dict:
@@ -255,15 +418,17 @@ def write_report(output_dir: str | Path, *, base_model: str | None = None, probe
         first, last = evals[0][1], evals[-1][1]
         # Against a grown head's warm start too: a gain against a random head alone is not an honest headline.
         start = warm_records[0]["perplexity"] if warm_records else first
-        change = f"{start / last:,.1f}&times; lower" if last <= start else f"{last / start:,.1f}&times; higher"
+        change = (f"{_fmt(start / last, 2)}&times; lower" if last <= start
+                  else f"{_fmt(last / start, 2)}&times; higher")
         if warm_records:
-            headline = (f"<p class=headline>eval perplexity <b>{first:,.1f}</b> (fresh head) &rarr; "
-                        f"<b>{start:,.1f}</b> (warm start) &rarr; <b>{last:,.1f}</b> ({change} than the warm start)</p>")
+            headline = (f"<p class=headline>eval perplexity <b>{_fmt(first)}</b> (fresh head) &rarr; "
+                        f"<b>{_fmt(start)}</b> (warm start) &rarr; <b>{_fmt(last)}</b> ({change} than the warm start)</p>")
         else:
-            headline = (f"<p class=headline>eval perplexity <b>{first:,.1f}</b> &rarr; <b>{last:,.1f}</b> "
+            headline = (f"<p class=headline>eval perplexity <b>{_fmt(first)}</b> &rarr; <b>{_fmt(last)}</b> "
                         f"({change})</p>")
+    headline += _accuracy_line(records, results) + _when_line(run, results, records)
     page = f"""<!doctype html>
-<html lang=en><head><meta charset=utf-8><title>mlmtune report: {html.escape(out.name)}</title>
+<html lang=en><head><meta charset=utf-8><meta name=viewport content="width=device-width, initial-scale=1"><title>mlmtune report: {html.escape(out.name)}</title>
 <style>
 body {{ font: 15px/1.5 system-ui, sans-serif; max-width: 1100px; margin: 2rem auto; padding: 0 1rem; color: #1f2937; }}
 h1 {{ font-size: 1.5rem; }} h2 {{ font-size: 1.15rem; margin-top: 2rem; border-bottom: 1px solid #e5e7eb; }}
@@ -272,21 +437,30 @@ th {{ font-weight: 600; color: #374151; }} .headline {{ font-size: 1.2rem; }}
 .preds td {{ min-width: 14rem; }} .preds ol {{ margin: .2rem 0; padding-left: 1.3rem; }} .preds span {{ color: #6b7280; }}
 .side td, .side th {{ text-align: right; }} .side td:first-child, .side th:first-child {{ text-align: left; }}
 .note {{ color: #6b7280; font-size: .9rem; }} img {{ max-width: 100%; }}
-.cols {{ display: flex; gap: 3rem; flex-wrap: wrap; }}
+.cols {{ display: flex; gap: 3rem; flex-wrap: wrap; }} .cols > div {{ flex: 1 1 22rem; min-width: 0; }}
+.when {{ color: #4b5563; margin-top: -.4rem; }} details summary {{ cursor: pointer; color: #374151; margin: .4rem 0; }}
+/* a long path, fingerprint or probe list wraps instead of widening the page (no sideways scrolling on a phone) */
+body, td {{ overflow-wrap: anywhere; }} th {{ overflow-wrap: break-word; }} table {{ max-width: 100%; }}
+@media (max-width: 640px) {{
+  body {{ margin: 1rem auto; }} .cols {{ gap: 0; }}
+  .preds, .preds tbody, .preds tr, .preds th, .preds td {{ display: block; }} .preds td {{ min-width: 0; }}
+  .preds tr {{ margin-bottom: .8rem; }}
+  .side th, .side td {{ padding-right: .4rem; font-size: .8rem; }}
+}}
 </style></head><body>
 <h1>mlmtune report: {html.escape(str(out))}</h1>
 {headline}
-<img alt="training loss and eval perplexity" src="data:image/png;base64,{base64.b64encode(png).decode()}">
+<img alt="training and eval loss, eval perplexity, eval accuracy and learning rate" src="data:image/png;base64,{base64.b64encode(png).decode()}">
 <h2>Side by side</h2>
 {side_by_side}
 <h2>Fill-mask before and after</h2>
 {predictions}
 <div class=cols><div><h2>Results</h2>
-{_table([(k, _fmt(v)) for k, v in results.items()])}
+{_table([(k, _result_value(k, v)) for k, v in results.items()])}
 <h2>Data</h2>
-{_table(list(data.items()) + [("processes", run.get("processes")), ("device", run.get("device"))])}
+{_table([(k, _fmt(v)) for k, v in data.items()] + [("processes", run.get("processes")), ("device", run.get("device"))])}
 </div><div><h2>Config</h2>
-{_table([(k, ", ".join(map(str, v)) if isinstance(v, list) else v) for k, v in config.items()])}
+{_config_html(config)}
 <h2>Versions</h2>
 {_table(list(versions.items()))}
 </div></div>
