@@ -39,7 +39,7 @@ def compare(models, data="bbc-news", **options):
 
 
 def fill_mask(model, texts, top_k=5):
-    """Top-k fillers per mask: fill_mask("runs/demo", "The [MASK] is happy.")."""
+    """Top-k fillers per mask, as transformers' fill-mask pipeline answers: fill_mask("runs/demo", "The [MASK] is happy.")."""
     from .predict import fill_mask as _fill_mask
 
     return _fill_mask(model, texts, top_k)
