@@ -183,3 +183,10 @@ def test_predict_stdin_not_utf8_is_one_error_line(tiny_bert, capsys, monkeypatch
     out, err = capsys.readouterr()
     assert code == 2 and out == ""
     one_error_line(err, *words, "UTF-8")
+
+
+def test_sequences_can_be_left_out(tiny_bert):
+    fm = FillMask(tiny_bert)
+    full, bare = (fm.predict(["[MASK] and [MASK]."], top_k=3, sequences=flag)[0] for flag in (True, False))
+    assert [[p.token_id for p in m] for m in full] == [[p.token_id for p in m] for m in bare]
+    assert all(p.sequence for m in full for p in m) and not any(p.sequence for m in bare for p in m)

@@ -168,7 +168,7 @@ def cmd_predict(args) -> int:
     for m in models:
         if m.grown_head:
             print(f"note: {m.name} has no MLM head; its predictions come from an untrained head", file=sys.stderr)
-    results = [m.predict(texts, top_k=args.top_k) for m in models]
+    results = [m.predict(texts, top_k=args.top_k, sequences=args.json) for m in models]
     for i, text in enumerate(texts):
         if args.json:
             record = {"text": text, "masks": [[p.as_dict() for p in mask] for mask in results[0][i]]}

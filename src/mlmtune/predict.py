@@ -84,8 +84,10 @@ class FillMask:
         return answers[0] if len(answers) == 1 else answers  # as the pipeline: a list of one is that one
 
     @torch.no_grad()
-    def predict(self, texts: list[str], top_k: int = 5) -> list[list[list[Prediction]]]:
-        """texts -> per text, per mask (in order), the top_k predictions."""
+    def predict(self, texts: list[str], top_k: int = 5, *, sequences: bool = True) -> list[list[list[Prediction]]]:
+        """texts -> per text, per mask (in order), the top_k predictions. `sequences=False` leaves each
+        Prediction's sequence empty: one decode of the whole text per prediction saved (8 masks x top 50
+        of a 2,000-character text: ~80 ms) where only the words are shown."""
         if isinstance(texts, str):  # a string is not a list of one-character texts
             texts = [texts]
         if not texts:
@@ -96,7 +98,8 @@ class FillMask:
                              f"pass a top-k between 1 and {vocab}, e.g. --top-k 5")
         texts = [self.check(t) for t in texts]
         if len(texts) > self.batch_size:
-            return [r for i in range(0, len(texts), self.batch_size) for r in self.predict(texts[i:i + self.batch_size], top_k)]
+            return [r for i in range(0, len(texts), self.batch_size)
+                    for r in self.predict(texts[i:i + self.batch_size], top_k, sequences=sequences)]
         with self._lock:  # one forward at a time (torch uses every core for one); the tokenizer is not reentrant
             enc = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=self.max_length)
             mask_id = self.tokenizer.mask_token_id
@@ -125,10 +128,10 @@ class FillMask:
             word = dict(zip(distinct, self.tokenizer.batch_decode([[t] for t in distinct])))  # the pipeline's token_str
             out, row = [], 0
             for i, n in enumerate(at_mask.sum(1).tolist()):  # masks per text
-                sequences = self._sequences(whole[i], top_ids[row:row + n])
+                filled = self._sequences(whole[i], top_ids[row:row + n]) if sequences else [[""] * k] * n
                 out.append([
                     [Prediction(word[t].strip(), float(s), t, word[t], seq)
-                     for s, t, seq in zip(scores[r], top_ids[r], sequences[r - row])]
+                     for s, t, seq in zip(scores[r], top_ids[r], filled[r - row])]
                     for r in range(row, row + n)
                 ])
                 row += n

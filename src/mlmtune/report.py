@@ -168,8 +168,8 @@ def _result_value(key: str, value) -> str:
 
 
 def _predictions_html(probes: list[str], tuned, base) -> str:
-    top_tuned = tuned.predict(probes, top_k=5)
-    top_base = base.predict(probes, top_k=5) if base is not None else None
+    top_tuned = tuned.predict(probes, top_k=5, sequences=False)
+    top_base = base.predict(probes, top_k=5, sequences=False) if base is not None else None
     parts = []
     for i, probe in enumerate(probes):
         for m, tuned_mask in enumerate(top_tuned[i]):
