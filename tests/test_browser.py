@@ -224,6 +224,8 @@ def test_phone_shows_the_tuned_results_after_fill_in(server_url, browser):
     assert 0 <= box["y"] < 844 / 2, box
     assert page.evaluate("window.innerHeight") == 844
     assert base.bounding_box()["y"] >= box["y"] + box["height"] - 1  # the base below it
+    track = tuned.locator(".prediction .bar").first.bounding_box()
+    assert track["width"] >= 60, track  # a bar, not a dot, beside the word and its value
     assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
     assert not problems, problems
 
