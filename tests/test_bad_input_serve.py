@@ -235,8 +235,11 @@ def test_connections_beyond_max_connections_get_503(app):
     (b'{"text": "The [MASK] is happy.", "top_k": 2.5}', "top_k", ["top_k", "got 2.5"]),
     (b'{"text": "The [MASK] is \\ud800 happy."}', "text", ["lone surrogate \\ud800", "pair"]),
     (b'{"text": "The [MASK] is \xff happy."}', "body", ["not valid UTF-8", "0xff", "UTF-8"]),
+    (b'{"inputs": "The [MASK].", "parameters": {"top_k": true}}', "parameters.top_k",
+     ["parameters.top_k", "got true", "whole number"]),
     (b'{"text": ' + b"[" * 20000 + b"]" * 20000 + b"}", "body", ["nested too deeply", '{"text"']),
-], ids=["top-k-true", "top-k-string", "top-k-fraction", "lone-surrogate", "invalid-utf-8", "deeply-nested"])
+], ids=["top-k-true", "top-k-string", "top-k-fraction", "lone-surrogate", "invalid-utf-8",
+        "parameters-top-k-true", "deeply-nested"])
 def test_each_is_a_422_naming_the_field_and_fix(client, content, field, words):
     r = client.post(API, content=content, headers={"content-type": "application/json"})
     json_error(r, 422, *words)

@@ -107,12 +107,17 @@ def test_huggingface_hub_client_reads_the_answer(live_url, monkeypatch):
         ({"inputs": "The [MASK].", "top_k": 3}, ["not both", '"parameters": {"top_k": 5}']),
         ({"text": "The [MASK].", "inputs": "The [MASK]."}, ["not both"]),
         ({"text": "The [MASK].", "parameters": {"top_k": 2}}, ["not both"]),
+        ({"inputs": ["The [MASK].", 7]}, ["inputs must be a text or a list of texts"]),
+        ({"inputs": ["The [MASK].", "The \ud800 [MASK]."]}, ["inputs[1]", "lone surrogate U+D800", "UTF-8"]),
     ],
     ids=["no-mask", "second-no-mask", "empty-list", "too-many", "empty", "too-long", "not-text", "top-k-0",
-         "unknown-parameter", "parameters-not-object", "top-k-beside-inputs", "text-and-inputs", "text-and-parameters"],
+         "unknown-parameter", "parameters-not-object", "top-k-beside-inputs", "text-and-inputs", "text-and-parameters",
+         "item-not-text", "lone-surrogate"],
 )
 def test_each_limit_of_the_hub_request_is_a_422(client, body, words):
-    r = client.post(API, json=body)
+    import json
+
+    r = client.post(API, content=json.dumps(body), headers={"content-type": "application/json"})  # \ud800 escaped
     assert r.status_code == 422, r.text
     detail = r.json()["detail"]
     for word in words:

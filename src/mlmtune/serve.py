@@ -44,7 +44,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .errors import InputError, MlmtuneError
-from .predict import GENERIC_MASK, FillMask, pipeline_shape
+from .predict import GENERIC_MASK, FillMask, pipeline_shape, require_utf8
 
 MAX_TEXT_CHARS = 2000
 MAX_MASKS = 8
@@ -124,7 +124,7 @@ _BODY_HINT = (f'send a JSON object such as {{"text": "{EXAMPLE}", "top_k": 5}} '
 
 def _message(error: dict) -> str:
     """One pydantic/FastAPI validation error -> a sentence a person understands."""
-    loc = [str(p) for p in error.get("loc", ()) if p != "body"]
+    loc = _loc(error)
     field = loc[0] if loc else None
     kind = error.get("type", "")
     value = error.get("input")
@@ -148,10 +148,8 @@ def _message(error: dict) -> str:
                     "shorten it to the sentence around the mask")
         if kind == "string_too_short":
             return f"text is empty: write a sentence with [MASK] where a word should be filled in, e.g. {EXAMPLE!r}"
-        if kind == "string_unicode":  # JSON's "\ud800" alone: a half of a pair, not a character
-            bad = next((f" \\u{ord(c):04x}" for c in str(value) if 0xD800 <= ord(c) <= 0xDFFF), "")
-            return (f"text contains a lone surrogate{bad}, which is not a character: escape a character "
-                    "beyond \\uffff as a pair (\\ud83d\\ude00) or send it unescaped in UTF-8")
+        if kind == "string_unicode":
+            return f"text {_surrogate(value)}"
         return f"text must be a string, got {type(value).__name__}: {_BODY_HINT}"
     if field == "top_k" or loc[1:2] == ["top_k"]:
         shown = json.dumps(value) if isinstance(value, bool) or value is None else (
@@ -161,8 +159,20 @@ def _message(error: dict) -> str:
     return f"{'.'.join(loc)}: {error.get('msg', 'invalid value')}"
 
 
+def _surrogate(value) -> str:
+    """JSON's "\\ud800" alone: half of a pair, not a character."""
+    bad = next((f" \\u{ord(c):04x}" for c in str(value) if 0xD800 <= ord(c) <= 0xDFFF), "")
+    return (f"contains a lone surrogate{bad}, which is not a character: escape a character "
+            "beyond \\uffff as a pair (\\ud83d\\ude00) or send it unescaped in UTF-8")
+
+
+def _loc(error: dict) -> list[str]:
+    """Where an error lies, without "body" and pydantic's names of the branches of `inputs` (str, list[str])."""
+    return [str(p) for p in error.get("loc", ()) if p not in ("body", "str", "list[str]")]
+
+
 def _field(error: dict) -> str:
-    loc = [str(p) for p in error.get("loc", ()) if p != "body"]
+    loc = _loc(error)
     return "body" if not loc or error.get("type") == "json_invalid" else ".".join(loc)
 
 
@@ -366,6 +376,7 @@ async def _hub_answer(body: FillMaskRequest, served: list[Served]) -> list:
         if len(text) > MAX_TEXT_CHARS:
             raise HTTPException(422, f"{what} is too long: {len(text):,} characters, the limit is "
                                      f"{MAX_TEXT_CHARS:,}: shorten it to the sentence around the mask")
+        require_utf8(text, what)  # a lone surrogate passes pydantic's str | list[str]
         checked.append(_checked_text(text, served, what))
     top_k = body.parameters.top_k if body.parameters else TOP_K
     tuned = served[0]
