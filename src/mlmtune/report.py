@@ -293,7 +293,9 @@ def _when_line(run: dict, results: dict, records: list[dict]) -> str:
     text = f"run on {start:%Y-%m-%d} at {start:%H:%M} UTC"
     if end is not None and end >= start:
         text += f", finished {end:%H:%M}" if end.date() == start.date() else f", finished {end:%Y-%m-%d %H:%M}"
-    wall = _number(results.get("wall_seconds"))
+    stamped = _moment(results.get("started_at")), _moment(results.get("finished_at"))
+    # the time taken: results.json's own start and end, else its wall_seconds (the last session's), else the span
+    wall = (stamped[1] - stamped[0]).total_seconds() if None not in stamped else _number(results.get("wall_seconds"))
     wall = (end - start).total_seconds() if wall is None and end is not None and end >= start else wall
     if wall is not None:
         text += f" ({duration(wall)})"
