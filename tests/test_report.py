@@ -353,3 +353,11 @@ def test_run_date_and_baseline_accuracy(tmp_path):
     assert "run on 2026-11-25 at 08:00 UTC, finished 08:02 (2 min 36 s)" in page
     assert "masked-token accuracy <b>4.0%</b> (baseline) &rarr; <b>31.0%</b>" in page
     assert "<tr><th>baseline_accuracy</th><td>4.0%</td></tr>" in page
+
+    # figures of the wrong type (a hand edit, another version) fall back, never fail the report
+    (tmp_path / "results.json").write_text(json.dumps({"started_at": "yesterday", "finished_at": [1],
+                                                       "baseline_accuracy": "high", "wall_seconds": None}))
+    write_report(tmp_path, say=lambda m: None)
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "run on 2026-11-24 at 13:29 UTC, X
+    assert "masked-token accuracy <b>0.0%</b> (baseline)" in page
