@@ -359,5 +359,5 @@ def test_run_date_and_baseline_accuracy(tmp_path):
                                                        "baseline_accuracy": "high", "wall_seconds": None}))
     write_report(tmp_path, say=lambda m: None)
     page = (tmp_path / "report.html").read_text(encoding="utf-8")
-    assert "run on 2026-11-24 at 13:29 UTC, X
+    assert "run on 2026-11-24 at 13:29 UTC, finished 13:36 (6 min 57 s)" in page  # run.json's start, the last record
     assert "masked-token accuracy <b>0.0%</b> (baseline)" in page
