@@ -248,6 +248,16 @@ def test_evaluate_with_a_run_json_scores_the_runs_own_model_on_its_own_eval_set(
     assert row["masked_tokens"] == results["eval_masked_tokens"]
 
 
+def test_evaluate_with_a_streamed_runs_json_says_its_eval_set_differs(tiny_bert, split_news, tmp_path, capsys):
+    train, _ = split_news
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, *train_args(tiny_bert, out, "--data", train, "--streaming", "--max-steps", 1,
+                                               "--eval-size", 10))
+    assert_ok(code, err)
+    code, _, err = run_cli(capsys, "evaluate", "--config", out / "run.json", "--json")
+    assert code == 0 and "its numbers are not the run's" in err
+
+
 def test_run_json_command_runs_as_written(tiny_bert, split_news, tmp_path, capsys):
     train, valid = split_news
     out = tmp_path / "my run"  # a space, a value that starts with '-', a quote: all must survive

@@ -136,6 +136,10 @@ def cmd_evaluate(args) -> int:
         print(f"note: scoring the run's own model in {own} (trained from {cfg.model}) on its evaluation set; "
               f"--model {cfg.model} scores the base", file=sys.stderr)
         models = [own]
+        if load_config_file(args.config).get("streaming"):
+            print("note: that run streamed and evaluated on the first documents of its stream; evaluate reads the "
+                  "text whole and draws its evaluation examples with --seed, so its numbers are not the run's",
+                  file=sys.stderr)
     models = models or [cfg.model]
     cfg = cfg.replace(model=models[0])
     # With --eval-data, --data is read only when it was given: its text is then dropped from the
