@@ -23,7 +23,7 @@ def train(config=None, **overrides):
     return _train(config, **overrides)
 
 
-def evaluate(model="minilm", data="bbc-news", **options):
+def evaluate(model="minilm", data=None, **options):
     """Perplexity and accuracy of `model` on the held-out part of `data` (an EvalResult)."""
     from .evaluate import evaluate as _evaluate
 

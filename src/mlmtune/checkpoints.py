@@ -70,7 +70,8 @@ def save_checkpoint(accelerator, output_dir: Path, step: int, state: dict, keep:
 # The counters fit() keeps in trainer_state.json besides the step; None where a figure was not finite.
 COUNTERS = {"tokens": (int,), "train_seconds": (int, float), "eval_seconds": (int, float),
             "warm_seconds": (int, float), "budget_spent": (int, float),
-            "baseline_perplexity": (int, float, type(None)), "warm_start_perplexity": (int, float, type(None))}
+            "baseline_perplexity": (int, float, type(None)), "warm_start_perplexity": (int, float, type(None)),
+            "baseline_accuracy": (int, float, type(None))}
 
 
 def _state_problem(state, folder: Path) -> str | None:
@@ -159,6 +160,9 @@ def checkpoint_to_resume(cfg: Config, out: Path) -> Path:
     if problem:
         raise ConfigError(f"--resume needs the config of the run in {out}: {problem}; "
                           f"resume with --config {out / 'run.json'} --resume")
+    from .continuation import check_same_plan
+
+    check_same_plan(saved, cfg)
     found = complete_checkpoints(out)
     if not found:
         raise CheckpointError(f"--resume: {out} has no complete checkpoint: start again with --overwrite "

@@ -81,8 +81,9 @@ def concat_blocks(parts: list[Blocks]) -> Blocks:
 
 
 def tokenize(texts: list[str], tokenizer, *, truncate_to: int | None = None, batch_size: int = 1000,
-             progress: bool = True) -> Blocks:
-    """One sequence per text, with special tokens and word ids, through the tokenizer in batched `datasets.map`."""
+             progress: bool = True, stats: dict | None = None) -> Blocks:
+    """One sequence per text, with special tokens and word ids, through the tokenizer in batched `datasets.map`.
+    With `stats` (and `truncate_to`), stats["truncated"] is how many texts were cut at `truncate_to`."""
     import datasets
 
     fast = getattr(tokenizer, "is_fast", False)  # only fast tokenizers give word ids
@@ -96,11 +97,17 @@ def tokenize(texts: list[str], tokenizer, *, truncate_to: int | None = None, bat
             words = [[-1 if w is None else w for w in enc.word_ids(i)] for i in range(len(batch["text"]))]
         else:  # no word ids: -1 everywhere (whole-word masking refuses such a tokenizer up front)
             words = [[-1] * len(ids) for ids in enc["input_ids"]]
-        return {"input_ids": enc["input_ids"], "word_ids": words}
+        out = {"input_ids": enc["input_ids"], "word_ids": words}
+        if counting:  # a fast tokenizer keeps what it cut off; a slow one: a full-length row may be cut
+            out["truncated"] = ([bool(e.overflowing) for e in enc.encodings] if fast and enc.encodings
+                                else [len(ids) >= truncate_to for ids in enc["input_ids"]])
+        return out
 
+    counting = stats is not None and truncate_to is not None
     features = datasets.Features({
         "input_ids": datasets.List(datasets.Value("int32")),
         "word_ids": datasets.List(datasets.Value("int32")),
+        **({"truncated": datasets.Value("bool")} if counting else {}),
     })
     shown = datasets.is_progress_bar_enabled()
     if not progress:
@@ -113,6 +120,8 @@ def tokenize(texts: list[str], tokenizer, *, truncate_to: int | None = None, bat
     finally:
         if shown:
             datasets.enable_progress_bars()
+    if stats is not None:
+        stats["truncated"] = int(np.sum(ds.data.column("truncated").to_numpy())) if counting and len(ds) else 0
     if len(ds) == 0:
         return Blocks(np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(1, np.int64))
     ids = ds.data.column("input_ids").combine_chunks()
@@ -180,13 +189,15 @@ class Splits:
     train: Blocks
     eval: Blocks
     documents: int
-    holdout: str  # "split" (the source's own), "documents" or "tail"
+    holdout: str  # "split" (the source's own), "eval-data" (--eval-data), "documents" or "tail"
     duplicates: int = 0  # exact repeats dropped before the split
+    truncated: int = 0  # --line-by-line: lines cut at the longest example
 
     def summary(self) -> dict:
         return {
             "documents": self.documents,
             "duplicates_dropped": self.duplicates,
+            "lines_truncated": self.truncated,
             "holdout": self.holdout,
             "train_examples": len(self.train),
             "train_tokens": self.train.num_tokens,
@@ -199,10 +210,12 @@ class Splits:
 
 def prepare(documents: Documents, tokenizer, *, chunk_size: int = 128, line_by_line: bool = False,
             max_length: int | None = None, train_size: int | None = None, eval_size: int | None = None,
-            eval_fraction: float = 0.1, seed: int = 42) -> Splits:
+            eval_fraction: float = 0.1, seed: int = 42, eval_source: str = "split", need_train: bool = True) -> Splits:
     """Drop repeated documents, tokenize once, hold out evaluation text, then make blocks and
     downsample each side. A document that occurs twice could land on both sides of the split (BBC
-    News holds 98 repeated articles), so repeats go first: the eval set never holds training text."""
+    News holds 98 repeated articles), so repeats go first: the eval set never holds training text.
+    `eval_source` names where `documents.eval` came from ("split" or "eval-data"); `need_train=False`
+    (evaluate) asks for the evaluation set only, so an empty training part is no error."""
     train_texts, duplicates = drop_duplicates(documents.train)
     seen = {same_text(t) for t in train_texts}
     eval_texts = None
@@ -211,13 +224,14 @@ def prepare(documents: Documents, tokenizer, *, chunk_size: int = 128, line_by_l
         duplicates += eval_duplicates
     n_train_docs = len(train_texts)
     texts = train_texts + (eval_texts or [])
-    docs = tokenize(texts, tokenizer, truncate_to=max_length if line_by_line else None)
+    stats: dict = {}
+    docs = tokenize(texts, tokenizer, truncate_to=max_length if line_by_line else None, stats=stats)
 
     def to_blocks(d: Blocks) -> Blocks:
         return d if line_by_line else cut(d, chunk_size)
 
     if eval_texts is not None:
-        holdout = "split"
+        holdout = eval_source
         train = to_blocks(docs.take(np.arange(n_train_docs)))
         eval_ = to_blocks(docs.take(np.arange(n_train_docs, len(docs))))
     elif n_train_docs >= MIN_DOCS_FOR_HOLDOUT:
@@ -234,12 +248,14 @@ def prepare(documents: Documents, tokenizer, *, chunk_size: int = 128, line_by_l
         eval_ = blocks.take(np.arange(max(0, len(blocks) - n_eval), len(blocks)))
 
     unit = "lines" if line_by_line else f"blocks of {chunk_size} tokens"
-    if len(train) == 0 or len(eval_) == 0:
+    if (len(train) == 0 and need_train) or len(eval_) == 0:
         fix = "add text: at least 2 non-empty lines" if line_by_line else "add text or lower --chunk-size"
         if len(train) == 0 and holdout != "split" and eval_fraction >= 0.5:
             fix = f"lower --eval-fraction ({eval_fraction:g} holds out nearly everything; 0.1 is usual)"
         elif len(eval_) == 0 and eval_texts is not None and not eval_texts:
-            fix = "the evaluation split holds only text that training holds too: choose another --eval-split"
+            fix = ("the --eval-data text is all --data text too: give evaluation text that --data does not hold"
+                   if eval_source == "eval-data" else
+                   "the evaluation split holds only text that training holds too: choose another --eval-split")
         raise DataError(
             f"the corpus is too small: {docs.num_tokens} tokens give {len(train)} training and "
             f"{len(eval_)} evaluation {unit}: {fix}"
@@ -250,6 +266,7 @@ def prepare(documents: Documents, tokenizer, *, chunk_size: int = 128, line_by_l
         documents=len(texts),
         holdout=holdout,
         duplicates=duplicates,
+        truncated=stats.get("truncated", 0),
     )
 
 
@@ -267,13 +284,26 @@ def check_lengths(cfg, max_positions: int) -> None:
         )
 
 
-def splits_from_config(cfg, tokenizer, max_positions: int) -> Splits:
-    """The recipe's data step: read --data, then `prepare` with the config's options."""
-    from .corpus import read_corpus
+def documents_from_config(cfg, *, read_train: bool = True, label_column: str | None = None):
+    """--data (unless `read_train` is False: evaluate with --eval-data and no --data), and the
+    --eval-data sources as its evaluation documents."""
+    from .corpus import Documents, read_corpus, read_eval_sources
 
+    documents = (read_corpus(cfg.data, split=cfg.data_split, eval_split=cfg.eval_split, text_column=cfg.text_column,
+                             encoding=cfg.encoding, line_by_line=cfg.line_by_line, label_column=label_column)
+                 if read_train and cfg.data else Documents())
+    if cfg.eval_data:
+        documents = read_eval_sources(documents, cfg.eval_data, split=cfg.data_split, text_column=cfg.text_column,
+                                      encoding=cfg.encoding, line_by_line=cfg.line_by_line, label_column=label_column)
+    return documents
+
+
+def splits_from_config(cfg, tokenizer, max_positions: int, *, read_train: bool = True,
+                       need_train: bool = True) -> Splits:
+    """The recipe's data step: read --data (and --eval-data), then `prepare` with the config's options."""
     check_lengths(cfg, max_positions)
-    documents = read_corpus(cfg.data, split=cfg.data_split, eval_split=cfg.eval_split,
-                            text_column=cfg.text_column, encoding=cfg.encoding, line_by_line=cfg.line_by_line)
+    documents = documents_from_config(cfg, read_train=read_train)
     return prepare(documents, tokenizer, chunk_size=cfg.chunk_size, line_by_line=cfg.line_by_line,
                    max_length=cfg.max_length or max_positions, train_size=cfg.train_size,
-                   eval_size=cfg.eval_size, eval_fraction=cfg.eval_fraction, seed=cfg.seed)
+                   eval_size=cfg.eval_size, eval_fraction=cfg.eval_fraction, seed=cfg.seed,
+                   eval_source="eval-data" if cfg.eval_data else "split", need_train=need_train)

@@ -38,7 +38,10 @@ def add_config_flags(parser: argparse.ArgumentParser, only: list[str] | None = N
             hint = _hint(f.name)
             default = f.default if f.default is not MISSING else f.default_factory()
             shown = ", ".join(default) if isinstance(default, list) else default
-            help_text = f"{f.metadata['help']} (default: {shown})"
+            if shown is None or shown == "":
+                shown = "none"
+            # a help text that says its default in words keeps those words, and gets no second one
+            help_text = f.metadata["help"] if "(default:" in f.metadata["help"] else f"{f.metadata['help']} (default: {shown})"
             kwargs = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
             if hint is bool:
                 g.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, **kwargs)
@@ -106,14 +109,44 @@ def done_line(results: dict) -> str:
 
 # --- evaluate ----------------------------------------------------------------------------------
 
+def run_folder_model(config_path: str | None) -> str | None:
+    """The output folder of a run, when `config_path` is that run's run.json and the folder holds
+    its saved model (config.json and results.json, written last): what `evaluate --config` scores."""
+    from pathlib import Path
+
+    if not config_path:
+        return None
+    path = Path(config_path)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not (isinstance(record, dict) and "config" in record and "versions" in record):
+        return None
+    folder = path.parent
+    return str(folder) if (folder / "config.json").is_file() and (folder / "results.json").is_file() else None
+
+
 def cmd_evaluate(args) -> int:
     from .evaluate import EVALUATE_FIELDS, format_table, run_comparison
 
     cfg = config_from_args(args, only=EVALUATE_FIELDS)
-    models = getattr(args, "models", None) or [cfg.model]  # --model, repeatable; else the config's model
+    models = getattr(args, "models", None)  # --model, repeatable; else the run's own model, else the config's
+    if not models and (own := run_folder_model(getattr(args, "config", None))):
+        print(f"note: scoring the run's own model in {own} (trained from {cfg.model}) on its evaluation set; "
+              f"--model {cfg.model} scores the base", file=sys.stderr)
+        models = [own]
+        if load_config_file(args.config).get("streaming"):
+            print("note: that run streamed and evaluated on the first documents of its stream; evaluate reads the "
+                  "text whole and draws its evaluation examples with --seed, so its numbers are not the run's",
+                  file=sys.stderr)
+    models = models or [cfg.model]
     cfg = cfg.replace(model=models[0])
+    # With --eval-data, --data is read only when it was given: its text is then dropped from the
+    # evaluation set as train drops it; the default corpus is not read for nothing.
+    data_given = "data" in vars(args) or (bool(args.config) and "data" in load_config_file(args.config))
     rows = run_comparison(cfg, models, probes=args.probes, label_column=args.label_column,
-                          say=lambda m: print(m, file=sys.stderr))
+                          say=lambda m: print(m, file=sys.stderr), read_train=data_given or not cfg.eval_data)
     if os.environ.get("RANK", "0") != "0":
         return 0
     if args.json:  # one object per model, one per line
@@ -231,8 +264,27 @@ def seconds(text: str) -> float:
     return value
 
 
+DESCRIPTION = """\
+Adapt a BERT-style masked language model (BERT, RoBERTa, MiniLM, ...) to your own text, see how much
+better it got, and fill in blanks with it. `train` prepares and masks your text, trains, measures
+perplexity before and after on fixed masks, and saves a model transformers' fill-mask pipeline loads."""
+
+EPILOG = """\
+examples:
+  mlmtune train --model bert-base-uncased --data notes.txt --eval-data held_out.txt --output-dir runs/notes
+  mlmtune train --config runs/notes/run.json --resume --max-steps 2000     train further
+  mlmtune evaluate --config runs/notes/run.json                             score the run's own model
+  mlmtune predict --model runs/notes --compare bert-base-uncased "The [MASK] is happy."
+  mlmtune serve --model runs/notes --compare bert-base-uncased
+`mlmtune COMMAND --help` lists a command's options."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="mlmtune", description=__doc__.splitlines()[0] if __doc__ else None)
+    from . import __version__
+
+    parser = Parser(prog="mlmtune", description=DESCRIPTION, epilog=EPILOG,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"mlmtune {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     p = sub.add_parser("train", help="adapt a masked LM to your text; writes the model, metrics, run.json")
@@ -245,7 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="perplexity and accuracy on the held-out part of a corpus, fixed masks; "
                                         "several models side by side")
-    p.add_argument("--config", help="YAML or run.json file (its data and masking options are used)")
+    p.add_argument("--config", help="YAML or run.json file (its data and masking options are used); the run.json "
+                                    "of a finished run scores that run's own model unless --model is given")
     p.add_argument("--json", action="store_true",
                    help='one JSON object per model and line: {"model", "perplexity", "accuracy", "masked_tokens", ...}')
     p.add_argument("--model", dest="models", action="append", default=None, metavar="MODEL",

@@ -39,7 +39,7 @@ def _opt(default, help: str, **meta):
 class DataConfig:
     data: list[str] = _opt(
         ["bbc-news"],
-        "text source, repeatable: a .txt file, a folder of .txt files, a .jsonl/.json/.csv/.parquet "
+        "text source, repeatable: a .txt file, a folder of .txt files, a .jsonl/.json/.csv/.tsv/.parquet "
         "file, a Hugging Face dataset name (e.g. imdb), or the built-in offline corpus bbc-news",
         metavar="SOURCE",
     )
@@ -47,7 +47,12 @@ class DataConfig:
     eval_split: str | None = _opt(
         None, "split of a Hugging Face dataset to evaluate on (default: hold out documents)"
     )
-    text_column: str = _opt("text", "column holding the text in .jsonl/.json/.csv/.parquet and Hub data")
+    eval_data: list[str] = _opt(
+        [], "evaluation text, repeatable, any source --data takes: nothing is then held out of --data, and the "
+        "whole of it (exact repeats and text --data also holds dropped, at most --eval-size examples) is the "
+        "fixed-mask evaluation set (default: hold out documents of --data)", metavar="SOURCE",
+    )
+    text_column: str = _opt("text", "column holding the text in .jsonl/.json/.csv/.tsv/.parquet and Hub data")
     encoding: str = _opt("utf-8", "encoding of .txt files (bbc-news is always latin-1)")
     line_by_line: bool = _opt(
         False, "one example per non-empty line, padded per batch, instead of concatenate-and-cut"
@@ -149,6 +154,8 @@ RESUMABLE_CHANGES = {
     "resume", "overwrite", "output_dir", "log_every", "save_every", "keep_checkpoints",
     "report_to", "report", "probe", "eval_every", "eval_batch_size",
 }
+# The planned length may change too: a --resume with a larger total trains further (continuation.py).
+TOTALS = {"max_steps", "epochs", "max_time"}
 
 
 @dataclass
@@ -295,6 +302,28 @@ def to_yaml(cfg: Config) -> str:
     return "\n".join(parts)
 
 
+def to_command(cfg: Config, command: str = "train") -> str:
+    """The config as a command that runs as written: `mlmtune train` and a flag for every value that
+    differs from its default, each shell-quoted (`--flag=value`, so a value that starts with '-' stays
+    a value). Never --overwrite or --resume: like run.json, it does not replace or continue a run."""
+    import shlex
+
+    words = ["mlmtune", command]
+    for name, value in cfg.to_dict().items():
+        f = FIELDS[name]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if value == default or name in ("overwrite", "resume"):
+            continue
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            words.append(flag if value else "--no-" + flag[2:])
+        elif isinstance(value, list):
+            words.extend(f"{flag}={v}" for v in value)
+        else:
+            words.append(f"{flag}={'none' if value is None else value}")
+    return shlex.join(words)
+
+
 def validate(cfg: Config, *, training: bool = True) -> None:
     """Every problem with the values, in one message naming each flag."""
     problems: list[str] = []
@@ -327,7 +356,8 @@ def validate(cfg: Config, *, training: bool = True) -> None:
     check(cfg.eval_size is None or cfg.eval_size > 0, f"--eval-size must be positive, got {cfg.eval_size}")
     check(0 < cfg.eval_fraction < 1, f"--eval-fraction must be between 0 and 1, got {cfg.eval_fraction}")
     check(cfg.dropout is None or 0 <= cfg.dropout < 1, f"--dropout must be in [0, 1), got {cfg.dropout}")
-    check(len(cfg.data) > 0, "--data needs at least one source")
+    check(len(cfg.data) > 0 or (not training and bool(cfg.eval_data)), "--data needs at least one source")
+    problems.extend(eval_data_problems(cfg))
     check(0 <= cfg.seed < 2**32, f"--seed must be between 0 and 2**32 - 1, got {cfg.seed}")
     for name, f in FIELDS.items():
         choices = f.metadata.get("choices")
@@ -368,6 +398,20 @@ def validate(cfg: Config, *, training: bool = True) -> None:
         raise ConfigError("; ".join(problems))
 
 
+def eval_data_problems(cfg: Config) -> list[str]:
+    """--eval-data replaces the held-out part of --data: options that shape a held-out part contradict it."""
+    if not cfg.eval_data:
+        return []
+    problems = [f"--eval-data {s!r} is empty: give a file, a folder or a dataset name" for s in cfg.eval_data
+                if not s.strip()]
+    if cfg.eval_split is not None:
+        problems.append("--eval-data and --eval-split both name the evaluation text: keep one")
+    if cfg.eval_fraction != FIELDS["eval_fraction"].default:
+        problems.append(f"--eval-fraction {cfg.eval_fraction:g} has no effect with --eval-data (nothing is held out "
+                        "of --data): drop --eval-fraction")
+    return problems
+
+
 def _same_duration(a, b) -> bool:
     from .schedule import parse_duration
 
@@ -381,7 +425,7 @@ def resume_mismatch(saved: dict[str, Any], current: Config) -> str | None:
     """The first field that differs between a checkpoint's config and this run's, or None."""
     now = current.to_dict()
     for key, value in now.items():
-        if key in RESUMABLE_CHANGES:
+        if key in RESUMABLE_CHANGES or key in TOTALS:
             continue
         if key in saved and saved[key] != value:
             if key == "max_time" and _same_duration(saved[key], value):

@@ -23,7 +23,7 @@ from pathlib import Path
 from .errors import DataError
 
 BUILTIN_CORPORA = {"bbc-news"}
-TABLE_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+TABLE_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}
 TEXT_SUFFIXES = {".txt", ".text", ".md"}
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # owner/name, e.g. stanfordnlp/imdb
 
@@ -235,6 +235,14 @@ def _first_message(exc: BaseException) -> str:
     return generic
 
 
+def table_options(path: Path) -> dict:
+    """datasets' reader options for a table file: a .tsv is a CSV cut at tabs, with no quoting (a
+    quote inside a TSV field is text, as in the IANA text/tab-separated-values format)."""
+    if path.suffix.lower() == ".tsv":
+        return {"delimiter": "\t", "quoting": 3}  # csv.QUOTE_NONE
+    return {}
+
+
 def _read_table(path: Path, column: str, label_column: str | None = None) -> tuple[list[str], list | None]:
     import datasets
 
@@ -243,7 +251,8 @@ def _read_table(path: Path, column: str, label_column: str | None = None) -> tup
     kind = TABLE_FORMATS[path.suffix.lower()]
     try:
         with quiet_datasets():
-            table = datasets.load_dataset(kind, data_files=str(path), split="train", keep_in_memory=True)
+            table = datasets.load_dataset(kind, data_files=str(path), split="train", keep_in_memory=True,
+                                          **table_options(path))
     except Exception as exc:  # datasets raises many types for malformed files
         raise table_error(path, exc) from None
     return _column_rows(table, column, str(path), label_column)
@@ -375,3 +384,29 @@ def read_corpus(sources: list[str], *, split: str = "train", eval_split: str | N
         out.labels = labels
         out.eval_labels = eval_labels if out.eval is not None else None
     return out
+
+
+def as_eval_source(exc: DataError, source: str) -> DataError:
+    """A reading error of an --eval-data source names that flag, not --data."""
+    return DataError(str(exc).replace(f"--data {source}", f"--eval-data {source}", 1))
+
+
+def read_eval_sources(documents: Documents, sources: list[str], *, split: str, text_column: str, encoding: str,
+                      line_by_line: bool, label_column: str | None = None) -> Documents:
+    """`documents` (the --data text, all of it for training) with the --eval-data sources as its
+    evaluation documents, read like --data."""
+    texts: list[str] = []
+    labels: list = []
+    for source in sources:
+        try:
+            part = read_corpus([source], split=split, text_column=text_column, encoding=encoding,
+                               line_by_line=line_by_line, label_column=label_column)
+        except DataError as exc:
+            raise as_eval_source(exc, source) from None
+        texts.extend(part.train)
+        labels.extend(part.labels if part.labels is not None else [None] * len(part.train))
+    documents.eval = texts
+    if any(label is not None for label in labels) or documents.labels is not None:
+        documents.labels = documents.labels if documents.labels is not None else [None] * len(documents.train)
+        documents.eval_labels = labels
+    return documents

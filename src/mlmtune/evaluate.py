@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .batching import eval_batches
-from .chunking import splits_from_config
+from .chunking import documents_from_config, splits_from_config
 from .config import Config, build_config, validate
 from .errors import ConfigError, DataError, ModelError
 from .masking import Masker, MaskingSpec
@@ -26,7 +26,7 @@ from .modeling import (MaskedLMObjective, load_masked_lm, load_tokenizer, masked
 
 # The options `evaluate` reads; the rest of a config (optimizer, schedule, output) is ignored.
 EVALUATE_FIELDS = [
-    "data", "data_split", "eval_split", "text_column", "encoding", "line_by_line", "chunk_size",
+    "data", "data_split", "eval_split", "eval_data", "text_column", "encoding", "line_by_line", "chunk_size",
     "max_length", "eval_size", "eval_fraction", "eval_mlm_probability", "mask_replace_prob",
     "random_replace_prob", "whole_word_mask", "model", "tokenizer", "precision", "seed",
     "eval_batch_size", "batch_size",
@@ -103,10 +103,12 @@ def tokenizer_difference(first, other) -> str | None:
 
 
 def run_comparison(cfg: Config, models: list[str] | None = None, *, probes=None, label_column: str | None = None,
-                   say=print) -> list[ModelScores]:
+                   say=print, read_train: bool = True) -> list[ModelScores]:
     """Score every model on the evaluation set of `cfg` (prepared and masked once); with `probes` (a
     cloze TSV path or parsed ClozeItems) the cloze accuracy, with `label_column` the linear probe.
-    Every input is checked before the first model is scored."""
+    Every input is checked before the first model is scored. The evaluation set is the held-out part
+    of --data, or --eval-data (less any --data text, unless `read_train` is False); no training part
+    is needed."""
     from .probes import CLOZE_K, answerable, check_cloze_fits, heldout_documents, probe_documents, read_cloze_file
     from .runtime import make_accelerator, shutdown
 
@@ -140,13 +142,11 @@ def run_comparison(cfg: Config, models: list[str] | None = None, *, probes=None,
         check_cloze_fits(items, tokenizer, positions)
     probe_texts = probe_labels = None
     if label_column is not None:  # the classes first: reading them is cheap, tokenizing is not
-        from .corpus import read_corpus
-
-        documents = read_corpus(cfg.data, split=cfg.data_split, eval_split=cfg.eval_split, text_column=cfg.text_column,
-                                encoding=cfg.encoding, line_by_line=cfg.line_by_line, label_column=label_column)
+        documents = documents_from_config(cfg, read_train=read_train, label_column=label_column)
         texts, labels = heldout_documents(documents, eval_fraction=cfg.eval_fraction, seed=cfg.seed)
         probe_texts, probe_labels = probe_documents(texts, labels, label_column=label_column, seed=cfg.seed, say=note)
-    splits = splits_from_config(cfg, tokenizer, positions)  # read, split and cut exactly as train does
+    # read, split and cut exactly as train does
+    splits = splits_from_config(cfg, tokenizer, positions, read_train=read_train, need_train=False)
     if items:
         reachable = answerable(items, tokenizer)
         if not all(reachable):
@@ -214,9 +214,13 @@ def _config(model: str, data, options: dict, what: str) -> Config:
     return build_config({"model": model, "data": [data] if isinstance(data, str) else data, **options})
 
 
-def evaluate(model: str = "minilm", data: str | list[str] = "bbc-news", **options) -> EvalResult:
-    """Python API: `mlmtune.evaluate("runs/demo", "bbc-news", eval_size=500).perplexity`."""
-    return run_evaluation(_config(model, data, options, "evaluate"))
+def evaluate(model: str = "minilm", data: str | list[str] | None = None, **options) -> EvalResult:
+    """Python API: `mlmtune.evaluate("runs/demo", "bbc-news", eval_size=500).perplexity`, or
+    `mlmtune.evaluate("runs/demo", eval_data=["valid.txt"])` (data defaults to bbc-news, and is not
+    read when only eval_data is given)."""
+    read_train = data is not None or not options.get("eval_data")
+    cfg = _config(model, "bbc-news" if data is None else data, options, "evaluate")
+    return run_comparison(cfg, read_train=read_train)[0].result
 
 
 def compare(models: list[str], data: str | list[str] = "bbc-news", *, probes=None, label_column: str | None = None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -51,6 +52,11 @@ def evaluate_batches(objective, batches: list[Batch], device, reduce=None) -> Ev
     objective.train(was_training)
     nll, correct, count = sums.tolist()
     return EvalResult.from_sums(nll, correct, count)
+
+
+def utc_iso(seconds: float | None = None) -> str:
+    """A wall-clock time (now by default) in ISO 8601 UTC, to the second: 2026-11-24T15:30:00Z."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() if seconds is None else seconds))
 
 
 class MetricsLog:

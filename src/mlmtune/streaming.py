@@ -20,7 +20,8 @@ import numpy as np
 
 from .chunking import Blocks, concat_blocks, cut, same_text, tokenize
 from .corpus import (BUILTIN_CORPORA, TABLE_FORMATS, TEXT_SUFFIXES, bbc_news_folder, looks_like_path,
-                     missing_source_error, quiet_datasets, read_text_file, split_documents, table_error)
+                     missing_source_error, quiet_datasets, read_text_file, split_documents, table_error,
+                     table_options)
 from .errors import DataError
 
 SHUFFLE_DOCUMENTS = 1000  # documents in the datasets shuffle buffer
@@ -68,7 +69,7 @@ def _open_source(source: str, *, split: str, text_column: str, encoding: str, li
         with quiet_datasets():
             if path.is_file():
                 stream = datasets.load_dataset(TABLE_FORMATS[path.suffix.lower()], data_files=str(path),
-                                               split="train", streaming=True)
+                                               split="train", streaming=True, **table_options(path))
             else:
                 stream = datasets.load_dataset(source, split=split, streaming=True)
             first = next(iter(stream), None)
@@ -102,8 +103,11 @@ class StreamingData:
     """The held-out evaluation blocks, and a generator of training blocks by stream index."""
 
     def __init__(self, documents, tokenizer, *, chunk_size: int, line_by_line: bool, max_length: int,
-                 eval_size: int | None, seed: int):
+                 eval_size: int | None, seed: int, eval_stream=None):
+        """`eval_stream` (--eval-data): the evaluation documents come from it, and training reads all
+        of `documents` (except copies of evaluation text)."""
         self.documents = documents
+        self.eval_stream = eval_stream
         self.tokenizer = tokenizer
         self.chunk_size = chunk_size
         self.line_by_line = line_by_line
@@ -111,7 +115,8 @@ class StreamingData:
         self.seed = seed
         self.eval_size = eval_size or 1000
         self.eval, self.eval_documents = self._hold_out()
-        if next(iter(self.documents.skip(self.eval_documents)), None) is None:
+        self.skip_documents = 0 if eval_stream is not None else self.eval_documents  # held out of the stream's head
+        if next(iter(self.documents.skip(self.skip_documents)), None) is None:
             raise DataError(f"the stream has no text left for training after the {self.eval_documents} documents "
                             "held out for evaluation: add text or lower --eval-size")
 
@@ -123,7 +128,7 @@ class StreamingData:
         """Whole documents from the head of the stream until they give eval_size blocks."""
         parts, n_docs, n_blocks, pending = [], 0, 0, []
         self.eval_texts: set[str] = set()  # training skips any later copy of these (no eval text in training)
-        for example in self.documents:
+        for example in (self.eval_stream if self.eval_stream is not None else self.documents):
             n_docs += 1
             pending.append(example["text"])
             self.eval_texts.add(same_text(example["text"]))
@@ -149,7 +154,7 @@ class StreamingData:
     def _epoch_blocks(self, epoch: int) -> Iterator[Blocks]:
         """Training blocks of one pass, in groups (one group per tokenized batch of documents)."""
         held_out = self.eval_texts
-        train = (self.documents.skip(self.eval_documents)
+        train = (self.documents.skip(self.skip_documents)
                  .filter(lambda ex: same_text(ex["text"]) not in held_out)
                  .shuffle(seed=self.seed, buffer_size=SHUFFLE_DOCUMENTS))
         train.set_epoch(epoch)

@@ -15,6 +15,7 @@ warmstart, schedule, checkpoints, outputs and runtime.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -27,10 +28,10 @@ import torch
 from .batching import Batch, epoch_order, eval_batches, make_batch, process_batches
 from .checkpoints import check_same_data, checkpoint_to_resume, complete_checkpoints, load_checkpoint, save_checkpoint
 from .chunking import check_lengths, fingerprint, splits_from_config
-from .config import Config, build_config, validate
+from .config import Config, build_config, to_command, validate
 from .errors import ConfigError, DataError, Interrupted, OutputError, TrainingError
 from .masking import Masker, MaskingSpec
-from .metrics import EvalResult, MetricsLog, evaluate_batches
+from .metrics import EvalResult, MetricsLog, evaluate_batches, utc_iso
 from .modeling import (MaskedLMObjective, load_masked_lm, load_tokenizer, masked_positions_head, max_positions,
                        use_training_attention)
 from .outputs import (atomic_write_json, check_output_dir, discard, finite_json, first_missing, put_back,
@@ -40,7 +41,7 @@ from .runtime import (SIGNAL_EXIT, AbortOnSignal, StopFlag, build_optimizer, che
                       peak_rss_mb, shutdown, start_tracker)
 from .schedule import build_scheduler, parse_duration, set_progress
 from .streaming import StreamingData, open_documents, stream_batches
-from . import warmstart
+from . import continuation, warmstart
 
 __all__ = ["fit", "train", "build_optimizer", "make_accelerator"]
 
@@ -93,13 +94,16 @@ class Recipe:
         self.device = self.accelerator.device
         self.taken = False  # phase 4 reached: the output folder is this run's
         self.budget = parse_duration(cfg.max_time) if cfg.max_time else None
+        self.started_at = time.time()  # wall clock, for results.json's started_at
         self.counters = {"tokens": 0, "train_seconds": 0.0, "eval_seconds": 0.0, "warm_seconds": 0.0,
-                         "budget_spent": 0.0, "baseline_perplexity": None, "warm_start_perplexity": None}
+                         "budget_spent": 0.0, "baseline_perplexity": None, "warm_start_perplexity": None,
+                         "baseline_accuracy": None}
         self.pending: list[dict] = []  # evaluations made before the folder was taken
         self.last_eval: EvalResult | None = None
         self.last_eval_step = -1
         self.step = 0
         self.resumed_at: int | None = None
+        self.grad_norm = None  # of the last optimizer step
 
     def run(self) -> dict:
         self.prepare_data()
@@ -133,9 +137,11 @@ class Recipe:
                 open_documents(cfg.data, split=cfg.data_split, text_column=cfg.text_column, encoding=cfg.encoding,
                                line_by_line=cfg.line_by_line),
                 self.tokenizer, chunk_size=cfg.chunk_size, line_by_line=cfg.line_by_line,
-                max_length=cfg.max_length or limit, eval_size=cfg.eval_size, seed=cfg.seed)
+                max_length=cfg.max_length or limit, eval_size=cfg.eval_size, seed=cfg.seed,
+                eval_stream=open_eval_stream(cfg) if cfg.eval_data else None)
             eval_blocks = self.stream.eval
-            self.summary = {"streaming": True, "eval_documents": self.stream.eval_documents,
+            self.summary = {"streaming": True, "holdout": "eval-data" if cfg.eval_data else "stream head",
+                            "eval_documents": self.stream.eval_documents,
                             "eval_examples": len(eval_blocks), "eval_tokens": eval_blocks.num_tokens,
                             "eval_fingerprint": fingerprint(eval_blocks)}
             self.steps_per_epoch = 0  # unknown: a stream has no length
@@ -162,6 +168,19 @@ class Recipe:
             self.total_steps = None
         else:
             self.total_steps = cfg.epochs * self.steps_per_epoch
+        if self.resume_from is not None:  # training further is fine, a total below what is done is not
+            from .checkpoints import read_state
+
+            state = read_state(self.resume_from)
+            planned = json.loads((self.out / "run.json").read_text(encoding="utf-8")).get("max_time_seconds")
+            continuation.check_not_shorter(done_steps=int(state["step"]), total_steps=self.total_steps,
+                                           spent=float(state.get("budget_spent", 0.0)), budget=self.budget,
+                                           planned_budget=planned, by_time=self.total_steps is None, cfg=cfg)
+        self.say(data_line(self.summary, cfg, world=self.world, steps_per_epoch=self.steps_per_epoch))
+        if self.summary.get("lines_truncated"):
+            where = f"--max-length {cfg.max_length}" if cfg.max_length else f"the model's {limit} tokens"
+            self.say(f"note: --line-by-line cut {self.summary['lines_truncated']:,} of {self.summary['documents']:,} "
+                     f"lines at {where} (what lies beyond is not trained on)")
         self.prepare_seconds = time.perf_counter() - self.started
 
         # the evaluation set, masked once and kept
@@ -232,7 +251,8 @@ class Recipe:
     def warm_start(self) -> None:
         cfg, acc = self.cfg, self.accelerator
         with acc.autocast():  # the same precision the prepared model will evaluate in
-            self.counters["baseline_perplexity"] = self.evaluate(0, "before training").perplexity
+            baseline = self.evaluate(0, "before training")
+        self.counters["baseline_perplexity"], self.counters["baseline_accuracy"] = baseline.perplexity, baseline.accuracy
         if not self.loaded.new_parameters or cfg.head_init == "random":
             if cfg.head_init in ("warm", "prefit"):
                 self.say(f"note: {cfg.model} has its own MLM head, so --head-init {cfg.head_init} leaves it as it is")
@@ -283,7 +303,8 @@ class Recipe:
             self.pending.append(finite_json(record))
             self.flush_metrics()
         if self.cfg.report_to != "none" and self.taken:
-            self.accelerator.log({"eval/perplexity": result.perplexity, "eval/accuracy": result.accuracy}, step=step)
+            self.accelerator.log({"eval/perplexity": result.perplexity, "eval/accuracy": result.accuracy,
+                                  "eval/loss": result.loss}, step=step)
         self.say(f"eval {when}: perplexity {result.perplexity:,.2f}, accuracy {result.accuracy:.1%} "
                  f"on {result.masked_tokens:,} masked tokens")
         if kind == "eval":
@@ -327,8 +348,6 @@ class Recipe:
         self.flush_metrics()
 
     def run_record(self) -> dict:
-        import sys
-
         return {
             # run.json is a config for later runs (--config): never one that overwrites or resumes by itself
             "config": {**self.cfg.to_dict(), "overwrite": False, "resume": False},
@@ -341,7 +360,7 @@ class Recipe:
             "total_steps": self.total_steps,
             "max_time_seconds": self.budget,
             "steps_per_epoch": self.steps_per_epoch,
-            "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
+            "command": to_command(self.cfg),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
 
@@ -355,6 +374,24 @@ class Recipe:
         goal = f"of {self.total_steps}" if self.total_steps else \
             f"with {max(0.0, self.budget - self.counters['budget_spent']):.0f} s of the budget left"
         self.say(f"resumed from {self.resume_from} at step {self.step} {goal}")
+        self.continue_plan()
+
+    def continue_plan(self) -> None:
+        """--resume with another total (a larger --max-steps, --epochs or --max-time): the schedule
+        built for the new total takes over at the step reached, and run.json records both totals."""
+        record = json.loads((self.out / "run.json").read_text(encoding="utf-8"))
+        if not continuation.plan_changed(record, self.total_steps, self.budget):
+            return
+        rates = continuation.restart_schedule(self.scheduler, spent=self.counters["budget_spent"], budget=self.budget)
+        before = (f"{record.get('total_steps')} steps" if record.get("total_steps") is not None
+                  else f"a {record.get('max_time_seconds'):g} s budget")
+        now = f"{self.total_steps} steps" if self.total_steps is not None else f"a {self.budget:g} s budget"
+        self.say(f"training further: planned for {before}, now {now}; the learning rate follows a linear schedule "
+                 f"rebuilt for {now}, {rates[0]:.3g} from here")
+        if self.main:
+            with writing("run.json", self.out):
+                atomic_write_json(self.out / "run.json", continuation.continue_record(
+                    record, self.cfg, at_step=self.step, total_steps=self.total_steps, budget=self.budget))
 
     def checkpoint(self, step: int) -> Path:
         model = self.accelerator.unwrap_model(self.objective)
@@ -400,8 +437,8 @@ class Recipe:
             where = f"the last good checkpoint is {kept[-1]}" if kept else "no checkpoint was saved"
             raise TrainingError(f"loss is {nll_sum} at step {self.step}; {where}: lower --lr or --head-lr, "
                                 "or use --precision fp32")
-        if self.cfg.max_grad_norm:
-            acc.clip_grad_norm_(objective.parameters(), self.cfg.max_grad_norm)
+        # clip_grad_norm_ returns the total norm before clipping (an infinite bound only measures it)
+        grad_norm = acc.clip_grad_norm_(objective.parameters(), self.cfg.max_grad_norm or math.inf)
         optimizer.step()
         if self.total_steps is None:  # a time budget: the schedule follows the share spent
             set_progress(self.scheduler, agreed_spent / self.budget)
@@ -410,6 +447,7 @@ class Recipe:
         optimizer.zero_grad(set_to_none=True)
         # the optimizer's time counts too; each process adds its own, the next step's reduce averages
         self.counters["budget_spent"] = agreed_spent + (time.perf_counter() - agreed_at)
+        self.grad_norm = grad_norm  # a tensor: read when logged, so no extra wait for the device
         return nll_sum, int(n_masked), stop_requested
 
     def train(self) -> None:
@@ -449,12 +487,16 @@ class Recipe:
                     loss = window["nll"] / max(window["masked"], 1)
                     tps = window["tokens"] / max(window["seconds"], 1e-9)
                     bar.set_postfix(step=step, loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}")
-                    self.metrics.write({"type": "train", "step": step, "epoch": round(step / spe, 4) if spe else 0.0,
-                                        "loss": loss, "lr": self.scheduler.get_last_lr()[0], "tokens_per_second": tps,
-                                        "masked_tokens": window["masked"], "time": time.time()})
+                    grad_norm = float(self.grad_norm) if self.grad_norm is not None else None
+                    self.metrics.write(finite_json({
+                        "type": "train", "step": step, "epoch": round(step / spe, 4) if spe else 0.0,
+                        "loss": loss, "lr": self.scheduler.get_last_lr()[0], "grad_norm": grad_norm,
+                        "tokens_per_second": tps, "masked_tokens": window["masked"], "time": time.time()}))
                     if cfg.report_to != "none":
                         self.accelerator.log({"train/loss": loss, "train/tokens_per_second": tps,
-                                              "train/lr": self.scheduler.get_last_lr()[0]}, step=step)
+                                              "train/lr": self.scheduler.get_last_lr()[0],
+                                              **({"train/grad_norm": grad_norm} if grad_norm is not None else {})},
+                                             step=step)
                     window = {"nll": 0.0, "masked": 0, "tokens": 0, "seconds": 0.0}
                 # evaluate and checkpoint when due
                 epoch_end = spe > 0 and step % spe == 0
@@ -492,6 +534,7 @@ class Recipe:
             "prepare_seconds": round(self.prepare_seconds, 3),  # this session: reading, tokenizing, cutting
             "wall_seconds": round(time.perf_counter() - self.started, 3),  # this session, up to the final save
             "baseline_perplexity": counters["baseline_perplexity"],
+            "baseline_accuracy": counters["baseline_accuracy"],
             "warm_start_perplexity": counters["warm_start_perplexity"],
             "eval_perplexity": self.last_eval.perplexity,
             "eval_accuracy": self.last_eval.accuracy,
@@ -500,6 +543,8 @@ class Recipe:
             "processes": self.world,
             "precision": acc.mixed_precision,
         }
+        # this session's start and its end, before the final save (wall_seconds spans the same)
+        results.update(started_at=utc_iso(self.started_at), finished_at=utc_iso())
         if self.main:
             inner = acc.unwrap_model(self.objective)
             inner = getattr(inner, "_orig_mod", inner)  # torch.compile wrapper
@@ -519,6 +564,35 @@ class Recipe:
             write_report(out, base_model=cfg.model, probes=cfg.probe, say=self.say)
         shutdown(acc)
         return results
+
+
+def open_eval_stream(cfg: Config):
+    """--eval-data as a stream (beside a streamed --data), its reading errors naming --eval-data."""
+    from .corpus import as_eval_source
+
+    try:
+        return open_documents(cfg.eval_data, split=cfg.data_split, text_column=cfg.text_column,
+                              encoding=cfg.encoding, line_by_line=cfg.line_by_line)
+    except DataError as exc:
+        source = next((s for s in cfg.eval_data if f"--data {s}" in str(exc)), cfg.eval_data[0])
+        raise as_eval_source(exc, source) from None
+
+
+def data_line(summary: dict, cfg: Config, *, world: int, steps_per_epoch: int) -> str:
+    """The data summary `train` prints before anything else happens."""
+    unit = "lines" if cfg.line_by_line else f"blocks of {cfg.chunk_size} tokens"
+    held = {"eval-data": "from --eval-data", "split": f"from --eval-split {cfg.eval_split}",
+            "documents": "held out as whole documents", "tail": "the tail of the text",
+            "stream head": "the first documents of the stream"}.get(summary.get("holdout"), "")
+    global_batch = cfg.batch_size * world * cfg.gradient_accumulation_steps
+    batch = (f"global batch of {global_batch} ({cfg.batch_size} per process x {world} process"
+             f"{'es' if world > 1 else ''} x {cfg.gradient_accumulation_steps} accumulation)")
+    evaluation = (f"{summary['eval_examples']:,} evaluation {unit} ({summary['eval_tokens']:,} tokens, {held})")
+    if summary.get("streaming"):
+        return f"data: streamed; {evaluation}, from {summary['eval_documents']:,} documents; {batch}"
+    repeats = f", {summary['duplicates_dropped']:,} repeats dropped" if summary.get("duplicates_dropped") else ""
+    return (f"data: {summary['documents']:,} documents{repeats}; {summary['train_examples']:,} training {unit} "
+            f"({summary['train_tokens']:,} tokens), {evaluation}; {steps_per_epoch:,} steps per epoch, {batch}")
 
 
 def check_finite_weights(state: dict, checkpoints: list[Path]) -> None:
