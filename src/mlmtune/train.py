@@ -41,6 +41,7 @@ from .runtime import (SIGNAL_EXIT, AbortOnSignal, StopFlag, build_optimizer, che
 from .schedule import build_scheduler, parse_duration, set_progress
 from .streaming import StreamingData, open_documents, stream_batches
 from . import warmstart
+from .sentence import write_sentence_files
 
 __all__ = ["fit", "train", "build_optimizer", "make_accelerator"]
 
@@ -506,8 +507,11 @@ class Recipe:
             # Keys of the objective's state dict are "model.<hf key>" ("_orig_mod." inserted by compile).
             model_state = {k.replace("_orig_mod.", "").removeprefix("model."): v for k, v in state_dict.items()}
             check_finite_weights(model_state, complete_checkpoints(out))
+            layout = keep_sentence_encoder(cfg.model, inner.model, model_state)
             with writing("the final model", out):
                 results["files"] = save_model(inner.model, self.tokenizer, out, state_dict=model_state)
+                if layout is not None:
+                    results["files"] += write_sentence_files(layout, out)
                 atomic_write_json(out / "results.json", results)
             self.say(f"saved the model to {out} (pipeline('fill-mask', model='{out}') loads it)")
         acc.wait_for_everyone()
@@ -519,6 +523,18 @@ class Recipe:
             write_report(out, base_model=cfg.model, probes=cfg.probe, say=self.say)
         shutdown(acc)
         return results
+
+
+def keep_sentence_encoder(base: str, model, state: dict):
+    """The base's pooler weights go into `state` (a *ForMaskedLM has no pooler); returns the base's
+    sentence-transformers files to write beside the model, or None (sentence.py)."""
+    from .sentence import pooler_weights, sentence_layout
+
+    prefix = getattr(model, "base_model_prefix", "")
+    if prefix and any(k.startswith(f"{prefix}.") for k in state):
+        dtype = model.get_input_embeddings().weight.dtype
+        state.update({k: v.to(dtype) for k, v in pooler_weights(base, prefix, set(state)).items()})
+    return sentence_layout(base)
 
 
 def check_finite_weights(state: dict, checkpoints: list[Path]) -> None:
