@@ -42,6 +42,8 @@ from .schedule import build_scheduler, parse_duration, set_progress
 from .streaming import StreamingData, open_documents, stream_batches
 from . import warmstart
 from .sentence import write_sentence_files
+from .card import write_card
+from .hub import check_hub_access, push
 
 __all__ = ["fit", "train", "build_optimizer", "make_accelerator"]
 
@@ -52,6 +54,7 @@ def fit(cfg: Config) -> dict:
     started = time.perf_counter()
     validate(cfg)
     check_tracker(cfg.report_to)
+    check_hub_access(cfg.push_to_hub)  # offline or no token: say so before training, not after
     out = Path(os.path.expanduser(cfg.output_dir))
     check_output_dir(out, overwrite=cfg.overwrite, resume=cfg.resume, inputs=run_inputs(cfg))
     resume_from = checkpoint_to_resume(cfg, out) if cfg.resume else None
@@ -512,6 +515,7 @@ class Recipe:
                 results["files"] = save_model(inner.model, self.tokenizer, out, state_dict=model_state)
                 if layout is not None:
                     results["files"] += write_sentence_files(layout, out)
+                results["files"] += write_card(out, results=results, repo=cfg.push_to_hub, say=self.say)
                 atomic_write_json(out / "results.json", results)
             self.say(f"saved the model to {out} (pipeline('fill-mask', model='{out}') loads it)")
         acc.wait_for_everyone()
@@ -522,6 +526,8 @@ class Recipe:
 
             write_report(out, base_model=cfg.model, probes=cfg.probe, say=self.say)
         shutdown(acc)
+        if self.main and cfg.push_to_hub:  # the folder is complete: a failed upload loses nothing
+            push(out, cfg.push_to_hub, say=self.say)
         return results
 
 
