@@ -98,7 +98,7 @@ class HubStandIn:
                         else payload["name"]
                     hub.created.append(payload)
                     if repo in hub.repos:
-                        return self.reply(409, {"error": "You already created this model repo"})
+                        return self.reply(409, {"error": "You already created this model repo", "url": f"{hub.url}/{repo}"})
                     hub.repos[repo] = {}
                     return self.reply(200, {"url": f"{hub.url}/{repo}", "name": repo})
                 found = re.fullmatch(r"/api/models/([^/]+/[^/]+)/(preupload|commit)/([^/?]+)(\?.*)?", self.path)

@@ -209,8 +209,7 @@ def cmd_report(args) -> int:
 def cmd_push(args) -> int:
     from .hub import push
 
-    print(push(args.output_dir, args.repo, private=args.private, checkpoints=args.checkpoints,
-               say=lambda m: print(m, file=sys.stderr)))
+    push(args.output_dir, args.repo, private=args.private, checkpoints=args.checkpoints, say=print)
     return 0
 
 
