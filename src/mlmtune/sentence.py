@@ -13,7 +13,7 @@ save; `pooler_weights` adds the pooler to the state dict the masked LM is saved 
 bert-base-uncased holds one beside its MLM head: `AutoModelForMaskedLM` lists it as unexpected and
 ignores it), and `write_sentence_files` copies the sentence-transformers files into the output
 folder, each atomically. Nothing here raises: a base whose files cannot be read (a Hub id offline
-and not in the cache) gives a note and a plain masked LM, as before.
+and not in the cache) gives a plain masked LM, as before.
 """
 
 from __future__ import annotations
