@@ -95,7 +95,9 @@ def pooler_weights(model: str, prefix: str, have: set[str]) -> dict:
     the output lacks; {} when the base has no pooler or its weights cannot be read."""
     import torch
 
-    folder = _local_folder(model, ["*.safetensors", "*.json", "pytorch_model.bin"])
+    # the top-level weights only (loading the model put them in the cache), never onnx/ or a module's
+    folder = _local_folder(model, ["model.safetensors", "model.safetensors.index.json", "model-*-of-*.safetensors",
+                                   "pytorch_model.bin"])
     if folder is None:
         return {}
     found = {}
