@@ -110,3 +110,22 @@ def test_report_rewrites_the_card_and_lists_it(finished_run, capsys):
         assert ModelCard.load(finished_run / "README.md").data.pipeline_tag == "fill-mask"
     finally:
         results_path.write_text(saved)
+
+
+def test_a_users_readme_in_a_run_folder_survives_overwrite(tiny_bert, news_folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    config = dict(model=tiny_bert, data=[news_folder], output_dir=str(out), chunk_size=32, batch_size=4, eval_size=8,
+                  train_size=16, max_steps=1, report=False, precision="fp32", seed=0)
+    fit(build_config(config))
+    assert "README.md" in json.loads((out / "results.json").read_text())["files"]
+    fit(build_config({**config, "max_steps": 2, "overwrite": True}))  # the old card is replaced
+    assert "2 optimizer steps" in (out / "README.md").read_text()
+    results = json.loads((out / "results.json").read_text())
+    results["files"].remove("README.md")  # as if README.md were a file of the user's, not the run's
+    (out / "results.json").write_text(json.dumps(results))
+    (out / "README.md").write_text("# my notes\n")
+    capsys.readouterr()
+    fit(build_config({**config, "overwrite": True}))
+    assert (out / "README.md").read_text() == "# my notes\n"
+    assert "README.md" not in json.loads((out / "results.json").read_text())["files"]
+    assert "not a model card mlmtune wrote" in capsys.readouterr().out

@@ -230,7 +230,9 @@ def card_text(out: Path, *, run: dict, results: dict, records: list[dict], repo:
               f"{_plural(processes, 'process', 'processes')}",
               f"- data: {_num(summary.get('documents'), 0)} documents, {_num(summary.get('train_examples'), 0)} "
               f"training and {_num(held, 0)} evaluation blocks",
-              "- files: `run.json` (the whole config), `metrics.jsonl`, `results.json`, `report.html`"]
+              "- files: `run.json` (the whole config), `metrics.jsonl`, `results.json`"
+              + (", `report.html` (curves and before/after fill-mask)" if config.get("report", True)
+                 or (out / "report.html").is_file() else "")]
     versions = run.get("versions") if isinstance(run.get("versions"), dict) else {}
     if versions:
         lines.append("- versions: " + ", ".join(f"{k} {versions[k]}" for k in ("mlmtune", "transformers", "torch")
