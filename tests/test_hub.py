@@ -75,6 +75,17 @@ def test_push_checkpoints_when_asked(finished_run, hub, capsys):
     assert states and all((finished_run / n).is_file() for n in states)
 
 
+def test_a_card_that_cannot_be_rewritten_is_uploaded_as_it_is(finished_run, hub, monkeypatch, capsys):
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("mlmtune.card.write_card", read_only)
+    code, out, err = run_cli(capsys, "push", finished_run, "me/read-only")
+    assert code == 0, err
+    assert "cannot be rewritten" in out
+    assert hub.repos["me/read-only"]["README.md"] == (finished_run / "README.md").read_bytes()
+
+
 def test_a_second_push_updates_the_existing_repo(finished_run, hub, capsys):
     assert run_cli(capsys, "push", finished_run, "me/twice")[0] == 0
     assert run_cli(capsys, "push", finished_run, "me/twice")[0] == 0

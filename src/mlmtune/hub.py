@@ -75,7 +75,10 @@ def push(output_dir: str | Path, repo: str, *, private: bool | None = None, chec
                           f"mlmtune train --config {out / 'run.json'} --resume), then push")
     from .card import write_card
 
-    write_card(out, repo=repo, say=say)  # the card names the repository in its example
+    try:
+        write_card(out, repo=repo, say=say)  # the card names the repository in its example
+    except OSError as exc:  # a read-only copy of a run: upload the card it has
+        say(f"note: the card in {out} cannot be rewritten for {repo} ({exc.strerror or exc}); it is uploaded as it is")
     names = files_to_push(out, checkpoints)
     from huggingface_hub import HfApi
 

@@ -121,6 +121,16 @@ def pooler_weights(model: str, prefix: str, have: set[str]) -> dict:
     return found
 
 
+def keep_sentence_encoder(base: str, model, state: dict):
+    """The base's pooler weights go into `state` (a *ForMaskedLM has no pooler); returns the base's
+    sentence-transformers files to write beside the model, or None."""
+    prefix = getattr(model, "base_model_prefix", "")
+    if prefix and any(k.startswith(f"{prefix}.") for k in state):
+        dtype = model.get_input_embeddings().weight.dtype
+        state.update({k: v.to(dtype) for k, v in pooler_weights(base, prefix, set(state)).items()})
+    return sentence_layout(base)
+
+
 def write_sentence_files(layout: SentenceLayout, out: Path) -> list[str]:
     """Copy the sentence-transformers files into `out` (each atomically); returns their relative paths."""
     written = []

@@ -6,7 +6,8 @@
   4. take_output_dir  only now is anything written: clear (--overwrite), run.json, Accelerate's prepare
   5. restore          --resume: the newest complete checkpoint
   6. train            the loop; `train_step` is one optimizer step
-  7. finish           final evaluation, finite-weight check, the model in the Hugging Face layout
+  7. finish           final evaluation, finite-weight check, the model in the Hugging Face layout, its card;
+                      then --push-to-hub uploads the complete folder
 
 Phases 1-3 write nothing, so bad input, a signal or a failure there leaves the output folder as it
 was. The components they use live in data (chunking, streaming, batching, masking), modeling,
@@ -41,7 +42,7 @@ from .runtime import (SIGNAL_EXIT, AbortOnSignal, StopFlag, build_optimizer, che
 from .schedule import build_scheduler, parse_duration, set_progress
 from .streaming import StreamingData, open_documents, stream_batches
 from . import warmstart
-from .sentence import write_sentence_files
+from .sentence import keep_sentence_encoder, write_sentence_files
 from .card import write_card
 from .hub import check_hub_access, push
 
@@ -529,18 +530,6 @@ class Recipe:
         if self.main and cfg.push_to_hub:  # the folder is complete: a failed upload loses nothing
             push(out, cfg.push_to_hub, say=self.say)
         return results
-
-
-def keep_sentence_encoder(base: str, model, state: dict):
-    """The base's pooler weights go into `state` (a *ForMaskedLM has no pooler); returns the base's
-    sentence-transformers files to write beside the model, or None (sentence.py)."""
-    from .sentence import pooler_weights, sentence_layout
-
-    prefix = getattr(model, "base_model_prefix", "")
-    if prefix and any(k.startswith(f"{prefix}.") for k in state):
-        dtype = model.get_input_embeddings().weight.dtype
-        state.update({k: v.to(dtype) for k, v in pooler_weights(base, prefix, set(state)).items()})
-    return sentence_layout(base)
 
 
 def check_finite_weights(state: dict, checkpoints: list[Path]) -> None:
