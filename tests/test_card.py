@@ -63,10 +63,19 @@ def test_hub_ids_are_named_and_local_paths_are_not(tmp_path, monkeypatch):
     assert "2 min 36 s" in card.text
 
 
+def test_a_separate_eval_set_is_the_model_index_dataset():
+    card = card_for({"model": "minilm", "data": ["notes.txt"], "eval_data": ["stanfordnlp/imdb"]})
+    assert card.data.datasets == ["stanfordnlp/imdb"]
+    assert {r.dataset_type for r in card.data.eval_results} == {"stanfordnlp/imdb"}
+    assert "blocks of [stanfordnlp/imdb]" in card.text
+    plain = card_for({"model": "minilm", "data": ["notes.txt"]})
+    assert plain.data.eval_results[0].dataset_split == "held-out documents" and not plain.data.datasets
+
+
 def test_the_base_model_of_builtin_and_cached_folders():
     assert hub_base("minilm") == "sentence-transformers/all-MiniLM-L6-v2"
-    assert hub_base("/home/me/.cache/huggingface/hub/models--google-bert--bert-base-uncased/snapshots/86b5e0934494bd15c9632b12f734a8a67f723594") \
-        == "google-bert/bert-base-uncased"
+    cached = "/home/me/.cache/huggingface/hub/models--google-bert--bert-base-uncased/snapshots/86b5e09344"
+    assert hub_base(cached) == "google-bert/bert-base-uncased"
     assert hub_base("/home/me/encoders/mine") is None and hub_base("./mine") is None
     assert hub_base("FacebookAI/roberta-base") == "FacebookAI/roberta-base"
     assert hub_datasets(["imdb", "bbc-news", "notes.txt", "a/b.csv", "~/x"]) == ["imdb"]

@@ -162,18 +162,21 @@ def card_text(out: Path, *, run: dict, results: dict, records: list[dict], repo:
     model = str(config.get("model") or "minilm")
     sources = [s for s in config.get("data") or [] if isinstance(s, str)]
     base = hub_base(model)
-    hub = hub_datasets(sources)
+    # --eval-data (a separate validation source), when the run had one: the figures are measured on it
+    eval_sources = [s for s in config.get("eval_data") or [] if isinstance(s, str)] or sources
+    hub = list(dict.fromkeys(hub_datasets(sources) + hub_datasets(eval_sources)))
+    eval_hub = hub_datasets(eval_sources)
     sentence = (out / "modules.json").is_file()
     name = repo or out.resolve().name
     perplexity, accuracy = results.get("eval_perplexity"), results.get("eval_accuracy")
-    data_name = ", ".join(hub) if hub else ", ".join(_local_name(s) for s in sources) or "text"
-    split = config.get("eval_split") or "held-out documents"
+    data_name = ", ".join(eval_hub) if eval_hub else ", ".join(_local_name(s) for s in eval_sources) or "text"
+    split = config.get("eval_split") or ("held-out documents" if eval_sources is sources else None)
     evals = []
     for metric, value, label in (("perplexity", perplexity, "Eval perplexity (fixed masks)"),
                                  ("accuracy", accuracy, "Masked-token accuracy")):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             evals.append(EvalResult(task_type="fill-mask", task_name="Masked language modeling",
-                                    dataset_type=hub[0] if len(hub) == 1 else data_name, dataset_name=data_name,
+                                    dataset_type=eval_hub[0] if len(eval_hub) == 1 else data_name, dataset_name=data_name,
                                     dataset_split=split, metric_type=metric, metric_name=label,
                                     metric_value=round(float(value), 4)))
     tags = ["mlmtune", "fill-mask", "masked-language-modeling", "domain-adaptation"]
@@ -189,9 +192,10 @@ def card_text(out: Path, *, run: dict, results: dict, records: list[dict], repo:
     summary = run.get("data") if isinstance(run.get("data"), dict) else {}
     grown = bool(run.get("new_parameters"))
     processes = run.get("processes", 1)
+    trained_on = ", ".join(_describe_source(s, hub) for s in sources) or "text"
     lines = [
         MARKER, "", f"# {name}", "",
-        f"{base_text[:1].upper()}{base_text[1:]} adapted to {', '.join(_describe_source(s, hub) for s in sources) or 'text'} by masked "
+        f"{base_text[:1].upper()}{base_text[1:]} adapted to {trained_on} by masked "
         f"language modelling with [mlmtune](https://pypi.org/project/mlmtune/): {results.get('steps', 'n/a')} "
         f"optimizer steps over {_num(results.get('train_tokens'), 0)} training tokens "
         f"(blocks of {config.get('chunk_size', 'n/a')} tokens, batch {config.get('batch_size', 'n/a')} x "
@@ -209,10 +213,15 @@ def card_text(out: Path, *, run: dict, results: dict, records: list[dict], repo:
     warm = next((r for r in records if r.get("type") == "warm_start"), {})
     base_accuracy = results.get("baseline_accuracy", fresh.get("accuracy"))
     held = summary.get("eval_examples")
+    blocks = f"{held if held else 'the'} {'block' if held == 1 else 'blocks'}"
+    if eval_sources is sources:  # held out of --data as whole documents
+        where, clean = f"{held if held else 'the'} held-out {'block' if held == 1 else 'blocks'}", \
+            "; no evaluation text is training text"
+    else:
+        where, clean = f"{blocks} of {', '.join(_describe_source(e, hub) for e in eval_sources)}", ""
     lines += ["", "## Results", "",
-              f"Perplexity and masked-token accuracy on the same fixed masks of {held if held else 'the'} held-out "
-              f"{'block' if held == 1 else 'blocks'} ({_num(results.get('eval_masked_tokens'), 0)} masked tokens; "
-              "no evaluation text is training text):", "",
+              f"Perplexity and masked-token accuracy on the same fixed masks of {where} "
+              f"({_num(results.get('eval_masked_tokens'), 0)} masked tokens{clean}):", "",
               "| model | perplexity | accuracy |", "|---|---:|---:|",
               f"| base{' (fresh head)' if grown else ''} | {_num(results.get('baseline_perplexity'))} | "
               f"{_pct(base_accuracy)} |"]
@@ -220,13 +229,14 @@ def card_text(out: Path, *, run: dict, results: dict, records: list[dict], repo:
         lines.append(f"| warm-started head | {_num(results.get('warm_start_perplexity'))} | {_pct(warm.get('accuracy'))} |")
     lines.append(f"| **this model** | **{_num(perplexity)}** | **{_pct(accuracy)}** |")
 
+    precision = results.get("precision", run.get("mixed_precision", "n/a"))
     started = _when(results.get("started_at") or run.get("started"))
     finished = _when(results.get("finished_at"))
     period = f"{started} to {finished}" if started and finished else started or "n/a"
     lines += ["", "## Training", "",
               f"- time: {human_seconds(results.get('train_seconds'))} training, "
               f"{human_seconds(results.get('wall_seconds'))} in all ({period})",
-              f"- device: {run.get('device', 'n/a')}, precision {results.get('precision', run.get('mixed_precision', 'n/a'))}, "
+              f"- device: {run.get('device', 'n/a')}, precision {precision}, "
               f"{_plural(processes, 'process', 'processes')}",
               f"- data: {_num(summary.get('documents'), 0)} documents, {_num(summary.get('train_examples'), 0)} "
               f"training and {_num(held, 0)} evaluation blocks",
