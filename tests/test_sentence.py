@@ -92,6 +92,10 @@ def test_overwrite_replaces_the_module_files_and_keeps_the_users(tiny_sentence_e
     (out / "notes.txt").write_text("mine")
     (out / "1_Pooling" / "mine.txt").write_text("mine too")
     fit(short_run(tiny_encoder, news_folder, out, overwrite=True))  # a plain encoder this time
+    from transformers import AutoModel
+
+    _, info = AutoModel.from_pretrained(out, output_loading_info=True)
+    assert not info["missing_keys"]  # a BertModel base's pooler is kept too, sentence encoder or not
     assert not (out / "modules.json").exists() and not (out / "1_Pooling" / "config.json").exists()
     assert not (out / "sentence_bert_config.json").exists()
     assert (out / "notes.txt").read_text() == "mine" and (out / "1_Pooling" / "mine.txt").read_text() == "mine too"
