@@ -13,6 +13,7 @@ import math
 import os
 import sys
 from dataclasses import MISSING, fields
+from pathlib import Path
 
 from .config import GROUPS, build_config, load_config_file, to_yaml, validate, _hint
 from .errors import InputError, MlmtuneError
@@ -231,6 +232,17 @@ def cmd_report(args) -> int:
     path = write_report(args.output_dir, base_model=args.base_model, probes=args.probe or None, cloze=args.probes,
                         say=lambda m: print(m, file=sys.stderr))
     print(path)
+    from .card import write_card
+
+    if (args.output_dir and (Path(args.output_dir) / "results.json").is_file()):  # a finished run: its card too
+        write_card(args.output_dir, say=lambda m: print(m, file=sys.stderr))
+    return 0
+
+
+def cmd_push(args) -> int:
+    from .hub import push
+
+    push(args.output_dir, args.repo, private=args.private, checkpoints=args.checkpoints, say=print)
     return 0
 
 
@@ -342,6 +354,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probes", metavar="FILE", help="cloze TSV (as for mlmtune evaluate --probes): adds the cloze "
                                                     "accuracy of the base and the tuned model to the side by side")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("push", help="upload a finished run (model, tokenizer, model card, report) to the Hugging Face Hub")
+    p.add_argument("output_dir", metavar="OUTPUT", help="a folder written by mlmtune train")
+    p.add_argument("repo", metavar="REPO", help="Hub model repository, owner/name (created if missing)")
+    p.add_argument("--private", action="store_true", default=None,
+                   help="create the repository as private (an existing one keeps its visibility)")
+    p.add_argument("--checkpoints", action="store_true", help="also upload checkpoints/ (full training states)")
+    p.set_defaults(func=cmd_push)
     return parser
 
 

@@ -140,6 +140,11 @@ class TrainConfig:
     report: bool = _opt(True, "write report.html at the end of training")
     overwrite: bool = _opt(False, "replace an output folder that holds another run (only the files a run writes)")
     resume: bool = _opt(False, "continue from the newest complete checkpoint in --output-dir")
+    push_to_hub: str | None = _opt(
+        None, "after training, upload the output folder (model, tokenizer, model card, report; not the "
+        "checkpoints) to this Hugging Face Hub model repository, e.g. me/bert-news; needs a token (HF_TOKEN "
+        "or `hf auth login`)", metavar="REPO",
+    )
 
 
 GROUPS: dict[str, type] = {  # attribute names differ from field names (`data`, `model`) on purpose
@@ -152,7 +157,7 @@ GROUPS: dict[str, type] = {  # attribute names differ from field names (`data`, 
 # Fields that may change between a run and its --resume: they do not change what is learned.
 RESUMABLE_CHANGES = {
     "resume", "overwrite", "output_dir", "log_every", "save_every", "keep_checkpoints",
-    "report_to", "report", "probe", "eval_every", "eval_batch_size",
+    "report_to", "report", "probe", "eval_every", "eval_batch_size", "push_to_hub",
 }
 # The planned length may change too: a --resume with a larger total trains further (continuation.py).
 TOTALS = {"max_steps", "epochs", "max_time"}

@@ -43,3 +43,7 @@ class Interrupted(MlmtuneError):
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class HubError(MlmtuneError):
+    """The Hugging Face Hub cannot be reached, or refused an upload; the local output folder stays complete."""

@@ -230,8 +230,16 @@ def _model_files(folder: Path) -> list[Path]:
         return [p for pattern in MODEL_FILE_PATTERNS for p in folder.glob(pattern) if p.is_file()]
     if not isinstance(names, list):
         return []
-    return [folder / n for n in names
-            if isinstance(n, str) and n == Path(n).name and not n.startswith(".") and (folder / n).is_file()]
+    return [folder / n for n in names if isinstance(n, str) and _listed_name(n) and (folder / n).is_file()
+            and not (folder / n).parent.is_symlink()]  # never a file through a link out of the folder
+
+
+def _listed_name(name: str) -> bool:
+    """A name results.json may list: a file of the folder, or one in a sentence-transformers module
+    folder (`1_Pooling/config.json`); never hidden, never a checkpoint, never outside the folder."""
+    parts = name.split("/")
+    return (0 < len(parts) <= 2 and all(p and p not in (".", "..") and not p.startswith(".") for p in parts)
+            and "\\" not in name and parts[0] != "checkpoints")
 
 
 def run_written(folder: Path) -> list[Path]:
@@ -272,6 +280,10 @@ def set_aside_old_run(folder: Path) -> Path | None:
         target = aside / p.relative_to(folder)
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(p, target)
+    for p in old:  # a module folder (1_Pooling/) emptied by the moves goes too, so put_back can restore it
+        if p.parent != folder:
+            with contextlib.suppress(OSError):
+                p.parent.rmdir()
     checkpoints = folder / "checkpoints"
     if checkpoints.is_dir() and not checkpoints.is_symlink() and not any(checkpoints.iterdir()):
         checkpoints.rmdir()

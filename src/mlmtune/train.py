@@ -6,7 +6,8 @@
   4. take_output_dir  only now is anything written: clear (--overwrite), run.json, Accelerate's prepare
   5. restore          --resume: the newest complete checkpoint
   6. train            the loop; `train_step` is one optimizer step
-  7. finish           final evaluation, finite-weight check, the model in the Hugging Face layout
+  7. finish           final evaluation, finite-weight check, the model in the Hugging Face layout, its card;
+                      then --push-to-hub uploads the complete folder
 
 Phases 1-3 write nothing, so bad input, a signal or a failure there leaves the output folder as it
 was. The components they use live in data (chunking, streaming, batching, masking), modeling,
@@ -42,6 +43,9 @@ from .runtime import (SIGNAL_EXIT, AbortOnSignal, StopFlag, build_optimizer, che
 from .schedule import build_scheduler, parse_duration, set_progress
 from .streaming import StreamingData, open_documents, stream_batches
 from . import continuation, warmstart
+from .sentence import keep_sentence_encoder, write_sentence_files
+from .card import write_card
+from .hub import check_hub_access, push
 
 __all__ = ["fit", "train", "build_optimizer", "make_accelerator"]
 
@@ -52,6 +56,7 @@ def fit(cfg: Config) -> dict:
     started = time.perf_counter()
     validate(cfg)
     check_tracker(cfg.report_to)
+    check_hub_access(cfg.push_to_hub)  # offline or no token: say so before training, not after
     out = Path(os.path.expanduser(cfg.output_dir))
     check_output_dir(out, overwrite=cfg.overwrite, resume=cfg.resume, inputs=run_inputs(cfg))
     resume_from = checkpoint_to_resume(cfg, out) if cfg.resume else None
@@ -551,8 +556,12 @@ class Recipe:
             # Keys of the objective's state dict are "model.<hf key>" ("_orig_mod." inserted by compile).
             model_state = {k.replace("_orig_mod.", "").removeprefix("model."): v for k, v in state_dict.items()}
             check_finite_weights(model_state, complete_checkpoints(out))
+            layout = keep_sentence_encoder(cfg.model, inner.model, model_state)
             with writing("the final model", out):
                 results["files"] = save_model(inner.model, self.tokenizer, out, state_dict=model_state)
+                if layout is not None:
+                    results["files"] += write_sentence_files(layout, out)
+                results["files"] += write_card(out, results=results, repo=cfg.push_to_hub, say=self.say)
                 atomic_write_json(out / "results.json", results)
             self.say(f"saved the model to {out} (pipeline('fill-mask', model='{out}') loads it)")
         acc.wait_for_everyone()
@@ -563,6 +572,8 @@ class Recipe:
 
             write_report(out, base_model=cfg.model, probes=cfg.probe, say=self.say)
         shutdown(acc)
+        if self.main and cfg.push_to_hub:  # the folder is complete: a failed upload loses nothing
+            push(out, cfg.push_to_hub, say=self.say)
         return results
 
 

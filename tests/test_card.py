@@ -1,0 +1,140 @@
+"""The model card: OUTPUT/README.md in the Hub's format, read back with huggingface_hub.ModelCard."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from huggingface_hub import ModelCard
+
+from mlmtune.card import MARKER, card_text, hub_base, hub_datasets, human_seconds, write_card
+from mlmtune.cli import main
+from mlmtune.config import build_config
+from mlmtune.train import fit
+
+from test_bad_input import run_cli
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_bert, news_folder, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("card") / "news-bert"
+    fit(build_config(dict(model=tiny_bert, data=[news_folder], output_dir=str(out), chunk_size=32, batch_size=4,
+                          eval_size=8, train_size=16, max_steps=2, report=False, precision="fp32", seed=0)))
+    return out
+
+
+def test_train_writes_a_card_the_hub_reads(finished_run, tiny_bert, news_folder):
+    results = json.loads((finished_run / "results.json").read_text())
+    card = ModelCard.load(finished_run / "README.md")
+    data = card.data
+    assert data.pipeline_tag == "fill-mask" and data.library_name == "transformers"
+    assert "mlmtune" in data.tags and "sentence-transformers" not in data.tags
+    assert data.base_model is None and not data.datasets  # a local base and local text: no Hub id to name
+    assert data.model_name == "news-bert"
+    metrics = {r.metric_type: r.metric_value for r in data.eval_results}
+    assert math.isclose(metrics["perplexity"], results["eval_perplexity"], rel_tol=1e-4)
+    assert math.isclose(metrics["accuracy"], results["eval_accuracy"], abs_tol=1e-4)
+    assert all(r.task_type == "fill-mask" for r in data.eval_results)
+    text = card.text
+    assert f"{results['baseline_perplexity']:,.2f}" in text and f"{results['eval_perplexity']:,.2f}" in text
+    # local paths are named by their last part only
+    assert Path(tiny_bert).name in text and Path(news_folder).name in text
+    assert str(Path(tiny_bert).parent) not in card.content and str(Path(news_folder).parent) not in card.content
+    assert "README.md" in results["files"]  # --overwrite replaces it with the rest of the run
+
+
+def card_for(config: dict, **run) -> ModelCard:
+    results = {"steps": 10, "eval_perplexity": 12.5, "eval_accuracy": 0.4, "baseline_perplexity": 40.0,
+               "train_tokens": 1000, "train_seconds": 156.2, "wall_seconds": 170}
+    return ModelCard(card_text(Path("/nowhere/out"), run={"config": config, **run}, results=results, records=[]))
+
+
+def test_hub_ids_are_named_and_local_paths_are_not(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("text")
+    card = card_for({"model": "bert-base-uncased", "data": ["stanfordnlp/imdb", "notes.txt", "/home/me/x.jsonl",
+                                                            "bbc-news"], "eval_split": "test"},
+                    command="mlmtune train --data /home/me/x.jsonl")
+    assert card.data.base_model == "bert-base-uncased"
+    assert card.data.datasets == ["stanfordnlp/imdb"]
+    assert card.data.eval_results[0].dataset_type == "stanfordnlp/imdb"
+    assert card.data.eval_results[0].dataset_split == "test"
+    assert "/home/me" not in card.text.replace("mlmtune train --data /home/me/x.jsonl", "")
+    assert "2 min 36 s" in card.text
+
+
+def test_a_separate_eval_set_is_the_model_index_dataset():
+    card = card_for({"model": "minilm", "data": ["notes.txt"], "eval_data": ["stanfordnlp/imdb"]})
+    assert card.data.datasets == ["stanfordnlp/imdb"]
+    assert {r.dataset_type for r in card.data.eval_results} == {"stanfordnlp/imdb"}
+    assert "blocks of [stanfordnlp/imdb]" in card.text
+    plain = card_for({"model": "minilm", "data": ["notes.txt"]})
+    assert plain.data.eval_results[0].dataset_split == "held-out documents" and not plain.data.datasets
+
+
+def test_the_base_model_of_builtin_and_cached_folders():
+    assert hub_base("minilm") == "sentence-transformers/all-MiniLM-L6-v2"
+    cached = "/home/me/.cache/huggingface/hub/models--google-bert--bert-base-uncased/snapshots/86b5e09344"
+    assert hub_base(cached) == "google-bert/bert-base-uncased"
+    assert hub_base("/home/me/encoders/mine") is None and hub_base("./mine") is None
+    assert hub_base("FacebookAI/roberta-base") == "FacebookAI/roberta-base"
+    assert hub_datasets(["imdb", "bbc-news", "notes.txt", "a/b.csv", "~/x"]) == ["imdb"]
+
+
+def test_the_command_shows_home_as_tilde(monkeypatch):
+    monkeypatch.setenv("HOME", "/home/someone")
+    card = card_for({"model": "minilm", "data": ["bbc-news"]},
+                    command="mlmtune train --data /home/someone/news --output-dir runs/x")
+    assert "--data ~/news" in card.text and "/home/someone" not in card.text
+
+
+@pytest.mark.parametrize("seconds, text", [(8.44, "8.4 s"), (156.2, "2 min 36 s"), (4000, "1 h 6 min"), (None, "n/a")])
+def test_human_seconds(seconds, text):
+    assert human_seconds(seconds) == text
+
+
+def test_a_users_readme_is_kept(finished_run, capsys):
+    card = (finished_run / "README.md").read_text()
+    try:
+        (finished_run / "README.md").write_text("# my own notes\n")
+        assert write_card(finished_run, say=print) == []
+        assert (finished_run / "README.md").read_text() == "# my own notes\n"
+        assert "not a model card mlmtune wrote" in capsys.readouterr().out
+    finally:
+        (finished_run / "README.md").write_text(card)
+
+
+def test_report_rewrites_the_card_and_lists_it(finished_run, capsys):
+    results_path = finished_run / "results.json"
+    saved = results_path.read_text()
+    try:
+        results = json.loads(saved)
+        results["files"].remove("README.md")  # a run from before cards
+        results_path.write_text(json.dumps(results))
+        (finished_run / "README.md").unlink()
+        code, out, err = run_cli(capsys, "report", finished_run)
+        assert code == 0, err
+        assert MARKER in (finished_run / "README.md").read_text()
+        assert "README.md" in json.loads(results_path.read_text())["files"]
+        assert ModelCard.load(finished_run / "README.md").data.pipeline_tag == "fill-mask"
+    finally:
+        results_path.write_text(saved)
+
+
+def test_a_users_readme_in_a_run_folder_survives_overwrite(tiny_bert, news_folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    config = dict(model=tiny_bert, data=[news_folder], output_dir=str(out), chunk_size=32, batch_size=4, eval_size=8,
+                  train_size=16, max_steps=1, report=False, precision="fp32", seed=0)
+    fit(build_config(config))
+    assert "README.md" in json.loads((out / "results.json").read_text())["files"]
+    fit(build_config({**config, "max_steps": 2, "overwrite": True}))  # the old card is replaced
+    assert "2 optimizer steps" in (out / "README.md").read_text()
+    results = json.loads((out / "results.json").read_text())
+    results["files"].remove("README.md")  # as if README.md were a file of the user's, not the run's
+    (out / "results.json").write_text(json.dumps(results))
+    (out / "README.md").write_text("# my notes\n")
+    capsys.readouterr()
+    fit(build_config({**config, "overwrite": True}))
+    assert (out / "README.md").read_text() == "# my notes\n"
+    assert "README.md" not in json.loads((out / "results.json").read_text())["files"]
+    assert "not a model card mlmtune wrote" in capsys.readouterr().out
