@@ -81,11 +81,12 @@ def test_the_base_model_of_builtin_and_cached_folders():
     assert hub_datasets(["imdb", "bbc-news", "notes.txt", "a/b.csv", "~/x"]) == ["imdb"]
 
 
-def test_the_command_shows_home_as_tilde(monkeypatch):
-    monkeypatch.setenv("HOME", "/home/someone")
+def test_the_command_names_local_paths_by_their_last_component():
     card = card_for({"model": "minilm", "data": ["bbc-news"]},
-                    command="mlmtune train --data /home/someone/news --output-dir runs/x")
-    assert "--data ~/news" in card.text and "/home/someone" not in card.text
+                    command="mlmtune train --data=/home/someone/news --model '/srv/my models/enc' "
+                            "--output-dir=runs/x --max-steps=5")
+    assert "--data=news" in card.text and "/home/someone" not in card.text and "/srv" not in card.text
+    assert "--model enc" in card.text and "--output-dir=runs/x --max-steps=5" in card.text
 
 
 @pytest.mark.parametrize("seconds, text", [(8.44, "8.4 s"), (156.2, "2 min 36 s"), (4000, "1 h 6 min"), (None, "n/a")])

@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import shlex
 import re
 from pathlib import Path
 
@@ -146,11 +147,23 @@ def _when(value) -> str | None:
 
 
 def _command(run: dict) -> str | None:
+    """run.json's command with every absolute local path cut to its last component (`--data=news`):
+    a card is for others to read, and the folders above say only where your files live."""
     command = run.get("command")
     if not isinstance(command, str) or not command.strip():
         return None
-    home = os.path.expanduser("~")
-    return command.replace(home + os.sep, "~" + os.sep) if home not in ("", "/", "~") else command
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return None
+
+    def short(word: str) -> str:
+        flag, eq, value = word.partition("=")
+        if eq and os.path.isabs(value):
+            return f"{flag}={Path(value).name or value}"
+        return Path(word).name if os.path.isabs(word) else word
+
+    return shlex.join(short(word) for word in words)
 
 
 def card_text(out: Path, *, run: dict, results: dict, records: list[dict], repo: str | None = None) -> str:
