@@ -182,12 +182,12 @@ def heldout_documents(documents, *, eval_fraction: float, seed: int) -> tuple[li
     """The evaluation documents and their classes: the whole documents `chunking.prepare` holds out
     with the same options (exact repeats dropped first, then the same draw from --seed), or the
     source's own evaluation split. A corpus too small to hold out whole documents is a DataError."""
-    from .chunking import MIN_DOCS_FOR_HOLDOUT, _rng
+    from .chunking import MIN_DOCS_FOR_HOLDOUT, _rng, same_text
 
-    def first_occurrences(texts: list[str], seen: set[str]) -> list[int]:
+    def first_occurrences(texts: list[str], seen: set[str]) -> list[int]:  # as chunking.drop_duplicates keeps them
         kept = []
         for i, text in enumerate(texts):
-            key = text.strip()
+            key = same_text(text)
             if key not in seen:
                 seen.add(key)
                 kept.append(i)
