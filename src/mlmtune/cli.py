@@ -182,6 +182,23 @@ def cmd_predict(args) -> int:
     return 0
 
 
+# --- vocab -------------------------------------------------------------------------------------
+
+VOCAB_FIELDS = ["data", "data_split", "text_column", "encoding", "model", "tokenizer", "min_count"]
+
+
+def cmd_vocab(args) -> int:
+    from .vocab import analyse
+
+    cfg = config_from_args(args, only=VOCAB_FIELDS)
+    if not cfg.data:
+        raise InputError("--data needs at least one source")
+    report = analyse(cfg.model, cfg.data, tokenizer=cfg.tokenizer, top=args.top, min_count=cfg.min_count,
+                     text_column=cfg.text_column, encoding=cfg.encoding, split=cfg.data_split)
+    print(json.dumps(report.as_dict()) if args.json else report.text(cfg.min_count))
+    return 0
+
+
 # --- serve and report (issue: see it) -----------------------------------------------------------
 
 def cmd_serve(args) -> int:
@@ -268,6 +285,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per text")
     p.add_argument("texts", nargs="+", metavar="TEXT", help="sentences with [MASK]; - reads one per line from stdin")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("vocab", help="how the tokenizer cuts a corpus: pieces per word, unknown tokens, the most "
+                                     "frequent words it cuts (candidates for train --add-tokens)")
+    p.add_argument("--top", type=positive_int, default=50, metavar="N", help="cut words to list (default: 50)")
+    p.add_argument("--json", action="store_true", help="one JSON object instead of the text")
+    add_config_flags(p, VOCAB_FIELDS)
+    p.set_defaults(func=cmd_vocab)
 
     p = sub.add_parser("serve", help="fill-mask web page and JSON API")
     p.add_argument("--model", required=True, help="model folder or Hugging Face id")

@@ -104,6 +104,17 @@ class ModelConfig:
         choices=["auto", "fp32", "bf16", "fp16"],
     )
     compile: bool = _opt(False, "torch.compile the model (slow start, faster steps on some devices)")
+    # domain vocabulary (vocab.py)
+    add_tokens: str | None = _opt(
+        None, "add words to the vocabulary: N (the N most frequent words of the training text the tokenizer cuts "
+        "into pieces, seen at least --min-count times) or FILE (one word a line); each new row starts as the mean of "
+        "its pieces' rows (default: none)", metavar="N|FILE", number_or_text=True,
+    )
+    min_count: int = _opt(20, "with --add-tokens N: the fewest occurrences a word needs")
+    new_token_lr: float | None = _opt(
+        None, "learning rate of the added words' rows (input, decoder and bias), a scale on their update "
+        "(default: --head-lr)",
+    )
 
 
 @dataclass
@@ -243,6 +254,8 @@ def _coerce(name: str, value: Any) -> Any:
     if hint is str:
         if isinstance(value, str):
             return value
+        if FIELDS[name].metadata.get("number_or_text") and isinstance(value, int) and not isinstance(value, bool):
+            return str(value)  # `add_tokens: 100` in YAML
         raise bad("a string")
     raise AssertionError(f"unhandled type {hint} for {name}")  # pragma: no cover
 
@@ -364,8 +377,32 @@ def validate(cfg: Config, *, training: bool = True) -> None:
                 problems.append(str(exc))
         check(not (cfg.resume and cfg.overwrite), "--resume and --overwrite contradict each other: pick one")
         check(all(cfg_text.strip() for cfg_text in cfg.probe), "--probe must not be empty")
+        problems.extend(vocabulary_problems(cfg))
     if problems:
         raise ConfigError("; ".join(problems))
+
+
+def vocabulary_problems(cfg: Config) -> list[str]:
+    """--add-tokens, --min-count, --new-token-lr (the file itself is read with the tokenizer, in train)."""
+    from .vocab import parse_count
+
+    problems = []
+    if cfg.min_count < 1:
+        problems.append(f"--min-count must be at least 1, got {cfg.min_count}")
+    if cfg.new_token_lr is not None and not cfg.new_token_lr > 0:
+        problems.append(f"--new-token-lr must be positive, got {cfg.new_token_lr:g}")
+    if cfg.add_tokens is None:
+        if cfg.new_token_lr is not None:
+            problems.append("--new-token-lr needs --add-tokens (it is the learning rate of the added words)")
+        return problems
+    try:
+        parse_count(cfg.add_tokens)
+    except ConfigError as exc:
+        problems.append(str(exc))
+    if cfg.streaming:
+        problems.append("--add-tokens reads the whole training text (to count its words and measure the pieces per "
+                        "word) and is not available with --streaming: drop one of them")
+    return problems
 
 
 def _same_duration(a, b) -> bool:

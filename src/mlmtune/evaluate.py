@@ -5,7 +5,10 @@ It prepares the data exactly as `train` does (same split, same seed, same fixed 
 number for a base model and for the model `train` wrote are directly comparable, and equal to the
 evaluations in that run's metrics.jsonl. Several models are scored on one evaluation set, prepared
 and masked once with the first model's tokenizer; a model whose tokenizer differs from the first's
-is refused (its token ids would mean other words), as is a model given twice.
+is refused (its token ids would mean other words), as is a model given twice. The exception is a
+tokenizer that differs only by added words (`train --add-tokens`): that model's perplexity is taken
+on its own tokenization (marked, not comparable), and every model is also scored on the same masked
+words of the held-out documents (wordeval.py), a measure that does not depend on the vocabulary.
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ class ModelScores:
     grown_head: bool = False  # no MLM head in the checkpoint: scored with a new, untrained one
     cloze: dict | None = None  # {"top1", "top5", "items"}
     probe: dict | None = None  # {"accuracy", "accuracy_std", "folds", "documents", "classes", "label_column"}
+    words: "WordResult | None" = None  # the masked-word measure, the same words for every model
+    own_tokens: bool = False  # perplexity on its own tokenization (it adds words to the first model's)
 
     def as_dict(self) -> dict:
         """A flat JSON-safe record (a non-finite figure is None)."""
@@ -55,6 +60,10 @@ class ModelScores:
                            "cloze_items": self.cloze["items"]})
         if self.probe is not None:
             record.update({f"probe_{k}": v for k, v in self.probe.items()})
+        if self.words is not None:
+            record.update(self.words.record())
+        if self.own_tokens:
+            record["own_tokenization"] = True
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
 
 
@@ -102,6 +111,18 @@ def tokenizer_difference(first, other) -> str | None:
     return None
 
 
+def added_words_only(first, other) -> bool:
+    """True when one tokenizer is the other plus ordinary added words (train --add-tokens): the shared
+    ids mean the same tokens, the extra ones are added, non-special tokens, the special tokens agree."""
+    small, big = (first, other) if len(first) <= len(other) else (other, first)
+    vs, vb = small.get_vocab(), big.get_vocab()
+    extra = {t for t, i in vb.items() if i >= len(small)}
+    added = set(big.get_added_vocab()) - set(big.all_special_tokens)
+    return (len(big) > len(small) and all(vb.get(t) == i for t, i in vs.items()) and extra <= added
+            and (first.mask_token_id, first.pad_token_id, sorted(first.all_special_ids))
+            == (other.mask_token_id, other.pad_token_id, sorted(other.all_special_ids)))
+
+
 def run_comparison(cfg: Config, models: list[str] | None = None, *, probes=None, label_column: str | None = None,
                    say=print) -> list[ModelScores]:
     """Score every model on the evaluation set of `cfg` (prepared and masked once); with `probes` (a
@@ -128,9 +149,14 @@ def run_comparison(cfg: Config, models: list[str] | None = None, *, probes=None,
     # The tokenizers first: a model that reads other token ids is refused before any data is read.
     tokenizer = load_tokenizer(models[0], cfg.tokenizer)
     positions = max_positions(models[0], tokenizer)
+    tokenizers = [tokenizer]
     for m in models[1:]:
         other = load_tokenizer(m, cfg.tokenizer)
         why = tokenizer_difference(tokenizer, other)
+        tokenizers.append(tokenizer if not why else other)
+        if why and added_words_only(tokenizer, other):
+            positions = min(positions, max_positions(m, other))
+            continue
         if why:
             raise ModelError(f"--model {m} has another tokenizer than --model {models[0]} ({why}): a side-by-side "
                              f"scores every model on one set of masks made with the first model's tokenizer; compare "
@@ -147,6 +173,7 @@ def run_comparison(cfg: Config, models: list[str] | None = None, *, probes=None,
         texts, labels = heldout_documents(documents, eval_fraction=cfg.eval_fraction, seed=cfg.seed)
         probe_texts, probe_labels = probe_documents(texts, labels, label_column=label_column, seed=cfg.seed, say=note)
     splits = splits_from_config(cfg, tokenizer, positions)  # read, split and cut exactly as train does
+    word_sets = masked_word_sets(cfg, tokenizers, positions)
     if items:
         reachable = answerable(items, tokenizer)
         if not all(reachable):
@@ -156,13 +183,20 @@ def run_comparison(cfg: Config, models: list[str] | None = None, *, probes=None,
 
     masker = Masker(tokenizer, MaskingSpec(cfg.eval_mlm_probability, cfg.mask_replace_prob,
                                            cfg.random_replace_prob, cfg.whole_word_mask))
-    batches = eval_batches(splits.eval, masker, seed=cfg.seed, batch_size=cfg.eval_batch_size or 2 * cfg.batch_size,
-                           pad_id=tokenizer.pad_token_id or 0, pad_to_multiple_of=8 if cfg.line_by_line else 1,
-                           rank=accelerator.process_index, world=accelerator.num_processes)
+
+    def masked_batches(tok, blocks):
+        return eval_batches(blocks, Masker(tok, masker.spec), seed=cfg.seed,
+                            batch_size=cfg.eval_batch_size or 2 * cfg.batch_size,
+                            pad_id=tok.pad_token_id or 0, pad_to_multiple_of=8 if cfg.line_by_line else 1,
+                            rank=accelerator.process_index, world=accelerator.num_processes)
+
+    shared_batches = masked_batches(tokenizer, splits.eval)
     scores: list[ModelScores] = []
-    for m in models:
-        loaded = load_masked_lm(m, seed=cfg.seed, tokenizer=tokenizer)
-        row = ModelScores(m, EvalResult.from_sums(0, 0, 0), grown_head=bool(loaded.new_parameters))
+    for m, tok in zip(models, tokenizers):
+        own = tok is not tokenizer  # adds words to the first model's tokenizer: its own tokens and masks
+        batches = masked_batches(tok, splits_from_config(cfg, tok, positions).eval) if own else shared_batches
+        loaded = load_masked_lm(m, seed=cfg.seed, tokenizer=tok)
+        row = ModelScores(m, EvalResult.from_sums(0, 0, 0), grown_head=bool(loaded.new_parameters), own_tokens=own)
         if row.grown_head:
             note(f"note: {m} has no MLM head; scoring a new, untrained one (initialised from --seed {cfg.seed})")
         # The attention train scores with (eager on a CPU): the same function, but SDPA rounds otherwise,
@@ -179,6 +213,10 @@ def run_comparison(cfg: Config, models: list[str] | None = None, *, probes=None,
                 "(0.15 is the standard) or --eval-size"
             )
         model = accelerator.unwrap_model(objective).model
+        if word_sets is not None:
+            from .wordeval import score
+
+            row.words = score(model, word_sets[tokenizers.index(tok)], accelerator.device, accelerator.autocast)
         # Every process computes the cloze and the probe whole (they are small), so all agree.
         if items:
             from .probes import cloze_accuracy, cloze_predictions
@@ -200,6 +238,25 @@ def run_comparison(cfg: Config, models: list[str] | None = None, *, probes=None,
         accelerator.free_memory()  # one model in memory at a time
     shutdown(accelerator)
     return scores
+
+
+def masked_word_sets(cfg: Config, tokenizers: list, positions: int) -> list | None:
+    """The masked-word sets (one per tokenizer, the same words) on the held-out whole documents; None
+    when the corpus holds out no whole documents (its evaluation text is the tail of the token stream)."""
+    from . import wordeval
+    from .corpus import read_corpus
+    from .vocab import heldout_texts
+
+    documents = read_corpus(cfg.data, split=cfg.data_split, eval_split=cfg.eval_split, text_column=cfg.text_column,
+                            encoding=cfg.encoding, line_by_line=cfg.line_by_line)
+    texts = heldout_texts(documents, eval_fraction=cfg.eval_fraction, seed=cfg.seed)
+    if not texts:
+        return None
+    unique = list({id(t): t for t in tokenizers}.values())
+    sets = wordeval.prepare(texts, unique, seed=cfg.seed, max_length=positions)
+    by_id = {id(t): s for t, s in zip(unique, sets)}
+    ordered = [by_id[id(t)] for t in tokenizers]
+    return ordered if ordered[0].n_words else None
 
 
 def run_evaluation(cfg: Config, say=print) -> EvalResult:
@@ -242,6 +299,9 @@ def _pct(value) -> str:
 def format_table(rows: list[ModelScores]) -> str:
     """The side-by-side as aligned text: one line per model, then what the columns mean."""
     columns = [("model", "<"), ("perplexity", ">"), ("accuracy", ">"), ("masked tokens", ">")]
+    has_words = any(r.words for r in rows)
+    if has_words:
+        columns += [("word bits/char", ">"), ("word accuracy", ">")]
     has_cloze = any(r.cloze for r in rows)
     has_probe = any(r.probe for r in rows)
     if has_cloze:
@@ -252,8 +312,11 @@ def format_table(rows: list[ModelScores]) -> str:
     for r in rows:
         ppl = r.result.perplexity
         cells = [r.model + (" *" if r.grown_head else ""),
-                 "n/a" if not math.isfinite(ppl) else f"{ppl:,.2f}", _pct(r.result.accuracy),
-                 f"{r.result.masked_tokens:,}"]
+                 ("n/a" if not math.isfinite(ppl) else f"{ppl:,.2f}") + (" +" if r.own_tokens else ""),
+                 _pct(r.result.accuracy), f"{r.result.masked_tokens:,}"]
+        if has_words:
+            cells += ([f"{r.words.bits_per_char:.4f}" if math.isfinite(r.words.bits_per_char) else "n/a",
+                       _pct(r.words.word_accuracy)] if r.words else ["", ""])
         if has_cloze:
             cells += [_pct(r.cloze["top1"]), _pct(r.cloze["top5"])] if r.cloze else ["", ""]
         if has_probe:
@@ -266,6 +329,14 @@ def format_table(rows: list[ModelScores]) -> str:
 
     out = [line([title for title, _ in columns])] + [line(cells) for cells in table]
     out.append("perplexity and accuracy: the same fixed masks of the held-out text for every model")
+    if any(r.own_tokens for r in rows):
+        out.append("+ its tokenizer adds words to the first model's: perplexity and accuracy on its own tokens (other "
+                   "tokens, not comparable); rank by the masked words")
+    if has_words:
+        n = next(r.words.masked_words for r in rows if r.words)
+        out.append(f"word bits/char, word accuracy: the same {n:,} whole words of the held-out documents masked for "
+                   "every model, whatever its vocabulary: bits per character of the words (lower is better) and the "
+                   "share predicted exactly")
     if any(r.grown_head for r in rows):
         out.append("* no MLM head in the checkpoint: scored with a new, untrained head (from --seed)")
     if has_cloze:

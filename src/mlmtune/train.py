@@ -94,7 +94,8 @@ class Recipe:
         self.taken = False  # phase 4 reached: the output folder is this run's
         self.budget = parse_duration(cfg.max_time) if cfg.max_time else None
         self.counters = {"tokens": 0, "train_seconds": 0.0, "eval_seconds": 0.0, "warm_seconds": 0.0,
-                         "budget_spent": 0.0, "baseline_perplexity": None, "warm_start_perplexity": None}
+                         "budget_spent": 0.0, "baseline_perplexity": None, "warm_start_perplexity": None,
+                         "base_word": None}
         self.pending: list[dict] = []  # evaluations made before the folder was taken
         self.last_eval: EvalResult | None = None
         self.last_eval_step = -1
@@ -118,6 +119,9 @@ class Recipe:
         cfg, acc = self.cfg, self.accelerator
         self.tokenizer = load_tokenizer(cfg.model, cfg.tokenizer)
         limit = max_positions(cfg.model, self.tokenizer)
+        self.vocabulary = None
+        if cfg.add_tokens is not None:  # before tokenizing: the training text is cut with the new words
+            self.add_vocabulary(limit)
         self.train_masker = Masker(self.tokenizer, MaskingSpec(cfg.mlm_probability, cfg.mask_replace_prob,
                                                                cfg.random_replace_prob, cfg.whole_word_mask))
         eval_masker = Masker(self.tokenizer, MaskingSpec(cfg.eval_mlm_probability, cfg.mask_replace_prob,
@@ -176,6 +180,66 @@ class Recipe:
                             f"tokens (--eval-mlm-probability {cfg.eval_mlm_probability:g}): raise it (0.15 is the "
                             "standard) or --eval-size")
 
+    def add_vocabulary(self, limit: int) -> None:
+        """--add-tokens: choose the words on the training documents, add them to the tokenizer, measure the
+        pieces per word before and after, and prepare the masked-word evaluation (vocabulary-independent)
+        with the old and the new tokenizer. Nothing is written; the model rows follow in build_model."""
+        from . import vocab, wordeval
+        from .corpus import read_corpus
+
+        cfg = self.cfg
+        vocab.check_same_tokenizer(cfg.model, cfg.tokenizer, self.tokenizer)
+        cutter = vocab.WordCutter(self.tokenizer)
+        if getattr(self.tokenizer.backend_tokenizer.model, "__class__").__name__ != "WordPiece":
+            kind = self.tokenizer.backend_tokenizer.model.__class__.__name__
+            raise ConfigError(f"--add-tokens supports WordPiece tokenizers (BERT, DistilBERT, MiniLM, ...); the tokenizer "
+                              f"of {cfg.model} is {kind}, whose words carry their spaces: drop --add-tokens")
+        n = vocab.parse_count(cfg.add_tokens)
+        chosen = None if n is not None else vocab.read_word_file(os.path.expanduser(cfg.add_tokens), cutter)
+        documents = read_corpus(cfg.data, split=cfg.data_split, eval_split=cfg.eval_split, text_column=cfg.text_column,
+                                encoding=cfg.encoding, line_by_line=cfg.line_by_line)
+        counts = vocab.count_words(cutter, vocab.training_texts(documents, eval_fraction=cfg.eval_fraction,
+                                                                 seed=cfg.seed))
+        if chosen is None:
+            chosen = vocab.choose_words(cutter, counts, n, cfg.min_count)
+        before = vocab.summarize(cutter, counts, model=cfg.model, documents=0, top=0, min_count=1).pieces_per_word
+        after = vocab.summarize(cutter, counts, model=cfg.model, documents=0, top=0, min_count=1,
+                                added={c.word for c in chosen}).pieces_per_word
+        base_tokenizer = load_tokenizer(cfg.model, cfg.tokenizer)  # kept as it was: the base is scored with it
+        added = vocab.add_to_tokenizer(self.tokenizer, chosen)
+        self.vocabulary = {"words": added.words, "pieces": added.pieces, "first_id": added.first_id,
+                           "base_size": added.first_id, "pieces_per_word_before": round(before, 4),
+                           "pieces_per_word_after": round(after, 4)}
+        if cfg.resume:
+            self.check_same_vocabulary()
+        heldout = vocab.heldout_texts(documents, eval_fraction=cfg.eval_fraction, seed=cfg.seed)
+        self.word_sets = wordeval.prepare(heldout, [base_tokenizer, self.tokenizer], seed=cfg.seed, max_length=limit)
+        short = f" (only {len(chosen)} words of the {n} asked for are cut into pieces and seen at least " \
+                f"{cfg.min_count} times)" if n is not None and len(chosen) < n else ""
+        self.say(f"vocabulary: added {len(chosen)} words{short}; pieces per word of the training text "
+                 f"{before:.3f} -> {after:.3f} ({(before - after) / before:.1%} fewer tokens)")
+        if not heldout or self.word_sets[0].n_words == 0:
+            self.say("note: no held-out whole documents, so no masked-word measure: its evaluation needs 10 documents "
+                     "or more")
+
+    def check_same_vocabulary(self) -> None:
+        """--resume needs the same added words, in the same order, as run.json records."""
+        import json
+
+        try:
+            recorded = json.loads((self.out / "run.json").read_text(encoding="utf-8")).get("vocabulary") or {}
+        except (OSError, ValueError, AttributeError):
+            recorded = {}
+        words = recorded.get("words") if isinstance(recorded, dict) else None
+        if words != self.vocabulary["words"]:
+            differ = "no list" if words is None else next(
+                (f"word {i + 1} was {a!r}, now {b!r}" for i, (a, b) in enumerate(zip(words, self.vocabulary["words"]))
+                 if a != b), f"{len(words)} words, now {len(self.vocabulary['words'])}")
+            from .errors import CheckpointError
+
+            raise CheckpointError(f"--resume with other added words than the run's (run.json: {differ}): resume with "
+                                  "the same --add-tokens words, or start a new run")
+
     def micro_batches(self, first_step: int, *, rank: int | None = None, world: int | None = None,
                       batch_size: int | None = None, stream_id: int | None = None):
         """Micro-batches from optimizer step `first_step` on, epoch after epoch (this process's slice
@@ -209,7 +273,8 @@ class Recipe:
 
     def build_model(self) -> None:
         cfg = self.cfg
-        self.loaded = load_masked_lm(cfg.model, seed=cfg.seed, tokenizer=self.tokenizer)
+        self.loaded = load_masked_lm(cfg.model, seed=cfg.seed,
+                                     tokenizer=self.tokenizer if self.vocabulary is None else None)
         if self.loaded.new_parameters:
             self.say(f"note: {cfg.model} has no MLM head; created one ({len(self.loaded.new_parameters)} new tensors, "
                      f"decoder tied to the word embeddings), trained at --head-lr {cfg.head_lr:g}")
@@ -219,13 +284,37 @@ class Recipe:
                     module.p = cfg.dropout
         use_training_attention(self.loaded.model, self.device)
         self.loaded.model.to(self.device)
+        if self.vocabulary is not None:
+            self.add_vocabulary_rows()
         self.objective = MaskedLMObjective(self.loaded.model)
         self.optimizer = build_optimizer(self.objective.model, lr=cfg.lr, head_lr=cfg.head_lr,
                                          weight_decay=cfg.weight_decay, new_parameters=self.loaded.new_parameters)
+        if self.vocabulary is not None:  # before the schedule: the groups' lr are still their peak
+            from .vocab import NewRowsLearningRate
+
+            self.new_rows_lr = NewRowsLearningRate(self.optimizer, self.loaded.model,
+                                                   list(range(self.vocabulary["first_id"], len(self.tokenizer))),
+                                                   cfg.new_token_lr if cfg.new_token_lr is not None else cfg.head_lr)
         self.scheduler = build_scheduler(self.optimizer, total_steps=self.total_steps,
                                          warmup_steps=cfg.warmup_steps, warmup_ratio=cfg.warmup_ratio)
         if cfg.compile:
             self.objective = torch.compile(self.objective)
+
+    def add_vocabulary_rows(self) -> None:
+        """Score the base model with its own tokenizer on the masked words (once, not on --resume), then
+        grow the embeddings, the tied decoder and the bias by the new words, each row the mean of its pieces."""
+        from . import vocab, wordeval
+
+        model = self.loaded.model
+        if self.resume_from is None and self.word_sets[0].n_words:
+            base = wordeval.score(model, self.word_sets[0], self.device, self.accelerator.autocast)
+            self.counters["base_word"] = base.record()
+            self.pending.append(finite_json({"type": "base_vocabulary", "step": 0, **base.record(),
+                                             "vocabulary_size": self.vocabulary["first_id"], "time": time.time()}))
+            self.say(f"eval before adding words: masked words {base.bits_per_char:.4f} bits/char, "
+                     f"{base.word_accuracy:.1%} exact on {base.masked_words:,} words")
+        v = self.vocabulary
+        vocab.add_to_model(model, vocab.AddedWords(v["words"], v["pieces"], v["first_id"]), len(self.tokenizer))
 
     # --- 3. baseline and warm start (nothing written yet) ---------------------------------------
 
@@ -279,16 +368,29 @@ class Recipe:
         epoch = step / self.steps_per_epoch if self.steps_per_epoch else 0.0
         record = {"type": kind, "step": step, "epoch": round(epoch, 4), **result.as_dict(),
                   "seconds": round(seconds, 3), "time": time.time()}
+        if self.vocabulary is not None and self.word_sets[1].n_words:  # the vocabulary-independent measure
+            record.update(self.word_record())
         if log:
             self.pending.append(finite_json(record))
             self.flush_metrics()
         if self.cfg.report_to != "none" and self.taken:
             self.accelerator.log({"eval/perplexity": result.perplexity, "eval/accuracy": result.accuracy}, step=step)
+        words = (f"; masked words {record['word_bits_per_char']:.4f} bits/char, {record['word_accuracy']:.1%} exact"
+                 if "word_bits_per_char" in record else "")
         self.say(f"eval {when}: perplexity {result.perplexity:,.2f}, accuracy {result.accuracy:.1%} "
-                 f"on {result.masked_tokens:,} masked tokens")
+                 f"on {result.masked_tokens:,} masked tokens{words}")
         if kind == "eval":
             self.last_eval, self.last_eval_step = result, step
         return result
+
+    def word_record(self) -> dict:
+        from . import wordeval
+
+        model = self.accelerator.unwrap_model(self.objective)
+        model = getattr(model, "_orig_mod", model).model
+        words = wordeval.score(model, self.word_sets[1], self.device, self.accelerator.autocast)
+        self.last_word = words.record()
+        return self.last_word
 
     def flush_metrics(self) -> None:
         if self.taken:
@@ -338,6 +440,7 @@ class Recipe:
             "mixed_precision": self.accelerator.mixed_precision,
             "data": self.summary,
             "new_parameters": self.loaded.new_parameters,
+            **({"vocabulary": self.vocabulary} if self.vocabulary is not None else {}),
             "total_steps": self.total_steps,
             "max_time_seconds": self.budget,
             "steps_per_epoch": self.steps_per_epoch,
@@ -500,6 +603,13 @@ class Recipe:
             "processes": self.world,
             "precision": acc.mixed_precision,
         }
+        if self.vocabulary is not None:  # the vocabulary-independent measure, before adding words and now
+            results.update({"added_tokens": len(self.vocabulary["words"]),
+                            "pieces_per_word_before": self.vocabulary["pieces_per_word_before"],
+                            "pieces_per_word_after": self.vocabulary["pieces_per_word_after"],
+                            "base_word_bits_per_char": (counters.get("base_word") or {}).get("word_bits_per_char"),
+                            "base_word_accuracy": (counters.get("base_word") or {}).get("word_accuracy"),
+                            **(getattr(self, "last_word", None) or {})})
         if self.main:
             inner = acc.unwrap_model(self.objective)
             inner = getattr(inner, "_orig_mod", inner)  # torch.compile wrapper
