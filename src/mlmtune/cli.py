@@ -99,7 +99,12 @@ def done_line(results: dict) -> str:
     else:
         change = ppl(after)
     accuracy = results.get("eval_accuracy")
-    return (f"done: eval perplexity {change}, accuracy {'n/a' if accuracy is None else f'{accuracy:.1%}'}, "
+    words = ""
+    if results.get("added_tokens") is not None and results.get("word_bits_per_char") is not None:
+        base = results.get("base_word_bits_per_char")  # --add-tokens: the vocabulary-independent measure too
+        words = (f", masked words {'n/a' if base is None else f'{base:.4f}'} (base, its own vocabulary) -> "
+                 f"{results['word_bits_per_char']:.4f} bits/char")
+    return (f"done: eval perplexity {change}, accuracy {'n/a' if accuracy is None else f'{accuracy:.1%}'}{words}, "
             f"{results['train_tokens_per_second']:,.0f} training tokens/s over {results['train_seconds']:,.0f} s, "
             f"{results['steps']} steps")
 

@@ -97,6 +97,7 @@ def _record_figures(record: dict | None) -> dict | None:
         return v if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
 
     return {"perplexity": number("perplexity"), "accuracy": number("accuracy"), "masked_tokens": number("masked_tokens"),
+            "word_bits_per_char": number("word_bits_per_char"), "word_accuracy": number("word_accuracy"),
             "step": record.get("step")}
 
 
@@ -111,6 +112,12 @@ def side_by_side_rows(records: list[dict], results: dict, config: dict, has_mode
                      None)
     model = config.get("model") or "the base model"
     rows = [{"key": "base", "label": f"before: {model}", "figures": _record_figures(base)}]
+    own = next((r for r in records if r.get("type") == "base_vocabulary"), None)
+    if own is not None:  # --add-tokens: the base with its own vocabulary (masked words only), then with the new words
+        rows = [{"key": "base_vocabulary", "label": f"before: {model}, its own vocabulary",
+                 "figures": _record_figures(own)},
+                {"key": "base", "label": f"{model} with the added words (rows from their pieces)",
+                 "figures": _record_figures(base)}]
     if warm is not None:
         rows.append({"key": "warm", "label": f"{model}, warm-started head", "figures": _record_figures(warm)})
     if has_model:
@@ -122,7 +129,9 @@ def _side_by_side_html(rows: list[dict], cloze: dict | None, note: str) -> str:
     def pct(v):
         return "&ndash;" if v is None else f"{v:.1%}"
 
-    head = ["model", "perplexity", "accuracy", "masked tokens"] + (["cloze top-1", "cloze top-5"] if cloze else [])
+    words = any((row["figures"] or {}).get("word_bits_per_char") is not None for row in rows)
+    head = ["model", "perplexity", "accuracy", "masked tokens"] + (["word bits/char", "word accuracy"] if words else []) \
+        + (["cloze top-1", "cloze top-5"] if cloze else [])
     parts = ["<table class=side><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
     for row in rows:
         f = row["figures"] or {}
@@ -130,6 +139,9 @@ def _side_by_side_html(rows: list[dict], cloze: dict | None, note: str) -> str:
                  "&ndash;" if f.get("perplexity") is None else f"{f['perplexity']:,.2f}",
                  pct(f.get("accuracy")),
                  "&ndash;" if f.get("masked_tokens") is None else f"{int(f['masked_tokens']):,}"]
+        if words:
+            cells += ["&ndash;" if f.get("word_bits_per_char") is None else f"{f['word_bits_per_char']:.4f}",
+                      pct(f.get("word_accuracy"))]
         if cloze:
             scores = cloze.get(row["key"])
             cells += [pct(scores["top1"]), pct(scores["top5"])] if scores else ["&ndash;", "&ndash;"]
@@ -241,6 +253,10 @@ def write_report(output_dir: str | Path, *, base_model: str | None = None, probe
             f"tuned model at the final step; <code>{html.escape(command)}</code> (OUT: this folder) scores the same.")
     if any(r["key"] == "warm" for r in rows):
         note += " The warm-started head is the grown head after its warm start, where training began."
+    if any(r["key"] == "base_vocabulary" for r in rows):
+        note += (" Words were added to the vocabulary (--add-tokens), so perplexity per token is not comparable with "
+                 "the base's own: compare the masked words, the same whole words of the held-out documents masked "
+                 "whatever the vocabulary (bits per character, lower is better; share predicted exactly).")
     if items:
         note += (f" Cloze: the share of the {len(items)} items of {html.escape(str(cloze) if isinstance(cloze, (str, Path)) else 'the cloze probes')} "
                  "with an accepted answer among the model's top 1 / top 5 tokens.")
