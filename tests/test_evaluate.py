@@ -128,9 +128,10 @@ def test_table_has_one_row_per_model_and_says_what_the_columns_are(capsys, tiny_
                              *SMALL_ARGS, "--probes", CLOZE_NEWS)
     assert code == 0, err
     lines = out.splitlines()
-    assert lines[0].split() == ["model", "perplexity", "accuracy", "masked", "tokens", "cloze", "top-1", "cloze", "top-5"]
+    assert lines[0].split() == ["model", "perplexity", "accuracy", "masked", "tokens", "word", "bits/char", "word",
+                                "accuracy", "cloze", "top-1", "cloze", "top-5"]
     assert lines[1].startswith(tiny_bert + " ") and lines[2].startswith(tiny_encoder + " *")  # * no MLM head
-    masked = [line.split()[-3] for line in lines[1:3]]
+    masked = [line.split()[-5] for line in lines[1:3]]
     assert masked[0] == masked[1] and int(masked[0].replace(",", "")) > 0
     assert all(line.rstrip().endswith("%") for line in lines[1:3])
     assert any(line.startswith("* no MLM head") for line in lines[3:])

@@ -1,0 +1,160 @@
+"""Domain vocabulary (issue 14): what adding the words a tokenizer cuts buys, minilm, equal wall-clock time.
+
+  python benchmarks/vocab.py                                   # bbc-news and pydocs, N = 0, 100, 500, 90 s each
+  python benchmarks/vocab.py --corpora pydocs --counts 0 500 --budget 60
+
+For each corpus and N (`train --add-tokens N`, 0: none):
+  1. pieces per word of the training text before and after (the cut words counted as one piece);
+  2. one `mlmtune train --max-time BUDGET` run (time_to_quality.py's settings: lr 2e-4, head lr 1e-3,
+     warm-up 6%, no dropout), in a child process: its training tokens/s, and words/s (tokens/s divided
+     by the pieces per word: how much text a second of training reads);
+  3. all runs of the corpus scored side by side by `mlmtune.compare`: the masked-word measure (the
+     same whole words of the held-out documents masked for every vocabulary; bits per character,
+     lower is better, and the share of words predicted exactly) and each run's perplexity on its own
+     tokens (not comparable across N; shown for reference).
+
+Corpora: bbc-news (news, the offline corpus), and `pydocs`: the docstrings of the Python standard
+library this interpreter ships (one document per module with 200 words or more; tests excluded),
+real technical text whose terms WordPiece cuts (tuple -> tu ##ple, kwargs, subclass, ...). It is
+built into --work on the fly. Prints markdown tables, appends JSON lines to --out. The machine is
+shared: compare ratios within one run. Say which CPU it ran on (the script prints
+`lscpu | grep -o avx512_bf16`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "src"))
+sys.path.insert(0, str(HERE))
+
+from time_to_quality import cpu_kind, log  # noqa: E402
+
+SETTINGS = dict(model="minilm", chunk_size=128, eval_size=200, batch_size=16, seed=42, lr=2e-4, head_lr=1e-3,
+                warmup_ratio=0.06, dropout=0.0, log_every=25, report=False, overwrite=True, min_count=20)
+SKIP = {"test", "tests", "idle_test", "site-packages", "lib2to3", "turtledemo"}
+
+
+def build_pydocs(path: Path) -> Path:
+    """The standard library's docstrings, one JSON line per module (200 words or more)."""
+    if path.exists():
+        return path
+    root = Path(sysconfig.get_paths()["stdlib"])
+    lines = []
+    for p in sorted(root.rglob("*.py")):
+        if SKIP & set(p.relative_to(root).parts):
+            continue
+        try:
+            tree = ast.parse(p.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, ValueError):
+            continue
+        parts = [d for node in ast.walk(tree)
+                 if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                 and (d := ast.get_docstring(node))]
+        text = "\n\n".join(parts)
+        if len(text.split()) >= 200:
+            lines.append(json.dumps({"text": text}))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def pieces_per_word(data: str, counts: list[int]) -> dict[int, tuple[float, float, int]]:
+    """N -> (pieces per word before, after, words added) on the training documents of `data`."""
+    from mlmtune import vocab
+    from mlmtune.corpus import read_corpus
+    from mlmtune.modeling import load_tokenizer
+
+    cutter = vocab.WordCutter(load_tokenizer("minilm"))
+    docs = read_corpus([data])
+    words = vocab.count_words(cutter, vocab.training_texts(docs, eval_fraction=0.1, seed=SETTINGS["seed"]))
+    out = {}
+    for n in counts:
+        chosen = {c.word for c in vocab.cut_words(cutter, words, n, SETTINGS["min_count"])} if n else set()
+        before = vocab.summarize(cutter, words, model="minilm", documents=0, top=0, min_count=1).pieces_per_word
+        after = vocab.summarize(cutter, words, model="minilm", documents=0, top=0, min_count=1,
+                                added=chosen).pieces_per_word
+        out[n] = (before, after, len(chosen))
+    return out
+
+
+def run_arm(data: str, n: int, budget: float, out: Path) -> dict:
+    """One training run in a child process (no state carries over between arms)."""
+    extra = {"add_tokens": str(n)} if n else {}
+    code = f"""
+import json, sys
+sys.path.insert(0, {str(HERE.parent / 'src')!r})
+from mlmtune.train import fit
+from mlmtune.config import build_config
+cfg = build_config({SETTINGS!r}, dict(data=[{data!r}], output_dir={str(out)!r}, max_time="{budget}s", **{extra!r}))
+print(json.dumps(fit(cfg)))
+"""
+    t0 = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{data} N={n} failed:\n{done.stderr[-3000:]}")
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    results["process_seconds"] = time.perf_counter() - t0
+    return results
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--corpora", nargs="+", default=["bbc-news", "pydocs"])
+    p.add_argument("--counts", type=int, nargs="+", default=[0, 100, 500])
+    p.add_argument("--budget", type=float, default=90)
+    p.add_argument("--work", default="/tmp/mlmtune-vocab")
+    p.add_argument("--out", default="/tmp/mlmtune-vocab.jsonl")
+    args = p.parse_args()
+    work = Path(args.work)
+    rows = []
+    for corpus in args.corpora:
+        data = str(build_pydocs(work / "pydocs.jsonl")) if corpus == "pydocs" else corpus
+        ppw = pieces_per_word(data, args.counts)
+        models = []
+        for n in args.counts:
+            out = work / f"{corpus}-{n}"
+            log(f"== {corpus}, --add-tokens {n}, budget {args.budget:g} s")
+            r = run_arm(data, n, args.budget, out)
+            models.append(str(out))
+            before, after, added = ppw[n]
+            rows.append({"corpus": corpus, "n": n, "added": added, "ppw_before": before, "ppw_after": after,
+                         "steps": r["steps"], "tokens_per_second": r["train_tokens_per_second"],
+                         "words_per_second": r["train_tokens_per_second"] / after,
+                         "train_seconds": r["train_seconds"], "own_perplexity": r["eval_perplexity"]})
+            log(json.dumps(rows[-1]))
+        from mlmtune.evaluate import compare
+
+        scored = compare(models, data, eval_size=SETTINGS["eval_size"], chunk_size=SETTINGS["chunk_size"],
+                         seed=SETTINGS["seed"], say=log)
+        for row, s in zip(rows[-len(models):], scored):
+            row.update({"word_bits_per_char": s["word_bits_per_char"], "word_accuracy": s["word_accuracy"],
+                        "masked_words": s["masked_words"]})
+            with open(args.out, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(row) + "\n")
+    print(f"CPU: {cpu_kind()}; {args.budget:g} s of training per run (warm start included), minilm\n")
+    print("| corpus | --add-tokens | words added | pieces/word | steps | tokens/s | words/s (ratio to N=0) | "
+          "masked-word bits/char (ratio) | masked words exact | perplexity, own tokens |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        base = next(b for b in rows if b["corpus"] == r["corpus"] and b["n"] == args.counts[0])
+        print(f"| {r['corpus']} | {r['n']} | {r['added']} | {r['ppw_before']:.3f} -> {r['ppw_after']:.3f} | "
+              f"{r['steps']} | {r['tokens_per_second']:,.0f} | {r['words_per_second']:,.0f} "
+              f"({r['words_per_second'] / base['words_per_second']:.2f}) | {r['word_bits_per_char']:.4f} "
+              f"({r['word_bits_per_char'] / base['word_bits_per_char']:.3f}) | {r['word_accuracy']:.1%} of "
+              f"{r['masked_words']:,} | {r['own_perplexity']:,.1f} |")
+
+
+if __name__ == "__main__":
+    main()
