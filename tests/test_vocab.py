@@ -58,6 +58,9 @@ def test_analysis_counts_pieces_as_the_tokenizer_cuts_the_text(tmp_path, tokeniz
     assert top["glaxosmith"].count == 6  # the uncased tokenizer lowercases first: GLAXOSMITH is the same word
     assert top["glaxosmith"].pieces == tokenizer.tokenize("glaxosmith") and len(top["glaxosmith"].pieces) > 1
     assert "the" not in top  # one piece: not a cut word
+    import mlmtune
+
+    assert mlmtune.vocabulary("minilm", str(folder), top=5, min_count=2) == report  # the Python API
 
 
 def test_vocab_command_text_and_json(capsys, domain_folder):
@@ -361,3 +364,25 @@ def test_yaml_takes_a_number_and_the_choice_is_on_training_documents_only(tmp_pa
     assert len(train) + len(held) == len(docs.train) and not set(train) & set(held) and len(held) == 4
     with pytest.raises(ConfigError, match="--add-tokens 0"):
         vocab.parse_count("0")
+
+
+def test_add_tokens_n_takes_the_most_frequent_cut_words_of_the_training_documents(capsys, tiny_bert, domain_folder,
+                                                                                    tmp_path):
+    from mlmtune.train import fit
+
+    out = tmp_path / "n-run"
+    fit(build_config(dict(model=tiny_bert, data=[domain_folder], output_dir=str(out), chunk_size=64, batch_size=8,
+                          eval_size=16, max_steps=2, report=False, precision="fp32", add_tokens="5", min_count=3)))
+    said = capsys.readouterr().out
+    # independently: cut every word of the training documents with the tokenizer itself
+    tok = fresh_tokenizer()
+    docs = read_corpus([domain_folder])
+    counts = Counter(w for text in vocab.training_texts(docs, eval_fraction=0.1, seed=42)
+                     for w, _ in tok.backend_tokenizer.pre_tokenizer.pre_tokenize_str(
+                         tok.backend_tokenizer.normalizer.normalize_str(text)))
+    cut = sorted(((-c, w) for w, c in counts.items() if c >= 3 and len(tok.tokenize(w)) > 1
+                  and tok.unk_token not in tok.tokenize(w)))
+    expected = [w for _, w in cut[:5]]
+    run = json.loads((out / "run.json").read_text())
+    assert run["vocabulary"]["words"] == expected and set(RARE) <= set(expected)
+    assert "vocabulary: added 5 words; pieces per word of the training text" in said

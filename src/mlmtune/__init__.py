@@ -5,6 +5,7 @@
     mlmtune.evaluate("runs/demo", "bbc-news").perplexity
     mlmtune.compare(["minilm", "runs/demo"], "bbc-news", probes="benchmarks/cloze_news.tsv")
     mlmtune.fill_mask("runs/demo", "The [MASK] is happy.")
+    mlmtune.vocabulary("minilm", "notes.txt").top   # the words the tokenizer cuts into pieces
 """
 
 __version__ = "0.1.0"
@@ -38,6 +39,14 @@ def compare(models, data="bbc-news", **options):
     return _compare(models, data, **options)
 
 
+def vocabulary(model="minilm", data="bbc-news", **options):
+    """How the tokenizer of `model` cuts `data`: pieces per word, unknown tokens, the most frequent cut
+    words (a VocabReport; `mlmtune vocab`). Options: tokenizer, top, min_count, text_column, encoding."""
+    from .vocab import analyse
+
+    return analyse(model, data, **options)
+
+
 def fill_mask(model, texts, top_k=5):
     """Top-k fillers per mask: fill_mask("runs/demo", "The [MASK] is happy.")."""
     from .predict import fill_mask as _fill_mask
@@ -69,4 +78,5 @@ def __getattr__(name):
     raise AttributeError(name)
 
 
-__all__ = ["Config", "FillMask", "MlmtuneError", "build_config", "compare", "evaluate", "fill_mask", "train"]
+__all__ = ["Config", "FillMask", "MlmtuneError", "build_config", "compare", "evaluate", "fill_mask", "train",
+           "vocabulary"]
