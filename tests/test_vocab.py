@@ -261,6 +261,14 @@ def test_evaluate_predict_and_report_work_on_the_run(capsys, vocab_run, tiny_ber
     assert math.isclose(tuned["word_bits_per_char"], final["word_bits_per_char"], rel_tol=1e-4)
     code, out, err = run_cli(capsys, "predict", "--model", vocab_run, "The [MASK] report.")
     assert_ok(code, err)
+    from fastapi.testclient import TestClient
+
+    from mlmtune.serve import create_app
+    from test_serve import API
+
+    with TestClient(create_app(str(vocab_run), compare=tiny_bert)) as client:  # serve: the run beside its base
+        r = client.post(API, json={"text": "The [MASK] report.", "top_k": 3})
+        assert r.status_code == 200 and len(r.json()["models"]) == 2
     code, out, err = run_cli(capsys, "report", vocab_run)
     assert_ok(code, err)
     page = (vocab_run / "report.html").read_text()
