@@ -2,6 +2,7 @@
 
   python benchmarks/vocab.py                                   # bbc-news and pydocs, N = 0, 100, 500, 90 s each
   python benchmarks/vocab.py --corpora pydocs --counts 0 500 --budget 60
+  python benchmarks/vocab.py --table-only                      # the tables again, from --out and the run folders
 
 For each corpus and N (`train --add-tokens N`, 0: none):
   1. pieces per word of the training text before and after (the cut words counted as one piece);
@@ -116,10 +117,15 @@ def main() -> None:
     p.add_argument("--budget", type=float, default=90)
     p.add_argument("--work", default="/tmp/mlmtune-vocab")
     p.add_argument("--out", default="/tmp/mlmtune-vocab.jsonl")
+    p.add_argument("--table-only", action="store_true")
     args = p.parse_args()
     work = Path(args.work)
     rows = []
-    for corpus in args.corpora:
+    if args.table_only:
+        rows = [json.loads(line) for line in Path(args.out).read_text().splitlines() if line.strip()]
+        args.corpora = list(dict.fromkeys(r["corpus"] for r in rows))
+        args.counts = sorted({r["n"] for r in rows})
+    for corpus in args.corpora if not args.table_only else []:
         data = str(build_pydocs(work / "pydocs.jsonl")) if corpus == "pydocs" else corpus
         ppw = pieces_per_word(data, args.counts)
         models = []
@@ -143,12 +149,16 @@ def main() -> None:
                         "masked_words": s["masked_words"]})
             with open(args.out, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(row) + "\n")
-    print(f"CPU: {cpu_kind()}; {args.budget:g} s of training per run (warm start included), minilm\n")
+    print_tables(rows, args.counts)
+
+
+def print_tables(rows: list[dict], counts: list[int]) -> None:
+    print(f"CPU: {cpu_kind()}; minilm; the same wall-clock budget per run (warm start included)\n")
     print("| corpus | --add-tokens | words added | pieces/word | steps | tokens/s | words/s (ratio to N=0) | "
           "masked-word bits/char (ratio) | masked words exact | perplexity, own tokens |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        base = next(b for b in rows if b["corpus"] == r["corpus"] and b["n"] == args.counts[0])
+        base = next(b for b in rows if b["corpus"] == r["corpus"] and b["n"] == counts[0])
         print(f"| {r['corpus']} | {r['n']} | {r['added']} | {r['ppw_before']:.3f} -> {r['ppw_after']:.3f} | "
               f"{r['steps']} | {r['tokens_per_second']:,.0f} | {r['words_per_second']:,.0f} "
               f"({r['words_per_second'] / base['words_per_second']:.2f}) | {r['word_bits_per_char']:.4f} "
