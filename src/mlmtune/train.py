@@ -190,8 +190,8 @@ class Recipe:
         cfg = self.cfg
         vocab.check_same_tokenizer(cfg.model, cfg.tokenizer, self.tokenizer)
         cutter = vocab.WordCutter(self.tokenizer)
-        if getattr(self.tokenizer.backend_tokenizer.model, "__class__").__name__ != "WordPiece":
-            kind = self.tokenizer.backend_tokenizer.model.__class__.__name__
+        kind = type(self.tokenizer.backend_tokenizer.model).__name__
+        if kind != "WordPiece":
             raise ConfigError(f"--add-tokens supports WordPiece tokenizers (BERT, DistilBERT, MiniLM, ...); the tokenizer "
                               f"of {cfg.model} is {kind}, whose words carry their spaces: drop --add-tokens")
         n = vocab.parse_count(cfg.add_tokens)
