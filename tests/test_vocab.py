@@ -394,3 +394,15 @@ def test_add_tokens_n_takes_the_most_frequent_cut_words_of_the_training_document
     run = json.loads((out / "run.json").read_text())
     assert run["vocabulary"]["words"] == expected and set(RARE) <= set(expected)
     assert "vocabulary: added 5 words; pieces per word of the training text" in said
+
+
+def test_add_tokens_refuses_a_tokenizer_that_is_not_wordpiece():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE(vocab={"a": 0, "b": 1, "ab": 2, "[MASK]": 3}, merges=[("a", "b")]))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel()
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, mask_token="[MASK]")
+    with pytest.raises(ConfigError, match="WordPiece"):
+        vocab.check_wordpiece(tok, "a-bpe-model")
+    vocab.check_wordpiece(fresh_tokenizer(), "minilm")  # minilm's is WordPiece

@@ -190,10 +190,7 @@ class Recipe:
         cfg = self.cfg
         vocab.check_same_tokenizer(cfg.model, cfg.tokenizer, self.tokenizer)
         cutter = vocab.WordCutter(self.tokenizer)
-        kind = type(self.tokenizer.backend_tokenizer.model).__name__
-        if kind != "WordPiece":
-            raise ConfigError(f"--add-tokens supports WordPiece tokenizers (BERT, DistilBERT, MiniLM, ...); the tokenizer "
-                              f"of {cfg.model} is {kind}, whose words carry their spaces: drop --add-tokens")
+        vocab.check_wordpiece(self.tokenizer, cfg.model)
         n = vocab.parse_count(cfg.add_tokens)
         chosen = None if n is not None else vocab.read_word_file(os.path.expanduser(cfg.add_tokens), cutter)
         documents = read_corpus(cfg.data, split=cfg.data_split, eval_split=cfg.eval_split, text_column=cfg.text_column,

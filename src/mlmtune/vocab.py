@@ -305,6 +305,15 @@ def read_word_file(path: str | Path, cutter: WordCutter) -> list[CutWord]:
     return chosen
 
 
+def check_wordpiece(tokenizer, model: str) -> None:
+    """New words are added as whole-word tokens of the normalised text, which fits WordPiece; a byte-level
+    BPE or Unigram word carries its leading space (`Ġword`, `▁word`), which an added token would not."""
+    kind = type(backend_of(tokenizer).model).__name__
+    if kind != "WordPiece":
+        raise ConfigError(f"--add-tokens supports WordPiece tokenizers (BERT, DistilBERT, MiniLM, ...); the tokenizer "
+                          f"of {model} is {kind}, whose words carry their spaces: drop --add-tokens")
+
+
 def check_same_tokenizer(model: str, tokenizer_name: str | None, tokenizer) -> None:
     """--add-tokens starts each new row from the model's rows of its pieces: the pieces must be the
     model's own. A --tokenizer other than the one beside the model is refused."""
