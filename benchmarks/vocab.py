@@ -2,6 +2,7 @@
 
   python benchmarks/vocab.py                                   # bbc-news and pydocs, N = 0, 100, 500, 90 s each
   python benchmarks/vocab.py --corpora pydocs --counts 0 500 --budget 60
+  python benchmarks/vocab.py --steps 40 --counts 0 500           # equal steps instead of equal time (load-proof)
   python benchmarks/vocab.py --table-only                      # the tables again, from --out and the run folders
 
 For each corpus and N (`train --add-tokens N`, 0: none):
@@ -90,15 +91,17 @@ def pieces_per_word(data: str, counts: list[int]) -> dict[int, tuple[float, floa
     return out
 
 
-def run_arm(data: str, n: int, budget: float, out: Path) -> dict:
-    """One training run in a child process (no state carries over between arms)."""
+def run_arm(data: str, n: int, budget: float, out: Path, steps: int | None = None) -> dict:
+    """One training run in a child process (no state carries over between arms): `budget` seconds,
+    or `steps` optimizer steps (the same work for every arm, whatever the machine's load)."""
     extra = {"add_tokens": str(n)} if n else {}
+    extra.update({"max_steps": steps} if steps else {"max_time": f"{budget}s"})
     code = f"""
 import json, sys
 sys.path.insert(0, {str(HERE.parent / 'src')!r})
 from mlmtune.train import fit
 from mlmtune.config import build_config
-cfg = build_config({SETTINGS!r}, dict(data=[{data!r}], output_dir={str(out)!r}, max_time="{budget}s", **{extra!r}))
+cfg = build_config({SETTINGS!r}, dict(data=[{data!r}], output_dir={str(out)!r}, **{extra!r}))
 print(json.dumps(fit(cfg)))
 """
     t0 = time.perf_counter()
@@ -117,6 +120,7 @@ def main() -> None:
     p.add_argument("--budget", type=float, default=90)
     p.add_argument("--work", default="/tmp/mlmtune-vocab")
     p.add_argument("--out", default="/tmp/mlmtune-vocab.jsonl")
+    p.add_argument("--steps", type=int, help="optimizer steps per run instead of --budget seconds")
     p.add_argument("--table-only", action="store_true")
     args = p.parse_args()
     work = Path(args.work)
@@ -131,8 +135,8 @@ def main() -> None:
         models = []
         for n in args.counts:
             out = work / f"{corpus}-{n}"
-            log(f"== {corpus}, --add-tokens {n}, budget {args.budget:g} s")
-            r = run_arm(data, n, args.budget, out)
+            log(f"== {corpus}, --add-tokens {n}, " + (f"{args.steps} steps" if args.steps else f"budget {args.budget:g} s"))
+            r = run_arm(data, n, args.budget, out, args.steps)
             models.append(str(out))
             before, after, added = ppw[n]
             rows.append({"corpus": corpus, "n": n, "added": added, "ppw_before": before, "ppw_after": after,
@@ -153,7 +157,8 @@ def main() -> None:
 
 
 def print_tables(rows: list[dict], counts: list[int]) -> None:
-    print(f"CPU: {cpu_kind()}; minilm; the same wall-clock budget per run (warm start included)\n")
+    print(f"CPU: {cpu_kind()}; minilm; every run with the same budget (--budget seconds, warm start included, or "
+          "--steps)\n")
     print("| corpus | --add-tokens | words added | pieces/word | steps | tokens/s | words/s (ratio to N=0) | "
           "masked-word bits/char (ratio) | masked words exact | perplexity, own tokens |")
     print("|---|---|---|---|---|---|---|---|---|---|")
