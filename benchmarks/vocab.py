@@ -3,6 +3,7 @@
   python benchmarks/vocab.py                                   # bbc-news and pydocs, N = 0, 100, 500, 90 s each
   python benchmarks/vocab.py --corpora pydocs --counts 0 500 --budget 60
   python benchmarks/vocab.py --steps 40 --counts 0 500           # equal steps instead of equal time (load-proof)
+  python benchmarks/vocab.py --steps 60 --counts 0 500 --resample 42 1 2 3 --table-only   # other masked words
   python benchmarks/vocab.py --table-only                      # the tables again, from --out and the run folders
 
 For each corpus and N (`train --add-tokens N`, 0: none):
@@ -122,6 +123,8 @@ def main() -> None:
     p.add_argument("--out", default="/tmp/mlmtune-vocab.jsonl")
     p.add_argument("--steps", type=int, help="optimizer steps per run instead of --budget seconds")
     p.add_argument("--table-only", action="store_true")
+    p.add_argument("--resample", type=int, nargs="+", metavar="SEED",
+                   help="score the first and last run of each corpus again on the masked words drawn with these seeds")
     args = p.parse_args()
     work = Path(args.work)
     rows = []
@@ -154,6 +157,32 @@ def main() -> None:
             with open(args.out, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(row) + "\n")
     print_tables(rows, args.counts)
+    if args.resample:
+        resample(args.corpora, args.counts, work, args.resample)
+
+
+def resample(corpora: list[str], counts: list[int], work: Path, seeds: list[int]) -> None:
+    """How much the masked-word figures move with the sample of words: the same two models, other windows."""
+    import torch
+
+    from mlmtune import vocab, wordeval
+    from mlmtune.corpus import read_corpus
+    from mlmtune.modeling import load_masked_lm, load_tokenizer, resolve_precision
+
+    print("\n| corpus | seed | words | bits/char first | last | ratio | exact first | last |\n|---|---|---|---|---|---|---|---|")
+    for corpus in corpora:
+        data = str(work / "pydocs.jsonl") if corpus == "pydocs" else corpus
+        runs = [work / f"{corpus}-{counts[0]}", work / f"{corpus}-{counts[-1]}"]
+        toks = [load_tokenizer(str(r)) for r in runs]
+        models = [load_masked_lm(str(r)).model for r in runs]
+        texts = vocab.heldout_texts(read_corpus([data]), eval_fraction=0.1, seed=SETTINGS["seed"])
+        bf16 = resolve_precision("auto") == "bf16"
+        for seed in seeds:
+            sets = wordeval.prepare(texts, toks, seed=seed, max_length=512)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                a, b = (wordeval.score(m, s, "cpu") for m, s in zip(models, sets))
+            print(f"| {corpus} | {seed} | {a.masked_words:,} | {a.bits_per_char:.4f} | {b.bits_per_char:.4f} | "
+                  f"{b.bits_per_char / a.bits_per_char:.3f} | {a.word_accuracy:.1%} | {b.word_accuracy:.1%} |")
 
 
 def print_tables(rows: list[dict], counts: list[int]) -> None:
