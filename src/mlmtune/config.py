@@ -108,7 +108,7 @@ class ModelConfig:
     add_tokens: str | None = _opt(
         None, "add words to the vocabulary: N (the N most frequent words of the training text the tokenizer cuts "
         "into pieces, seen at least --min-count times) or FILE (one word a line); each new row starts as the mean of "
-        "its pieces' rows (default: none)", metavar="N|FILE", number_or_text=True,
+        "its pieces' rows", metavar="N|FILE", number_or_text=True,
     )
     min_count: int = _opt(20, "with --add-tokens N: the fewest occurrences a word needs")
     new_token_lr: float | None = _opt(
