@@ -237,7 +237,7 @@ def test_python_api_works_again_and_again(tiny_bert, news_folder, tmp_path):
         assert results["steps"] == 1 and (tmp_path / f"run{i}" / "model.safetensors").is_file()
         perplexities.append(mlmtune.evaluate(tiny_bert, news_folder, **small).perplexity)
         top = mlmtune.fill_mask(tiny_bert, "The [MASK] is happy.", top_k=3)
-        assert len(top) == 1 and len(top[0]) == 3
+        assert len(top) == 3 and all(set(p) == {"score", "token", "token_str", "sequence"} for p in top)  # the pipeline's shape
         assert callable(mlmtune.train) and callable(mlmtune.evaluate) and callable(mlmtune.fill_mask)
     assert perplexities[0] == perplexities[1] == perplexities[2]  # the same fixed masks every time
 
