@@ -93,6 +93,8 @@ class FillMask:
         if not texts:
             return []
         vocab = len(self.tokenizer)
+        if isinstance(top_k, bool) or not isinstance(top_k, int):  # True is an int to Python, 2.0 is not to torch
+            raise InputError(f"top-k must be a whole number, got {top_k!r}: pass e.g. top_k=5")
         if not 1 <= top_k <= vocab:
             raise InputError(f"top-k {top_k} is outside 1..{vocab} (the vocabulary size): "
                              f"pass a top-k between 1 and {vocab}, e.g. --top-k 5")

@@ -1,0 +1,78 @@
+"""Issue 13's pipeline-shaped answers, attacked as a user would: FillMask, the Hub request and the report
+against transformers' fill-mask pipeline, on a tiny BERT and a tiny RoBERTa with a byte-level BPE tokenizer."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+
+from mlmtune.errors import InputError
+from mlmtune.predict import FillMask
+
+API = "/v1/fill-mask"
+
+
+@pytest.fixture(scope="module")
+def tiny_roberta(tmp_path_factory) -> str:
+    """A 2-layer RobertaForMaskedLM with a byte-level BPE tokenizer trained here (mask token `<mask>`)."""
+    import torch
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import RobertaConfig, RobertaForMaskedLM, RobertaTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-roberta")
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(["The cat is happy. Shares in the company fell sharply. Café naïve 東京 über."] * 20,
+                            vocab_size=300, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    bpe.save_model(str(folder))
+    merges = [tuple(line.split()) for line in (folder / "merges.txt").read_text().splitlines()[1:] if line]
+    tokenizer = RobertaTokenizerFast(vocab=json.loads((folder / "vocab.json").read_text()), merges=merges,
+                                     model_max_length=64)
+    tokenizer.save_pretrained(folder)
+    torch.manual_seed(0)
+    config = RobertaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                           intermediate_size=64, max_position_embeddings=66, pad_token_id=tokenizer.pad_token_id,
+                           bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    RobertaForMaskedLM(config).save_pretrained(folder)
+    return str(folder)
+
+
+def same_answer(ours, theirs):
+    """Two fill-mask answers (any nesting) agree: structure, ids, strings, scores to 1e-5."""
+    if isinstance(theirs, dict):
+        assert (ours["token"], ours["token_str"], ours["sequence"]) == (theirs["token"], theirs["token_str"],
+                                                                        theirs["sequence"])
+        assert ours["score"] == pytest.approx(theirs["score"], abs=1e-5)
+        return
+    assert isinstance(ours, list) and len(ours) == len(theirs), (ours, theirs)
+    for a, b in zip(ours, theirs):
+        same_answer(a, b)
+
+
+@pytest.mark.parametrize("model", ["tiny_bert", "tiny_roberta"])
+def test_one_mask_texts_answer_as_the_pipeline(model, request):
+    """Unicode, special tokens written in the text, odd spacing, a padded batch: the pipeline's answer."""
+    from transformers import pipeline
+
+    path = request.getfixturevalue(model)
+    fm, theirs = FillMask(path), pipeline("fill-mask", model=path, device="cpu")
+    m = fm.tokenizer.mask_token
+    texts = [f"The {m} is happy.", f"Café {m} naïve 東京 über 😀", f"\t{m}\n", f"x  {m}   y", f"don't {m} it's",
+             f"The [SEP] <s> {m} </s> [PAD] <pad>", m]
+    for text in texts:
+        same_answer(fm(text, top_k=3), theirs(text, top_k=3))
+    # a batch pads the shorter texts: the same answers as each alone
+    same_answer(fm(texts, top_k=2), theirs(texts, top_k=2))
+
+
+def test_roberta_takes_the_generic_mask(tiny_roberta):
+    fm = FillMask(tiny_roberta)
+    assert fm("The [MASK] is happy.", top_k=4) == fm("The <mask> is happy.", top_k=4)
+
+
+@pytest.mark.parametrize("top_k", [True, 2.0, "5", None])
+def test_a_top_k_of_the_wrong_type_is_an_input_error(tiny_bert, top_k):
+    """A bool, float or string top_k was a TypeError from torch.topk (or ran as 1 for True)."""
+    with pytest.raises(InputError, match="top-k"):
+        FillMask(tiny_bert)("The [MASK] is happy.", top_k=top_k)
