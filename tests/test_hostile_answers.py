@@ -76,3 +76,64 @@ def test_a_top_k_of_the_wrong_type_is_an_input_error(tiny_bert, top_k):
     """A bool, float or string top_k was a TypeError from torch.topk (or ran as 1 for True)."""
     with pytest.raises(InputError, match="top-k"):
         FillMask(tiny_bert)("The [MASK] is happy.", top_k=top_k)
+
+
+@pytest.mark.parametrize("model", ["tiny_bert", "tiny_roberta"])
+def test_targets_answer_as_the_pipeline(model, request):
+    """The pipeline's `targets` (and the Hub's parameter): only those words, top_k capped at their number,
+    a word outside the vocabulary as its first token. FillMask had no such argument (a TypeError)."""
+    from transformers import pipeline
+
+    path = request.getfixturevalue(model)
+    fm, theirs = FillMask(path), pipeline("fill-mask", model=path, device="cpu")
+    m = fm.tokenizer.mask_token
+    for text, targets, top_k in [(f"The {m} is happy.", ["cat", "company"], 5),  # top_k above the targets
+                                 (f"The {m} is happy.", ["cat", "company", "sharply"], 2),
+                                 (f"The {m} is happy.", "cat", 3),  # one word as a str
+                                 (f"a {m} b {m}", ["cat", "happiness"], 1),  # several masks; a word made of pieces
+                                 ([f"x {m}", f"The {m}."], ["cat", "über"], 2)]:
+        ours = fm(text, top_k=top_k, targets=targets)
+        same_answer(ours, theirs(text, top_k=top_k, targets=targets) if "b " not in str(text) else
+                    [[{**d, "sequence": d["sequence"].removeprefix("[CLS] ").removesuffix(" [SEP]")
+                       .removeprefix("<s>").removesuffix("</s>")} for d in mask]
+                     for mask in theirs(text, top_k=top_k, targets=targets)])
+    assert len(fm(f"The {m}.", top_k=5, targets=["cat", "cat"])) == 1  # a word named twice is scored once
+
+
+@pytest.mark.parametrize("targets", [[], [3], "", [""], {"cat": 1}])
+def test_unusable_targets_are_an_input_error(tiny_bert, targets):
+    with pytest.raises(InputError, match="targets"):
+        FillMask(tiny_bert)("The [MASK] is happy.", targets=targets)
+
+
+@pytest.fixture(scope="module")
+def client(tiny_bert):
+    from mlmtune.serve import create_app
+
+    with TestClient(create_app(tiny_bert)) as c:
+        yield c
+
+
+def test_the_hub_request_takes_the_pipelines_targets(client, tiny_bert):
+    """parameters.targets was refused ("unknown parameter"), so InferenceClient.fill_mask(targets=...) failed."""
+    fm = FillMask(tiny_bert)
+    r = client.post(API, json={"inputs": "The [MASK] is happy.", "parameters": {"top_k": 3, "targets": ["cat", "dog"]}})
+    assert r.status_code == 200, r.text
+    assert r.json() == fm("The [MASK] is happy.", top_k=3, targets=["cat", "dog"])
+    assert len(r.json()) == 2
+    r = client.post(API, json={"inputs": ["a [MASK]", "b [MASK]"], "parameters": {"targets": "cat"}})
+    assert r.status_code == 200 and [[d["token_str"] for d in a] for a in r.json()] == [["cat"], ["cat"]]
+
+
+@pytest.mark.parametrize("parameters, words", [
+    ({"targets": []}, ["targets holds 0 words", "1 to 100"]),
+    ({"targets": ["w"] * 101}, ["targets holds 101 words", "1 to 100"]),
+    ({"targets": 5}, ["parameters.targets must be a word or a list", "got int"]),
+    ({"targets": [["cat"]]}, ["parameters.targets must be a word or a list"]),
+    ({"targets": [""]}, ["none of the targets"]),
+])
+def test_unusable_hub_targets_are_a_422(client, parameters, words):
+    r = client.post(API, json={"inputs": "The [MASK] is happy.", "parameters": parameters})
+    assert r.status_code == 422, r.text
+    for word in words:
+        assert word in r.json()["detail"], r.json()["detail"]
