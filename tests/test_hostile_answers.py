@@ -137,3 +137,9 @@ def test_unusable_hub_targets_are_a_422(client, parameters, words):
     assert r.status_code == 422, r.text
     for word in words:
         assert word in r.json()["detail"], r.json()["detail"]
+
+
+def test_inputs_null_is_named(client):
+    """{"inputs": null} was answered "text is missing", a field the Hub's user never sent."""
+    r = client.post(API, json={"inputs": None, "parameters": {"top_k": 2}})
+    assert r.status_code == 422 and r.json()["detail"].startswith("inputs is null"), r.text

@@ -340,6 +340,9 @@ def create_app(model: str, compare: str | None = None, *, models: list[Served] |
         of texts one such answer per text."""
         if body.inputs is not None:
             return JSONResponse(await _hub_answer(body, served))
+        if body.text is None and "inputs" in body.model_fields_set:  # "inputs": null
+            raise HTTPException(422, f"inputs is null: send a text or a list of texts, e.g. "
+                                     f'{{"inputs": "{EXAMPLE}"}}')
         if body.text is None:
             raise HTTPException(422, f"text is missing: {_BODY_HINT}")
         if "inputs" in body.model_fields_set or "parameters" in body.model_fields_set:
