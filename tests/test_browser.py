@@ -230,6 +230,16 @@ def test_phone_shows_the_tuned_results_after_fill_in(server_url, browser):
     assert not problems, problems
 
 
+def test_a_long_word_wraps_on_a_phone(server_url, browser):
+    """A word of 80 letters in the sentence widened the filled sentence, so the page scrolled sideways (676 px)."""
+    problems: list[str] = []
+    page = open_page(browser, server_url, problems, viewport={"width": 390, "height": 844}, is_mobile=True)
+    submit(page, "Shares in " + "thecompanyfellsharply" * 4 + " [MASK] after the report.")
+    page.locator('[data-role="tuned"] .prediction').first.wait_for()
+    assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+    assert not problems, problems
+
+
 def contrast(a: str, b: str) -> float:
     """WCAG contrast ratio of two CSS rgb()/rgba() colours (opaque)."""
     def luminance(css):
