@@ -143,3 +143,28 @@ def test_inputs_null_is_named(client):
     """{"inputs": null} was answered "text is missing", a field the Hub's user never sent."""
     r = client.post(API, json={"inputs": None, "parameters": {"top_k": 2}})
     assert r.status_code == 422 and r.json()["detail"].startswith("inputs is null"), r.text
+
+
+# --- report.html with odd runs ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("value, shown", [(1e300, "1 × 10^300"), (-2.5e20, "-2.5 × 10^20"),
+                                          (123456789012345.0, "123,456,789,012,345")])
+def test_huge_numbers_keep_four_figures(value, shown):
+    """1e300 was written out as 301 digits of float noise ("1,000,000,000,000,000,052,504,760,...")."""
+    from mlmtune.report import _fmt
+
+    assert _fmt(value) == shown
+
+
+def test_report_of_a_diverged_run_is_written(tmp_path):
+    """A perplexity near float's limit (a loss of ~690) crashed the plot: "Axis limits cannot be NaN or Inf"."""
+    from mlmtune.report import write_report
+
+    (tmp_path / "run.json").write_text(json.dumps({"config": {"model": "minilm"}}))
+    records = [{"type": "eval", "step": 0, "loss": 690.0, "perplexity": 1e300, "accuracy": 0.0},
+               {"type": "train", "step": 1, "loss": 1e20, "lr": 1e-4, "grad_norm": 1e30},
+               {"type": "eval", "step": 2, "loss": 3.0, "perplexity": 20.1, "accuracy": 0.25}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (tmp_path / "results.json").write_text(json.dumps({"baseline_perplexity": 1e300, "eval_perplexity": 20.1}))
+    page = write_report(tmp_path, say=lambda m: None).read_text()
+    assert "1 × 10^300" in page and "052,504" not in page
