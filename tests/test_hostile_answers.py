@@ -168,3 +168,26 @@ def test_report_of_a_diverged_run_is_written(tmp_path):
     (tmp_path / "results.json").write_text(json.dumps({"baseline_perplexity": 1e300, "eval_perplexity": 20.1}))
     page = write_report(tmp_path, say=lambda m: None).read_text()
     assert "1 × 10^300" in page and "052,504" not in page
+
+
+# --- word pieces, for the page ---------------------------------------------------------------------
+
+def test_continues_word_knows_each_tokenizers_pieces(tiny_bert, tiny_roberta):
+    bert, roberta = FillMask(tiny_bert), FillMask(tiny_roberta)
+    ids = bert.tokenizer.convert_tokens_to_ids
+    assert [bert.continues_word(ids(t)) for t in ["##s", "s", "cat", ".", "[MASK]"]] == [True, False, False, False, False]
+    ids = roberta.tokenizer.convert_tokens_to_ids
+    assert [roberta.continues_word(ids(t)) for t in ["s", "Ġs", "Ġcat", ".", "<mask>"]] == [True, False, False, False, False]
+
+
+def test_the_api_says_which_predictions_are_pieces(tiny_roberta):
+    """The page took RoBERTa's "s" (no word-start space) for a word: mlmtune's answer now names the pieces."""
+    from mlmtune.serve import create_app
+
+    fm = FillMask(tiny_roberta)
+    with TestClient(create_app(tiny_roberta)) as c:
+        model = c.post(API, json={"text": "The cat[MASK] is happy. [MASK]", "top_k": 8}).json()["models"][0]
+    assert [len(p) for p in model["pieces"]] == [len(m) for m in model["masks"]] == [8, 8]
+    assert [[fm.continues_word(d["token"]) for d in m] for m in model["masks"]] == model["pieces"]
+    flat = [(d["token_str"], piece) for m, ps in zip(model["masks"], model["pieces"]) for d, piece in zip(m, ps)]
+    assert all(not piece for s, piece in flat if s.startswith(" ")), flat

@@ -61,6 +61,7 @@ class FillMask:
         self.max_length = min(max_positions(model, self.tokenizer), 4096)
         self.batch_size = 32
         self._lock = threading.Lock()
+        self._word_start: str | None = None  # the vocabulary's word-start mark ("Ġ", "▁"; "" for WordPiece)
 
     def normalise(self, text: str) -> str:
         mask = self.tokenizer.mask_token
@@ -154,6 +155,21 @@ class FillMask:
                 ])
                 row += n
         return out
+
+    def continues_word(self, token_id: int) -> bool:
+        """Whether a token continues the word before it rather than starting one: WordPiece's "##s"; in a
+        vocabulary that marks word starts (byte-level BPE's "Ġhappy", SentencePiece's "▁happy"), a token that
+        begins with a letter or digit and lacks the mark ("ness"). token_str alone cannot tell a SentencePiece
+        piece from a word: its decoding drops the mark."""
+        if self._word_start is None:  # the fast tokenizer's decoder names its scheme: ByteLevel, Metaspace, WordPiece
+            decoder = repr(getattr(getattr(self.tokenizer, "backend_tokenizer", None), "decoder", None))
+            self._word_start = "Ġ" if "ByteLevel" in decoder else "▁" if "Metaspace" in decoder else ""
+        token = self.tokenizer.convert_ids_to_tokens(token_id)
+        if token is None or token_id in self.tokenizer.all_special_ids:
+            return False
+        if token.startswith("##") and len(token) > 2:
+            return True
+        return bool(self._word_start) and token[:1].isalnum() and not token.startswith(self._word_start)
 
     def _target_ids(self, targets: list[str], head_size: int) -> list[int]:
         """The pipeline's resolution of targets: a word of the vocabulary is its id, any other word its first

@@ -2,7 +2,7 @@
 
     POST /v1/fill-mask  {"text": "The [MASK] is happy.", "top_k": 5}
         -> {"text", "models": [{"name", "role": "tuned"|"base", "grown_head",
-                                "masks": [[{"score", "token", "token_str", "sequence"}]]}]}
+                                "masks": [[{"score", "token", "token_str", "sequence"}]], "pieces": [[bool]]}]}
     POST /v1/fill-mask  {"inputs": "The [MASK] is happy.", "parameters": {"top_k": 5, "targets": [...]}}   (the Hub's)
         -> [{"score", "token", "token_str", "sequence"}, ...]   (the tuned model's, as the fill-mask pipeline)
     GET  /health        -> {"status": "ok", "models": [...]}
@@ -103,6 +103,8 @@ class ModelResult(BaseModel):
     role: Literal["tuned", "base"]
     grown_head: bool
     masks: list[list[TokenScore]] = Field(description="per mask, in the order of the text, the top_k predictions")
+    pieces: list[list[bool]] = Field(description="beside masks: whether each prediction continues the word before it "
+                                                 "(\"##s\", or RoBERTa's \"s\" without its word-start space)")
 
 
 class FillMaskResponse(BaseModel):
@@ -404,7 +406,8 @@ def _predict_all(served: list[Served], text: str, top_k: int) -> list[dict]:
     for s in served:
         (masks,) = s.fm.predict([text], top_k=top_k)
         out.append({"name": s.name, "role": s.role, "grown_head": s.fm.grown_head,
-                    "masks": [[p.as_dict() for p in mask] for mask in masks]})
+                    "masks": [[p.as_dict() for p in mask] for mask in masks],
+                    "pieces": [[s.fm.continues_word(p.token_id) for p in mask] for mask in masks]})
     return out
 
 
