@@ -212,14 +212,15 @@ def test_bars_values_pieces_and_changes(server_url, browser):
 
 def test_a_roberta_piece_is_a_piece(server_url, browser):
     """RoBERTa's "s" (no word-start space) continues the word before it, as "##s" does: the server says so in
-    `pieces`. Before, the page wrote "The prime s met", and took the piece "s" for the base's word " s"."""
+    `pieces`. Before, the page wrote "The prime s met", and took the piece "s" for the base's word " s".
+    A token of white space alone is drawn (␣, ⏎), not an empty cell."""
     problems: list[str] = []
     page = open_page(browser, server_url, problems, viewport={"width": 1280, "height": 800})
     answer = {"text": "The prime [MASK] met.", "models": [
         {"name": "tuned", "role": "tuned", "grown_head": False, "pieces": [[True, False]],
-         "masks": [[prediction(1, 0.5, "s"), prediction(2, 0.2, " minister")]]},
-        {"name": "base", "role": "base", "grown_head": False, "pieces": [[False, False]],
-         "masks": [[prediction(3, 0.3, " s"), prediction(2, 0.1, " minister")]]},
+         "masks": [[prediction(1, 0.5, "s"), prediction(2, 0.2, " minister"), prediction(4, 0.1, "\n")]]},
+        {"name": "base", "role": "base", "grown_head": False, "pieces": [[False, False, False]],
+         "masks": [[prediction(3, 0.3, " s"), prediction(2, 0.1, " minister"), prediction(5, 0.05, " ")]]},
     ]}
     answered(page, answer)
     submit(page, answer["text"])
@@ -228,8 +229,8 @@ def test_a_roberta_piece_is_a_piece(server_url, browser):
     assert tuned.locator(".filled").inner_text().startswith("The primes met")
     assert base.locator(".filled").inner_text().startswith("The prime s met")
     got = {role: rows(page.locator(f'[data-role="{role}"]')) for role in ("tuned", "base")}
-    assert [(t, c) for t, _, c, _ in got["tuned"][0]] == [("…s", "NEW"), ("minister", "")]
-    assert [(t, c) for t, _, c, _ in got["base"][0]] == [("s", "OUT"), ("minister", "")]
+    assert [(t, c) for t, _, c, _ in got["tuned"][0]] == [("…s", "NEW"), ("minister", ""), ("⏎", "NEW")]
+    assert [(t, c) for t, _, c, _ in got["base"][0]] == [("s", "OUT"), ("minister", ""), ("␣", "OUT")]
     assert not problems, problems
 
 
