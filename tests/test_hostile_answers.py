@@ -191,3 +191,16 @@ def test_the_api_says_which_predictions_are_pieces(tiny_roberta):
     assert [[fm.continues_word(d["token"]) for d in m] for m in model["masks"]] == model["pieces"]
     flat = [(d["token_str"], piece) for m, ps in zip(model["masks"], model["pieces"]) for d, piece in zip(m, ps)]
     assert all(not piece for s, piece in flat if s.startswith(" ")), flat
+
+
+def test_predict_compare_takes_either_models_mask(tiny_roberta, tiny_bert, capsys):
+    """`predict --model ROBERTA --compare BERT "The <mask> ..."` failed on the BERT side ("no mask token"),
+    though serve takes either model's mask for both."""
+    from mlmtune.cli import main
+
+    assert main(["predict", "--model", tiny_roberta, "--compare", tiny_bert, "--json", "--top-k", "2",
+                 "The <mask> is happy."]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["text"] == "The <mask> is happy."  # the text as written
+    assert record["masks"] == [[p.as_dict() for p in FillMask(tiny_roberta).predict(["The <mask> is happy."], 2)[0][0]]]
+    assert record["compare"]["masks"] == [[p.as_dict() for p in FillMask(tiny_bert).predict(["The [MASK] is happy."], 2)[0][0]]]
