@@ -131,9 +131,11 @@ def test_the_hub_request_takes_the_pipelines_targets(client, tiny_bert):
     ({"targets": 5}, ["parameters.targets must be a word or a list", "got int"]),
     ({"targets": [["cat"]]}, ["parameters.targets must be a word or a list"]),
     ({"targets": [""]}, ["none of the targets"]),
+    ({"targets": ["cat", "\ud800"]}, ["the target", "lone surrogate U+D800"]),  # was a 500 (the tokenizer's TypeError)
 ])
 def test_unusable_hub_targets_are_a_422(client, parameters, words):
-    r = client.post(API, json={"inputs": "The [MASK] is happy.", "parameters": parameters})
+    body = json.dumps({"inputs": "The [MASK] is happy.", "parameters": parameters})  # \ud800 escaped
+    r = client.post(API, content=body, headers={"content-type": "application/json"})
     assert r.status_code == 422, r.text
     for word in words:
         assert word in r.json()["detail"], r.json()["detail"]

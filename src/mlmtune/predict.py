@@ -109,6 +109,8 @@ class FillMask:
                                     or not all(isinstance(t, str) for t in targets)):
             raise InputError(f"targets must be a word or a non-empty list of words, got {targets!r}: "
                              "pass e.g. targets=['happy', 'sad']")
+        for target in targets or ():
+            require_utf8(target, "the target")
         if len(texts) > self.batch_size:
             return [r for i in range(0, len(texts), self.batch_size)
                     for r in self.predict(texts[i:i + self.batch_size], top_k, sequences=sequences, targets=targets)]
