@@ -206,3 +206,10 @@ def test_predict_compare_takes_either_models_mask(tiny_roberta, tiny_bert, capsy
     assert record["text"] == "The <mask> is happy."  # the text as written
     assert record["masks"] == [[p.as_dict() for p in FillMask(tiny_roberta).predict(["The <mask> is happy."], 2)[0][0]]]
     assert record["compare"]["masks"] == [[p.as_dict() for p in FillMask(tiny_bert).predict(["The [MASK] is happy."], 2)[0][0]]]
+
+
+def test_the_package_fill_mask_takes_targets(tiny_bert):
+    import mlmtune
+
+    assert mlmtune.fill_mask(tiny_bert, "The [MASK] is happy.", 3, targets=["cat"]) == \
+        FillMask(tiny_bert)("The [MASK] is happy.", 3, targets=["cat"])
