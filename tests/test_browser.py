@@ -234,6 +234,25 @@ def test_a_roberta_piece_is_a_piece(server_url, browser):
     assert not problems, problems
 
 
+def test_a_word_written_against_a_mask_is_spaced(server_url, browser):
+    """"cat[MASK]" filled with the whole word " suit" read "catsuit" on the page, though the tokenizer decodes
+    "cat suit" ("[MASK]s" likewise); a piece still joins its word."""
+    problems: list[str] = []
+    page = open_page(browser, server_url, problems, viewport={"width": 1280, "height": 800})
+    answer = {"text": "The cat[MASK] is [MASK]s.", "models": [
+        {"name": "tuned", "role": "tuned", "grown_head": False, "pieces": [[False], [False]],
+         "masks": [[prediction(1, 0.5, " suit")], [prediction(2, 0.5, " happy")]]},
+        {"name": "base", "role": "base", "grown_head": False, "pieces": [[True], [False]],
+         "masks": [[prediction(3, 0.5, "##s")], [prediction(4, 0.5, ".")]]},
+    ]}
+    answered(page, answer)
+    submit(page, answer["text"])
+    page.locator('[data-role="base"] .prediction').nth(1).wait_for()
+    assert page.locator('[data-role="tuned"] .filled').inner_text() == "The cat suit is happy s."
+    assert page.locator('[data-role="base"] .filled').inner_text() == "The cats is .s."
+    assert not problems, problems
+
+
 def test_phone_shows_the_tuned_results_after_fill_in(server_url, browser):
     problems: list[str] = []
     page = open_page(browser, server_url, problems, viewport={"width": 390, "height": 844}, is_mobile=True,
