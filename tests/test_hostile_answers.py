@@ -213,3 +213,24 @@ def test_the_package_fill_mask_takes_targets(tiny_bert):
 
     assert mlmtune.fill_mask(tiny_bert, "The [MASK] is happy.", 3, targets=["cat"]) == \
         FillMask(tiny_bert)("The [MASK] is happy.", 3, targets=["cat"])
+
+
+def test_the_reports_fill_mask_table_shows_pieces_as_pieces(tiny_bert, tiny_roberta):
+    """The report listed "##iv" where the page shows "…iv" (and RoBERTa's piece "s" as if a word)."""
+    from mlmtune.predict import Prediction
+    from mlmtune.report import _predictions_html
+
+    class Fixed(FillMask):
+        def predict(self, texts, top_k=5, *, sequences=True):
+            t = self.tokenizer
+            if t.mask_token == "[MASK]":
+                words = ["##iv", "cat"]
+            else:  # the piece "s" and a whole word ("Ġthe")
+                words = ["s", next(w for w in sorted(t.get_vocab()) if w.startswith("Ġ") and w[1:].isalpha())]
+            return [[[Prediction(t.decode([t.convert_tokens_to_ids(w)]).strip(), 0.5, t.convert_tokens_to_ids(w))
+                      for w in words]] for _ in texts]
+
+    table = _predictions_html(["The [MASK] is happy."], Fixed(tiny_roberta), Fixed(tiny_bert))
+    assert "##" not in table
+    assert "<li>…iv <span>" in table and "<li>…s <span>" in table and "<li>cat <span>" in table
+    assert table.count("<li>…") == 2  # the whole words stay words

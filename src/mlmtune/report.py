@@ -171,6 +171,11 @@ def _result_value(key: str, value) -> str:
     return _fmt(value)
 
 
+def _shown(model, p) -> str:
+    """A prediction as the page shows it: a piece that continues the word before it as "…s", never "##s"."""
+    return "…" + p.token.removeprefix("##") if model.continues_word(p.token_id) else p.token
+
+
 def _predictions_html(probes: list[str], tuned, base) -> str:
     top_tuned = tuned.predict(probes, top_k=5, sequences=False)
     top_base = base.predict(probes, top_k=5, sequences=False) if base is not None else None
@@ -181,9 +186,9 @@ def _predictions_html(probes: list[str], tuned, base) -> str:
             cols.append(("after (this run)", tuned_mask))
             cells = "".join(
                 "<td><b>" + title + "</b><ol>" + "".join(
-                    f"<li>{html.escape(p.token)} <span>{p.score:.1%}</span></li>" for p in preds
+                    f"<li>{html.escape(_shown(model, p))} <span>{p.score:.1%}</span></li>" for p in preds
                 ) + "</ol></td>"
-                for title, preds in cols
+                for (title, preds), model in zip(cols, ([base] if top_base else []) + [tuned])
             )
             label = html.escape(probe) + (f" (mask {m + 1})" if len(top_tuned[i]) > 1 else "")
             parts.append(f"<tr><th>{label}</th>{cells}</tr>")
