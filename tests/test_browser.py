@@ -210,6 +210,49 @@ def test_bars_values_pieces_and_changes(server_url, browser):
     assert not problems, problems
 
 
+def test_a_roberta_piece_is_a_piece(server_url, browser):
+    """RoBERTa's "s" (no word-start space) continues the word before it, as "##s" does: the server says so in
+    `pieces`. Before, the page wrote "The prime s met", and took the piece "s" for the base's word " s".
+    A token of white space alone is drawn (␣, ⏎), not an empty cell."""
+    problems: list[str] = []
+    page = open_page(browser, server_url, problems, viewport={"width": 1280, "height": 800})
+    answer = {"text": "The prime [MASK] met.", "models": [
+        {"name": "tuned", "role": "tuned", "grown_head": False, "pieces": [[True, False]],
+         "masks": [[prediction(1, 0.5, "s"), prediction(2, 0.2, " minister"), prediction(4, 0.1, "\n")]]},
+        {"name": "base", "role": "base", "grown_head": False, "pieces": [[False, False, False]],
+         "masks": [[prediction(3, 0.3, " s"), prediction(2, 0.1, " minister"), prediction(5, 0.05, " ")]]},
+    ]}
+    answered(page, answer)
+    submit(page, answer["text"])
+    tuned, base = page.locator('[data-role="tuned"]'), page.locator('[data-role="base"]')
+    base.locator(".prediction").nth(1).wait_for()
+    assert tuned.locator(".filled").inner_text().startswith("The primes met")
+    assert base.locator(".filled").inner_text().startswith("The prime s met")
+    got = {role: rows(page.locator(f'[data-role="{role}"]')) for role in ("tuned", "base")}
+    assert [(t, c) for t, _, c, _ in got["tuned"][0]] == [("…s", "NEW"), ("minister", ""), ("⏎", "NEW")]
+    assert [(t, c) for t, _, c, _ in got["base"][0]] == [("s", "OUT"), ("minister", ""), ("␣", "OUT")]
+    assert not problems, problems
+
+
+def test_a_word_written_against_a_mask_is_spaced(server_url, browser):
+    """"cat[MASK]" filled with the whole word " suit" read "catsuit" on the page, though the tokenizer decodes
+    "cat suit" ("[MASK]s" likewise); a piece still joins its word."""
+    problems: list[str] = []
+    page = open_page(browser, server_url, problems, viewport={"width": 1280, "height": 800})
+    answer = {"text": "The cat[MASK] is [MASK]s.", "models": [
+        {"name": "tuned", "role": "tuned", "grown_head": False, "pieces": [[False], [False]],
+         "masks": [[prediction(1, 0.5, " suit")], [prediction(2, 0.5, " happy")]]},
+        {"name": "base", "role": "base", "grown_head": False, "pieces": [[True], [False]],
+         "masks": [[prediction(3, 0.5, "##s")], [prediction(4, 0.5, ".")]]},
+    ]}
+    answered(page, answer)
+    submit(page, answer["text"])
+    page.locator('[data-role="base"] .prediction').nth(1).wait_for()
+    assert page.locator('[data-role="tuned"] .filled').inner_text() == "The cat suit is happy s."
+    assert page.locator('[data-role="base"] .filled').inner_text() == "The cats is .s."
+    assert not problems, problems
+
+
 def test_phone_shows_the_tuned_results_after_fill_in(server_url, browser):
     problems: list[str] = []
     page = open_page(browser, server_url, problems, viewport={"width": 390, "height": 844}, is_mobile=True,
@@ -226,6 +269,16 @@ def test_phone_shows_the_tuned_results_after_fill_in(server_url, browser):
     assert base.bounding_box()["y"] >= box["y"] + box["height"] - 1  # the base below it
     track = tuned.locator(".prediction .bar").first.bounding_box()
     assert track["width"] >= 60, track  # a bar, not a dot, beside the word and its value
+    assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+    assert not problems, problems
+
+
+def test_a_long_word_wraps_on_a_phone(server_url, browser):
+    """A word of 80 letters in the sentence widened the filled sentence, so the page scrolled sideways (676 px)."""
+    problems: list[str] = []
+    page = open_page(browser, server_url, problems, viewport={"width": 390, "height": 844}, is_mobile=True)
+    submit(page, "Shares in " + "thecompanyfellsharply" * 4 + " [MASK] after the report.")
+    page.locator('[data-role="tuned"] .prediction').first.wait_for()
     assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
     assert not problems, problems
 

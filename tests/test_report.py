@@ -51,7 +51,9 @@ def prediction_rows(page: str) -> list[tuple[str, list[tuple[str, list[str]]]]]:
 
 
 def tokens(model: FillMask, text: str) -> list[list[str]]:
-    return [[p.token for p in mask] for mask in model.predict([text], top_k=5)[0]]
+    """The top 5 per mask as the report lists them: a piece as "…s", never "##s"."""
+    return [["…" + p.token.removeprefix("##") if model.continues_word(p.token_id) else p.token for p in mask]
+            for mask in model.predict([text], top_k=5)[0]]
 
 
 def test_training_writes_a_complete_report(run_dir, tiny_bert):

@@ -89,6 +89,9 @@ def test_huggingface_hub_client_reads_the_answer(live_url, monkeypatch):
 
     answer = InferenceClient(model=live_url + API).fill_mask("The [MASK] is happy.", top_k=2)
     assert len(answer) == 2 and all(isinstance(a.token, int) and a.token_str and a.sequence for a in answer)
+    # the client's targets (a parameter of the Hub's fill-mask task) narrow the answer to those words
+    answer = InferenceClient(model=live_url + API).fill_mask("The [MASK] is happy.", targets=["cat", "dog"])
+    assert sorted(a.token_str for a in answer) == ["cat", "dog"]
 
 
 @pytest.mark.parametrize(
@@ -102,7 +105,7 @@ def test_huggingface_hub_client_reads_the_answer(live_url, monkeypatch):
         ({"inputs": "[MASK] " + "x" * MAX_TEXT_CHARS}, ["inputs is too long", "2,000"]),
         ({"inputs": 42}, ["inputs must be a text or a list of texts, got int"]),
         ({"inputs": "The [MASK].", "parameters": {"top_k": 0}}, ["parameters.top_k", "1 to 50", "got 0"]),
-        ({"inputs": "The [MASK].", "parameters": {"targets": ["a"]}}, ["unknown parameter 'targets'", "top_k"]),
+        ({"inputs": "The [MASK].", "parameters": {"top_p": 0.5}}, ["unknown parameter 'top_p'", "top_k and targets"]),
         ({"inputs": "The [MASK].", "parameters": 5}, ["parameters must be a JSON object"]),
         ({"inputs": "The [MASK].", "top_k": 3}, ["not both", '"parameters": {"top_k": 5}']),
         ({"text": "The [MASK].", "inputs": "The [MASK]."}, ["not both"]),

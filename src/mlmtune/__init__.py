@@ -47,11 +47,11 @@ def vocabulary(model="minilm", data="bbc-news", **options):
     return analyse(model, data, **options)
 
 
-def fill_mask(model, texts, top_k=5):
+def fill_mask(model, texts, top_k=5, targets=None):
     """Top-k fillers per mask, as transformers' fill-mask pipeline answers: fill_mask("runs/demo", "The [MASK] is happy.")."""
     from .predict import fill_mask as _fill_mask
 
-    return _fill_mask(model, texts, top_k)
+    return _fill_mask(model, texts, top_k, targets)
 
 
 class _Package(types.ModuleType):

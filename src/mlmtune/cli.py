@@ -200,14 +200,17 @@ def format_columns(text: str, columns: list[tuple[str, list[list]]]) -> str:
 
 
 def cmd_predict(args) -> int:
-    from .predict import FillMask
+    from .predict import GENERIC_MASK, FillMask
 
     texts = read_texts(args.texts)
     models = [FillMask(args.model)] + ([FillMask(args.compare)] if args.compare else [])
     for m in models:
         if m.grown_head:
             print(f"note: {m.name} has no MLM head; its predictions come from an untrained head", file=sys.stderr)
-    results = [m.predict(texts, top_k=args.top_k, sequences=args.json) for m in models]
+    asked = texts  # any model's own mask (<mask>) is a mask for each model, as in serve: [MASK] is understood by all
+    for token in {m.tokenizer.mask_token for m in models} - {GENERIC_MASK}:
+        asked = [t.replace(token, GENERIC_MASK) for t in asked]
+    results = [m.predict(asked, top_k=args.top_k, sequences=args.json) for m in models]
     for i, text in enumerate(texts):
         if args.json:
             record = {"text": text, "masks": [[p.as_dict() for p in mask] for mask in results[0][i]]}

@@ -61,6 +61,7 @@ class FillMask:
         self.max_length = min(max_positions(model, self.tokenizer), 4096)
         self.batch_size = 32
         self._lock = threading.Lock()
+        self._word_start: str | None = None  # the vocabulary's word-start mark ("Ġ", "▁"; "" for WordPiece)
 
     def normalise(self, text: str) -> str:
         mask = self.tokenizer.mask_token
@@ -73,33 +74,46 @@ class FillMask:
             raise InputError(f"no mask token in {text[:60]!r}: write [MASK] where a word should be filled in")
         return text
 
-    def __call__(self, inputs: str | list[str], top_k: int = 5) -> list:
-        """A text or a list of texts -> the fill-mask pipeline's answer (see the module's docstring)."""
+    def __call__(self, inputs: str | list[str], top_k: int = 5, targets: str | list[str] | None = None) -> list:
+        """A text or a list of texts -> the fill-mask pipeline's answer (see the module's docstring).
+        `targets` as the pipeline's: only these words are scored (their probabilities over the whole vocabulary)."""
         if isinstance(inputs, str):
-            return pipeline_shape(self.predict([inputs], top_k)[0])
+            return pipeline_shape(self.predict([inputs], top_k, targets=targets)[0])
         if not isinstance(inputs, (list, tuple)) or not all(isinstance(t, str) for t in inputs):
             raise InputError(f"fill-mask takes a text or a list of texts, got {type(inputs).__name__}: "
                              "pass e.g. 'The [MASK] is happy.'")
-        answers = [pipeline_shape(masks) for masks in self.predict(list(inputs), top_k)]
+        answers = [pipeline_shape(masks) for masks in self.predict(list(inputs), top_k, targets=targets)]
         return answers[0] if len(answers) == 1 else answers  # as the pipeline: a list of one is that one
 
     @torch.no_grad()
-    def predict(self, texts: list[str], top_k: int = 5, *, sequences: bool = True) -> list[list[list[Prediction]]]:
+    def predict(self, texts: list[str], top_k: int = 5, *, sequences: bool = True,
+                targets: str | list[str] | None = None) -> list[list[list[Prediction]]]:
         """texts -> per text, per mask (in order), the top_k predictions. `sequences=False` leaves each
         Prediction's sequence empty: one decode of the whole text per prediction saved (8 masks x top 50
-        of a 2,000-character text: ~80 ms) where only the words are shown."""
+        of a 2,000-character text: ~80 ms) where only the words are shown. `targets`: only these words
+        compete (at most top_k of them are given), as the pipeline's `targets`."""
         if isinstance(texts, str):  # a string is not a list of one-character texts
             texts = [texts]
         if not texts:
             return []
         vocab = len(self.tokenizer)
+        if isinstance(top_k, bool) or not isinstance(top_k, int):  # True is an int to Python, 2.0 is not to torch
+            raise InputError(f"top-k must be a whole number, got {top_k!r}: pass e.g. top_k=5")
         if not 1 <= top_k <= vocab:
             raise InputError(f"top-k {top_k} is outside 1..{vocab} (the vocabulary size): "
                              f"pass a top-k between 1 and {vocab}, e.g. --top-k 5")
         texts = [self.check(t) for t in texts]
+        if isinstance(targets, str):
+            targets = [targets]
+        if targets is not None and (not isinstance(targets, (list, tuple)) or not targets
+                                    or not all(isinstance(t, str) for t in targets)):
+            raise InputError(f"targets must be a word or a non-empty list of words, got {targets!r}: "
+                             "pass e.g. targets=['happy', 'sad']")
+        for target in targets or ():
+            require_utf8(target, "the target")
         if len(texts) > self.batch_size:
             return [r for i in range(0, len(texts), self.batch_size)
-                    for r in self.predict(texts[i:i + self.batch_size], top_k, sequences=sequences)]
+                    for r in self.predict(texts[i:i + self.batch_size], top_k, sequences=sequences, targets=targets)]
         with self._lock:  # one forward at a time (torch uses every core for one); the tokenizer is not reentrant
             enc = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=self.max_length)
             mask_id = self.tokenizer.mask_token_id
@@ -121,8 +135,15 @@ class FillMask:
                 logits = self.head(hidden[at_mask.to(self.device)]).float()  # (masks, V), in text order
             else:
                 logits = self.model(input_ids=ids, attention_mask=attention).logits[at_mask.to(self.device)].float()
-            k = min(top_k, logits.shape[-1])  # a tokenizer may count added tokens the head lacks
-            scores, top_ids = logits.softmax(-1).topk(k, dim=-1)  # (masks, k)
+            probs = logits.softmax(-1)  # (masks, V): targets keep their share of the whole vocabulary, as the pipeline's
+            chosen = None
+            if targets is not None:
+                chosen = torch.tensor(self._target_ids(targets, probs.shape[-1]), device=probs.device)
+                probs = probs[:, chosen]  # (masks, T)
+            k = min(top_k, probs.shape[-1])  # a tokenizer may count added tokens the head lacks
+            scores, top_ids = probs.topk(k, dim=-1)  # (masks, k)
+            if chosen is not None:
+                top_ids = chosen[top_ids]
             scores, top_ids = scores.tolist(), top_ids.tolist()
             distinct = sorted({t for row in top_ids for t in row})
             word = dict(zip(distinct, self.tokenizer.batch_decode([[t] for t in distinct])))  # the pipeline's token_str
@@ -136,6 +157,38 @@ class FillMask:
                 ])
                 row += n
         return out
+
+    def continues_word(self, token_id: int) -> bool:
+        """Whether a token continues the word before it rather than starting one: WordPiece's "##s"; in a
+        vocabulary that marks word starts (byte-level BPE's "Ġhappy", SentencePiece's "▁happy"), a token that
+        begins with a letter or digit and lacks the mark ("ness"). token_str alone cannot tell a SentencePiece
+        piece from a word: its decoding drops the mark."""
+        if self._word_start is None:  # the fast tokenizer's decoder names its scheme: ByteLevel, Metaspace, WordPiece
+            decoder = repr(getattr(getattr(self.tokenizer, "backend_tokenizer", None), "decoder", None))
+            self._word_start = "Ġ" if "ByteLevel" in decoder else "▁" if "Metaspace" in decoder else ""
+        token = self.tokenizer.convert_ids_to_tokens(token_id)
+        if token is None or token_id in self.tokenizer.all_special_ids:
+            return False
+        if token.startswith("##") and len(token) > 2:
+            return True
+        return bool(self._word_start) and token[:1].isalnum() and not token.startswith(self._word_start)
+
+    def _target_ids(self, targets: list[str], head_size: int) -> list[int]:
+        """The pipeline's resolution of targets: a word of the vocabulary is its id, any other word its first
+        token; a word that makes no token is left out, and none left is an InputError."""
+        vocab = self.tokenizer.get_vocab()
+        ids = []
+        for target in targets:
+            id_ = vocab.get(target)
+            if id_ is None:
+                pieces = self.tokenizer(target, add_special_tokens=False)["input_ids"]
+                id_ = pieces[0] if pieces else None
+            if id_ is not None and id_ < head_size and id_ not in ids:
+                ids.append(id_)
+        if not ids:
+            raise InputError(f"none of the targets {targets[:5]!r} is a token of {self.name}: "
+                             "pass words such as targets=['happy', 'sad']")
+        return ids
 
     def _sequences(self, ids: list[int], top_ids: list[list[int]]) -> list[list[str]]:
         """The text (its ids without special tokens) with mask m filled by each of top_ids[m], decoded
@@ -168,6 +221,6 @@ def pipeline_shape(masks: list[list[Prediction]]) -> list:
     return answer[0] if len(answer) == 1 else answer
 
 
-def fill_mask(model: str, texts: str | list[str], top_k: int = 5) -> list:
-    """Python API: what `pipeline("fill-mask", model=model)(texts, top_k=top_k)` returns."""
-    return FillMask(model)(texts, top_k)
+def fill_mask(model: str, texts: str | list[str], top_k: int = 5, targets: str | list[str] | None = None) -> list:
+    """Python API: what `pipeline("fill-mask", model=model)(texts, top_k=top_k, targets=targets)` returns."""
+    return FillMask(model)(texts, top_k, targets)

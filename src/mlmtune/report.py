@@ -81,7 +81,8 @@ def curves_figure(records: list[dict]):
         ppl_ax.plot([s for s, _ in warm], [v for _, v in warm], "D", color="#f59e0b", ms=6, label="warm start")
         ppl_ax.annotate(f"warm start {_fmt(warm[0][1])}", warm[0], textcoords="offset points", xytext=(8, -3),
                         fontsize=8, color="#92400e")
-    ppl_ax.margins(x=0.08, y=0.12)
+    # a diverged run's perplexity near float's limit (1e300): a 12% margin on the log axis overflows to inf
+    ppl_ax.margins(x=0.08, y=0.12 if max((v for _, v in evals + warm), default=1) < 1e200 else 0)
     acc_ax.margins(x=0.08, y=0.12)
     for step, value in _labelled(evals):
         ppl_ax.annotate(_fmt(value), (step, value), textcoords="offset points", xytext=(0, 7), ha="center",
@@ -138,6 +139,9 @@ def _fmt(value, digits: int = 4) -> str:
         return str(value)
     if value == 0:
         return "0"
+    if abs(value) >= 1e15:  # past float's exact digits (and a diverged run's 1e300): 4 figures and the power of ten
+        mantissa, exponent = f"{value:.{digits - 1}e}".split("e")
+        return f"{mantissa.rstrip('0').rstrip('.')} × 10^{int(exponent)}"
     decimals = max(0, digits - 1 - math.floor(math.log10(abs(value))))
     text = f"{value:,.{decimals}f}"
     return text.rstrip("0").rstrip(".") if "." in text else text
@@ -167,6 +171,11 @@ def _result_value(key: str, value) -> str:
     return _fmt(value)
 
 
+def _shown(model, p) -> str:
+    """A prediction as the page shows it: a piece that continues the word before it as "…s", never "##s"."""
+    return "…" + p.token.removeprefix("##") if model.continues_word(p.token_id) else p.token
+
+
 def _predictions_html(probes: list[str], tuned, base) -> str:
     top_tuned = tuned.predict(probes, top_k=5, sequences=False)
     top_base = base.predict(probes, top_k=5, sequences=False) if base is not None else None
@@ -177,9 +186,9 @@ def _predictions_html(probes: list[str], tuned, base) -> str:
             cols.append(("after (this run)", tuned_mask))
             cells = "".join(
                 "<td><b>" + title + "</b><ol>" + "".join(
-                    f"<li>{html.escape(p.token)} <span>{p.score:.1%}</span></li>" for p in preds
+                    f"<li>{html.escape(_shown(model, p))} <span>{p.score:.1%}</span></li>" for p in preds
                 ) + "</ol></td>"
-                for title, preds in cols
+                for (title, preds), model in zip(cols, ([base] if top_base else []) + [tuned])
             )
             label = html.escape(probe) + (f" (mask {m + 1})" if len(top_tuned[i]) > 1 else "")
             parts.append(f"<tr><th>{label}</th>{cells}</tr>")

@@ -2,8 +2,8 @@
 
     POST /v1/fill-mask  {"text": "The [MASK] is happy.", "top_k": 5}
         -> {"text", "models": [{"name", "role": "tuned"|"base", "grown_head",
-                                "masks": [[{"score", "token", "token_str", "sequence"}]]}]}
-    POST /v1/fill-mask  {"inputs": "The [MASK] is happy.", "parameters": {"top_k": 5}}   (the Hub's request)
+                                "masks": [[{"score", "token", "token_str", "sequence"}]], "pieces": [[bool]]}]}
+    POST /v1/fill-mask  {"inputs": "The [MASK] is happy.", "parameters": {"top_k": 5, "targets": [...]}}   (the Hub's)
         -> [{"score", "token", "token_str", "sequence"}, ...]   (the tuned model's, as the fill-mask pipeline)
     GET  /health        -> {"status": "ok", "models": [...]}
     GET  /              the page (static/index.html)
@@ -51,6 +51,7 @@ MAX_MASKS = 8
 MAX_TOP_K = 50
 TOP_K = 5  # predictions per mask when a request names none
 MAX_INPUTS = 16  # texts in one Hub-shaped request (each within the text limits)
+MAX_TARGETS = 100  # words in the Hub request's parameters.targets
 MAX_BODY_BYTES = 64 * 1024  # 2,000 characters are at most ~24 kB of JSON, even all \u-escaped
 EXAMPLE = "The [MASK] is happy."
 
@@ -61,6 +62,8 @@ class HubParameters(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     top_k: int = Field(TOP_K, ge=1, le=MAX_TOP_K, strict=True, description="predictions per mask")
+    targets: str | list[str] | None = Field(None, description=f"only these words are scored (as the pipeline's "
+                                                              f"targets): a word or a list of 1 to {MAX_TARGETS}")
 
 
 class FillMaskRequest(BaseModel):
@@ -76,7 +79,7 @@ class FillMaskRequest(BaseModel):
                        description="predictions per mask")
     inputs: str | list[str] | None = Field(None, description=f"the Hub's request: a text, or a list of up to "
                                                              f"{MAX_INPUTS}, each as `text`")
-    parameters: HubParameters | None = Field(None, description="with inputs: {\"top_k\": 5}")
+    parameters: HubParameters | None = Field(None, description="with inputs: {\"top_k\": 5}, optionally \"targets\"")
 
 
 class TokenScore(BaseModel):
@@ -100,6 +103,8 @@ class ModelResult(BaseModel):
     role: Literal["tuned", "base"]
     grown_head: bool
     masks: list[list[TokenScore]] = Field(description="per mask, in the order of the text, the top_k predictions")
+    pieces: list[list[bool]] = Field(description="beside masks: whether each prediction continues the word before it "
+                                                 "(\"##s\", or RoBERTa's \"s\" without its word-start space)")
 
 
 class FillMaskResponse(BaseModel):
@@ -134,10 +139,13 @@ def _message(error: dict) -> str:
         return f"the request body is missing or not a JSON object (Content-Type: application/json): {_BODY_HINT}"
     if kind == "extra_forbidden":
         if field == "parameters" and len(loc) > 1:
-            return f"unknown parameter {loc[1]!r}: the only parameter is top_k"
+            return f"unknown parameter {loc[1]!r}: the parameters are top_k and targets"
         return f"unknown field {field!r}: the fields are text and top_k, or inputs and parameters"
     if field == "inputs":
         return f"inputs must be a text or a list of texts, got {type(value).__name__}: {_BODY_HINT}"
+    if field == "parameters" and loc[1:2] == ["targets"]:
+        return (f"parameters.targets must be a word or a list of 1 to {MAX_TARGETS} words, got "
+                f"{type(value).__name__}: send e.g. \"targets\": [\"happy\", \"sad\"]")
     if field == "parameters" and loc[1:2] != ["top_k"]:
         return f'parameters must be a JSON object such as {{"top_k": 5}}, got {type(value).__name__}'
     if field == "text":
@@ -334,6 +342,9 @@ def create_app(model: str, compare: str | None = None, *, models: list[Served] |
         of texts one such answer per text."""
         if body.inputs is not None:
             return JSONResponse(await _hub_answer(body, served))
+        if body.text is None and "inputs" in body.model_fields_set:  # "inputs": null
+            raise HTTPException(422, f"inputs is null: send a text or a list of texts, e.g. "
+                                     f'{{"inputs": "{EXAMPLE}"}}')
         if body.text is None:
             raise HTTPException(422, f"text is missing: {_BODY_HINT}")
         if "inputs" in body.model_fields_set or "parameters" in body.model_fields_set:
@@ -379,8 +390,12 @@ async def _hub_answer(body: FillMaskRequest, served: list[Served]) -> list:
         require_utf8(text, what)  # a lone surrogate passes pydantic's str | list[str]
         checked.append(_checked_text(text, served, what))
     top_k = body.parameters.top_k if body.parameters else TOP_K
+    targets = body.parameters.targets if body.parameters else None
+    if targets is not None and not 1 <= (1 if isinstance(targets, str) else len(targets)) <= MAX_TARGETS:
+        raise HTTPException(422, f"parameters.targets holds {len(targets)} words, the limit is 1 to {MAX_TARGETS}: "
+                                 'send e.g. "targets": ["happy", "sad"]')
     tuned = served[0]
-    per_text = await run_in_threadpool(tuned.fm.predict, checked, top_k)
+    per_text = await run_in_threadpool(functools.partial(tuned.fm.predict, checked, top_k, targets=targets))
     answers = [pipeline_shape(masks) for masks in per_text]
     return answers[0] if single or len(answers) == 1 else answers  # as the pipeline: a list of one is that one
 
@@ -391,7 +406,8 @@ def _predict_all(served: list[Served], text: str, top_k: int) -> list[dict]:
     for s in served:
         (masks,) = s.fm.predict([text], top_k=top_k)
         out.append({"name": s.name, "role": s.role, "grown_head": s.fm.grown_head,
-                    "masks": [[p.as_dict() for p in mask] for mask in masks]})
+                    "masks": [[p.as_dict() for p in mask] for mask in masks],
+                    "pieces": [[s.fm.continues_word(p.token_id) for p in mask] for mask in masks]})
     return out
 
 
