@@ -274,7 +274,7 @@ def test_heldout_documents_are_the_ones_prepare_holds_out(tokenizer):
     from mlmtune.chunking import prepare
 
     texts = [f"document number {i} " + "word " * (3 + i % 7) for i in range(30)]
-    crlf = ["\ufeff" + t.replace(" ", "\r\n", 1) for t in texts[4:6]]  # repeats too, as chunking sees them
+    crlf = ["\ufeff" + t + "\r\n" for t in texts[4:6]]  # repeats too, as chunking sees them (BOM, CRLF)
     docs = Documents(texts + texts[:4] + crlf, labels=[i % 2 for i in range(30)] + [9] * 6)  # 6 repeats, dropped
     held, labels = heldout_documents(docs, eval_fraction=0.3, seed=5)
     splits = prepare(docs, tokenizer, line_by_line=True, eval_fraction=0.3, seed=5, eval_size=None)
