@@ -16,7 +16,7 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 
 from .config import GROUPS, build_config, load_config_file, to_yaml, validate, _hint
-from .errors import InputError, MlmtuneError
+from .errors import ConfigError, InputError, MlmtuneError
 
 
 class Parser(argparse.ArgumentParser):
@@ -130,6 +130,7 @@ def run_folder_model(config_path: str | None) -> str | None:
 
 def cmd_evaluate(args) -> int:
     from .evaluate import EVALUATE_FIELDS, format_table, run_comparison
+    from .outputs import is_run
 
     cfg = config_from_args(args, only=EVALUATE_FIELDS)
     models = getattr(args, "models", None)  # --model, repeatable; else the run's own model, else the config's
@@ -141,6 +142,11 @@ def cmd_evaluate(args) -> int:
             print("note: that run streamed and evaluated on the first documents of its stream; evaluate reads the "
                   "text whole and draws its evaluation examples with --seed, so its numbers are not the run's",
                   file=sys.stderr)
+    elif not models and args.config and Path(args.config).name == "run.json" and is_run(Path(args.config).parent):
+        folder = Path(args.config).parent  # its run has not saved a model: scoring the base instead would mislead
+        raise ConfigError(f"{folder} holds no finished model yet (no results.json): let the run finish or resume it "
+                          f"(mlmtune train --config {args.config} --resume), or give --model {cfg.model} to score "
+                          "the base model")
     models = models or [cfg.model]
     cfg = cfg.replace(model=models[0])
     # With --eval-data, --data is read only when it was given: its text is then dropped from the
