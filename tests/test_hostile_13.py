@@ -61,3 +61,48 @@ def test_evaluate_a_run_json_without_its_model_says_so(tiny_bert, news_folder, t
     # --model still scores whatever is named, the base included
     code, out_text, _ = run_cli(capsys, "evaluate", "--config", out / "run.json", "--model", tiny_bert)
     assert code == 0 and "perplexity" in out_text
+
+
+def test_sentence_files_never_come_from_outside_the_base(tmp_path, tiny_encoder):
+    """modules.json names module folders; a module folder or file that links out of the base's folder
+    (to ~/.ssh, say) was copied into the output, and --push-to-hub would have published it."""
+    import shutil
+
+    from mlmtune.sentence import sentence_layout
+
+    base = tmp_path / "encoder"
+    shutil.copytree(tiny_encoder, base)
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "id_rsa").write_text("PRIVATE")
+    (base / "1_Pooling").mkdir()
+    (base / "1_Pooling" / "config.json").write_text('{"pooling_mode_mean_tokens": true}')
+    (base / "1_Pooling" / "notes.txt").symlink_to(secret / "id_rsa")
+    (base / "2_Normalize").symlink_to(secret, target_is_directory=True)
+    (base / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+        {"idx": 3, "name": "3", "path": "../../etc", "type": "sentence_transformers.models.Dense"}]))
+    layout = sentence_layout(str(base))
+    assert sorted(layout.files) == ["1_Pooling/config.json", "modules.json"]
+    assert not any(b"PRIVATE" in data for data in layout.files.values())
+
+
+def test_sentence_files_of_a_hub_cache_snapshot_are_read_through_its_links(tmp_path, tiny_encoder):
+    """The Hugging Face cache keeps a snapshot's files as links into ../../blobs: those are the base's own."""
+    import shutil
+
+    from mlmtune.sentence import sentence_layout
+
+    repo = tmp_path / "models--org--enc"
+    snapshot = repo / "snapshots" / "abc123"
+    shutil.copytree(tiny_encoder, snapshot)
+    (repo / "blobs").mkdir()
+    (repo / "blobs" / "b1").write_text('{"pooling_mode_mean_tokens": true}')
+    (snapshot / "1_Pooling").mkdir()
+    (snapshot / "1_Pooling" / "config.json").symlink_to(Path("../../../blobs/b1"))
+    (snapshot / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
+    assert sorted(sentence_layout(str(snapshot)).files) == ["1_Pooling/config.json", "modules.json"]
