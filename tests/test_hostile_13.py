@@ -106,3 +106,43 @@ def test_sentence_files_of_a_hub_cache_snapshot_are_read_through_its_links(tmp_p
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
     assert sorted(sentence_layout(str(snapshot)).files) == ["1_Pooling/config.json", "modules.json"]
+
+
+def test_push_never_uploads_a_file_linked_from_outside_the_run(tiny_bert, news_folder, tmp_path, monkeypatch, capsys):
+    """A README.md the user replaced by a link to their private notes (still listed in results.json):
+    push would publish the notes. Only files that resolve inside the output folder go up."""
+    from huggingface_hub import constants
+
+    from hub_standin import HubStandIn
+
+    out = tmp_path / "run"
+    tiny_run(tiny_bert, news_folder, out)
+    notes = tmp_path / "private.md"
+    notes.write_text("PRIVATE notes")
+    (out / "README.md").unlink()
+    (out / "README.md").symlink_to(notes)
+    with HubStandIn() as standin:
+        monkeypatch.setattr(constants, "ENDPOINT", standin.url)
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setenv("HF_TOKEN", standin.token)
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+        code, _, err = run_cli(capsys, "push", out, "me/run")
+        assert code == 0, err
+        uploaded = standin.repos["me/run"]
+    assert "config.json" in uploaded and "README.md" not in uploaded
+    assert not any(b"PRIVATE" in data for data in uploaded.values())
+    assert notes.read_text() == "PRIVATE notes"
+
+
+def test_push_offline_does_not_say_leave_out_push(tiny_bert, news_folder, tmp_path, monkeypatch, capsys):
+    """`mlmtune push` offline said 'leave out push and upload later with mlmtune push': advice for
+    train's --push-to-hub, nonsense for the push command itself."""
+    from huggingface_hub import constants
+
+    out = tmp_path / "run"
+    tiny_run(tiny_bert, news_folder, out)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_TOKEN", "hf_any")
+    code, _, err = run_cli(capsys, "push", out, "me/run")
+    assert_clean_error(code, err, "HF_HUB_OFFLINE")
+    assert "leave out push" not in err

@@ -36,16 +36,18 @@ def check_hub_access(repo: str | None, flag: str = "--push-to-hub") -> None:
         raise ConfigError(f"{flag} {repo!r} is not a Hub repository id ({first}): give owner/name, "
                           "e.g. me/bert-news") from None
     if constants.is_offline_mode():
-        raise ConfigError(f"{flag} needs the network, but HF_HUB_OFFLINE is set: unset it, or leave out "
-                          f"{flag} and upload later with `mlmtune push OUTPUT {repo}`")
+        later = (f", or leave out {flag} and upload later with `mlmtune push OUTPUT {repo}`"
+                 if flag.startswith("--") else "")
+        raise ConfigError(f"{flag} needs the network, but HF_HUB_OFFLINE is set: unset it{later}")
     if not get_token():
         raise ConfigError(f"{flag} {repo} needs a Hugging Face token and none is set: {LOGIN}")
 
 
 def files_to_push(out: Path, checkpoints: bool = False) -> list[str]:
     """The run's own files in `out`, as paths relative to it."""
-    from .outputs import TEMP_PREFIX, _tracker_folder, run_written
+    from .outputs import TEMP_PREFIX, _inside, _tracker_folder, run_written
 
+    here = out.resolve()
     tracker = _tracker_folder(out)
     names = []
     for path in run_written(out):
@@ -55,7 +57,7 @@ def files_to_push(out: Path, checkpoints: bool = False) -> list[str]:
             if checkpoints:
                 names += [p.relative_to(out).as_posix() for p in sorted(path.rglob("*")) if p.is_file()]
             continue
-        if path.is_file():
+        if path.is_file() and _inside(path.resolve(), here):  # never a link to a file elsewhere (private notes)
             names.append(path.relative_to(out).as_posix())
     return sorted(names)
 
