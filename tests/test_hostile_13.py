@@ -146,3 +146,19 @@ def test_push_offline_does_not_say_leave_out_push(tiny_bert, news_folder, tmp_pa
     code, _, err = run_cli(capsys, "push", out, "me/run")
     assert_clean_error(code, err, "HF_HUB_OFFLINE")
     assert "leave out push" not in err
+
+
+@pytest.mark.parametrize("kind", ["empty folder", "tsv without the text column"])
+def test_a_bad_eval_data_source_is_named_as_eval_data(kind, tiny_bert, news_folder, tmp_path, capsys):
+    """An --eval-data folder without .txt files said 'point --data at a folder', and a .tsv without the
+    text column did not say which flag: the user looked at the wrong option."""
+    if kind == "empty folder":
+        source = tmp_path / "eval"
+        source.mkdir()
+    else:
+        source = tmp_path / "eval.tsv"
+        source.write_text("a\tb\nx\ty\n")
+    code, _, err = run_cli(capsys, "train", "--model", tiny_bert, "--data", news_folder, "--eval-data", source,
+                           "--output-dir", tmp_path / "out", "--max-steps", "1")
+    assert_clean_error(code, err, "--eval-data")
+    assert "--data at" not in err and not (tmp_path / "out").exists()
