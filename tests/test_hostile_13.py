@@ -162,3 +162,16 @@ def test_a_bad_eval_data_source_is_named_as_eval_data(kind, tiny_bert, news_fold
                            "--output-dir", tmp_path / "out", "--max-steps", "1")
     assert_clean_error(code, err, "--eval-data")
     assert "--data at" not in err and not (tmp_path / "out").exists()
+
+
+def test_the_card_of_a_continued_run_says_it_was_continued(tiny_bert, news_folder, tmp_path):
+    """After `--resume --max-steps 3` the card showed the first command (--max-steps=1) as how a
+    3-step model was made: it now says the run was continued, and to what total."""
+    from huggingface_hub import ModelCard
+
+    out = tmp_path / "run"
+    config = tiny_run(tiny_bert, news_folder, out, save_every=1)
+    fit(build_config({**config, "max_steps": 3, "resume": True}))
+    card = ModelCard.load(out / "README.md")
+    assert "--max-steps=1" in card.text  # the command as it ran first
+    assert "continued with `--resume` 1 time (planned 1, then 3 steps)" in card.text

@@ -263,6 +263,15 @@ def card_text(out: Path, *, run: dict, results: dict, records: list[dict], repo:
     command = _command(run)
     if command:
         lines += ["", "The command:", "", "```bash", command, "```"]
+    continued = [c for c in run.get("continued") or [] if isinstance(c, dict)]
+    if continued:  # the command above planned the first total only: say how the run went on
+        def total(plan: dict) -> str:
+            return str(plan.get("total_steps") or human_seconds(plan.get("max_time_seconds")))
+
+        plans = ", then ".join(total(plan) for plan in [*continued, run])
+        unit = " steps" if run.get("total_steps") else ""
+        lines += ["", f"It was then continued with `--resume` {_plural(len(continued), 'time', 'times')} "
+                      f"(planned {plans}{unit}); the learning-rate schedule is rebuilt for each new total."]
     where = repo or name
     lines += ["", "## Use", "", "```python", "from transformers import pipeline", "",
               f'fill = pipeline("fill-mask", model="{where}")',
