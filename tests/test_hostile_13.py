@@ -175,3 +175,30 @@ def test_the_card_of_a_continued_run_says_it_was_continued(tiny_bert, news_folde
     card = ModelCard.load(out / "README.md")
     assert "--max-steps=1" in card.text  # the command as it ran first
     assert "continued with `--resume` 1 time (planned 1, then 3 steps)" in card.text
+
+
+def test_evaluate_a_run_json_from_another_folder_reads_the_runs_own_data(tiny_bert, news_folder, tmp_path,
+                                                                          monkeypatch, capsys):
+    """run.json keeps --data as typed (`--data news`): `evaluate --config ../a/runs/x/run.json` from
+    another folder read that folder's own `news` (another text: silently another evaluation set)."""
+    import shutil
+
+    here, elsewhere = tmp_path / "a", tmp_path / "b"
+    here.mkdir()
+    elsewhere.mkdir()
+    shutil.copytree(news_folder, here / "news")
+    (elsewhere / "news").mkdir()
+    for i in range(40):
+        (elsewhere / "news" / f"{i}.txt").write_text(f"Completely different text number {i}, about cooking. " * 20)
+    monkeypatch.chdir(here)
+    tiny_run(tiny_bert, news_folder, Path("runs/x"), data=["news"])
+    code, first, err = run_cli(capsys, "evaluate", "--config", "runs/x/run.json", "--json")
+    assert code == 0, err
+    monkeypatch.chdir(elsewhere)
+    code, second, err = run_cli(capsys, "evaluate", "--config", here / "runs/x/run.json", "--json")
+    assert code == 0, err
+    assert json.loads(second)["perplexity"] == pytest.approx(json.loads(first)["perplexity"])
+    # a --data flag is the user's own, relative to where they are
+    code, third, err = run_cli(capsys, "evaluate", "--config", here / "runs/x/run.json", "--json", "--data", "news")
+    assert code == 0, err
+    assert json.loads(third)["perplexity"] != pytest.approx(json.loads(first)["perplexity"])
