@@ -202,3 +202,23 @@ def test_evaluate_a_run_json_from_another_folder_reads_the_runs_own_data(tiny_be
     code, third, err = run_cli(capsys, "evaluate", "--config", here / "runs/x/run.json", "--json", "--data", "news")
     assert code == 0, err
     assert json.loads(third)["perplexity"] != pytest.approx(json.loads(first)["perplexity"])
+
+
+def test_push_refuses_a_run_whose_listed_files_are_missing(tiny_bert, news_folder, tmp_path, monkeypatch, capsys):
+    """A run whose weights were deleted or moved (results.json still lists model.safetensors) was
+    uploaded without them: a repository the Hub shows as a model that no one can load."""
+    from huggingface_hub import constants
+
+    from hub_standin import HubStandIn
+
+    out = tmp_path / "run"
+    tiny_run(tiny_bert, news_folder, out)
+    (out / "model.safetensors").unlink()
+    with HubStandIn() as standin:
+        monkeypatch.setattr(constants, "ENDPOINT", standin.url)
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setenv("HF_TOKEN", standin.token)
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+        code, _, err = run_cli(capsys, "push", out, "me/run")
+        assert_clean_error(code, err, "model.safetensors")
+        assert "me/run" not in standin.repos

@@ -75,6 +75,11 @@ def push(output_dir: str | Path, repo: str, *, private: bool | None = None, chec
     if not (out / "results.json").is_file() or not (out / "config.json").is_file():
         raise ConfigError(f"{out} holds no finished model (no results.json): let the run finish (or resume it with "
                           f"mlmtune train --config {out / 'run.json'} --resume), then push")
+    listed = _read_results_files(out)
+    lost = [n for n in listed if n != "README.md" and not (out / n).is_file()]
+    if lost:  # a repository without its weights (or tokenizer) is a model no one can load
+        raise ConfigError(f"{out} lacks {', '.join(lost[:3])}{' ...' if len(lost) > 3 else ''} that its run saved "
+                          "(results.json lists it): put it back, or train again, then push")
     from .card import write_card
 
     try:
@@ -96,6 +101,16 @@ def push(output_dir: str | Path, repo: str, *, private: bool | None = None, chec
     url = getattr(commit, "commit_url", None) or f"{api.endpoint}/{repo}"
     say(f"pushed to {api.endpoint}/{repo} ({url})")
     return str(url)
+
+
+def _read_results_files(out: Path) -> list[str]:
+    import json
+
+    try:
+        names = json.loads((out / "results.json").read_text(encoding="utf-8")).get("files")
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
 
 
 def _status(exc: BaseException) -> int | None:
