@@ -222,3 +222,24 @@ def test_push_refuses_a_run_whose_listed_files_are_missing(tiny_bert, news_folde
         code, _, err = run_cli(capsys, "push", out, "me/run")
         assert_clean_error(code, err, "model.safetensors")
         assert "me/run" not in standin.repos
+
+
+def test_push_of_an_edited_card_with_broken_metadata_names_the_card(tiny_bert, news_folder, tmp_path, monkeypatch,
+                                                                      capsys):
+    """A card the user edited (marker removed) into metadata the Hub refuses: the upload failed with
+    'check your network and HF_ENDPOINT', the wrong fix."""
+    from huggingface_hub import constants
+
+    from hub_standin import HubStandIn
+
+    out = tmp_path / "run"
+    tiny_run(tiny_bert, news_folder, out)
+    (out / "README.md").write_text("---\nlicense: [unclosed\n---\n# my card\n")
+    with HubStandIn() as standin:
+        monkeypatch.setattr(constants, "ENDPOINT", standin.url)
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setenv("HF_TOKEN", standin.token)
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+        code, _, err = run_cli(capsys, "push", out, "me/run")
+    assert_clean_error(code, err, "README.md", "metadata")
+    assert "network" not in err

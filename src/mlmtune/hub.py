@@ -87,6 +87,15 @@ def push(output_dir: str | Path, repo: str, *, private: bool | None = None, chec
     except OSError as exc:  # a read-only copy of a run: upload the card it has
         say(f"note: the card in {out} cannot be rewritten for {repo} ({exc.strerror or exc}); it is uploaded as it is")
     names = files_to_push(out, checkpoints)
+    if "README.md" in names:  # an edited card's metadata the Hub would refuse: say so before any upload
+        from huggingface_hub import ModelCard
+
+        try:
+            ModelCard.load(out / "README.md", ignore_metadata_errors=False)
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+            raise ConfigError(f"{out / 'README.md'} has metadata the Hub cannot read ({first}): fix the YAML block at "
+                              "its top, or delete README.md to have mlmtune write its card, then push") from None
     from huggingface_hub import HfApi
 
     api = HfApi()
