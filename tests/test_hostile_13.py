@@ -243,3 +243,13 @@ def test_push_of_an_edited_card_with_broken_metadata_names_the_card(tiny_bert, n
         code, _, err = run_cli(capsys, "push", out, "me/run")
     assert_clean_error(code, err, "README.md", "metadata")
     assert "network" not in err
+
+
+@pytest.mark.parametrize("when", [1e30, -1e30, float("nan")])
+def test_a_card_from_a_results_json_with_an_impossible_time(when):
+    """results.json is read back by `mlmtune report` and `push`: a finished_at of 1e30 raised
+    OverflowError (a traceback) while writing the card."""
+    from mlmtune.card import card_text
+
+    text = card_text(Path("nowhere"), run={}, results={"started_at": when, "finished_at": when}, records=[])
+    assert "## Training" in text

@@ -133,7 +133,10 @@ def _pct(value) -> str:
 def _when(value) -> str | None:
     """An ISO time or a Unix time as 'YYYY-MM-DD HH:MM UTC'."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return _dt.datetime.fromtimestamp(value, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        try:
+            return _dt.datetime.fromtimestamp(value, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        except (OverflowError, OSError, ValueError):  # a results.json edited into nonsense (1e30, NaN)
+            return None
     if isinstance(value, str) and value:
         try:
             moment = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
