@@ -133,7 +133,10 @@ def _pct(value) -> str:
 def _when(value) -> str | None:
     """An ISO time or a Unix time as 'YYYY-MM-DD HH:MM UTC'."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return _dt.datetime.fromtimestamp(value, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        try:
+            return _dt.datetime.fromtimestamp(value, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        except (OverflowError, OSError, ValueError):  # a results.json edited into nonsense (1e30, NaN)
+            return None
     if isinstance(value, str) and value:
         try:
             moment = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -263,6 +266,15 @@ def card_text(out: Path, *, run: dict, results: dict, records: list[dict], repo:
     command = _command(run)
     if command:
         lines += ["", "The command:", "", "```bash", command, "```"]
+    continued = [c for c in run.get("continued") or [] if isinstance(c, dict)]
+    if continued:  # the command above planned the first total only: say how the run went on
+        def total(plan: dict) -> str:
+            return str(plan.get("total_steps") or human_seconds(plan.get("max_time_seconds")))
+
+        plans = ", then ".join(total(plan) for plan in [*continued, run])
+        unit = " steps" if run.get("total_steps") else ""
+        lines += ["", f"It was then continued with `--resume` {_plural(len(continued), 'time', 'times')} "
+                      f"(planned {plans}{unit}); the learning-rate schedule is rebuilt for each new total."]
     where = repo or name
     lines += ["", "## Use", "", "```python", "from transformers import pipeline", "",
               f'fill = pipeline("fill-mask", model="{where}")',

@@ -16,7 +16,7 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 
 from .config import GROUPS, build_config, load_config_file, to_yaml, validate, _hint
-from .errors import InputError, MlmtuneError
+from .errors import ConfigError, InputError, MlmtuneError
 
 
 class Parser(argparse.ArgumentParser):
@@ -133,8 +133,38 @@ def run_folder_model(config_path: str | None) -> str | None:
     return str(folder) if (folder / "config.json").is_file() and (folder / "results.json").is_file() else None
 
 
+def run_relative_paths(args, cfg) -> dict:
+    """A run.json's relative paths (--data news) were relative to where the run was started, not to
+    where evaluate runs: read from elsewhere, they named nothing, or another folder of that name (a
+    silently different evaluation set). Where the run's folder shows where it started (run.json in
+    OUTPUT, with OUTPUT relative), the run's paths that exist there are used; flags are as given."""
+    from .outputs import is_run
+
+    if not args.config or Path(args.config).name != "run.json" or not is_run(Path(args.config).parent):
+        return {}
+    output_dir = load_config_file(args.config).get("output_dir")
+    if not isinstance(output_dir, str) or not output_dir or os.path.isabs(output_dir):
+        return {}
+    parts, folder = Path(os.path.normpath(output_dir)).parts, Path(args.config).resolve().parent.parts
+    if ".." in parts or folder[len(folder) - len(parts):] != parts:
+        return {}
+    started = Path(*folder[:len(folder) - len(parts)])
+
+    def rebased(value: str) -> str:
+        return str(started / value) if not os.path.isabs(value) and (started / value).exists() else value
+
+    changes = {}
+    for name in ("data", "eval_data"):
+        if name not in vars(args) and getattr(cfg, name):
+            changes[name] = [rebased(v) for v in getattr(cfg, name)]
+    if "tokenizer" not in vars(args) and cfg.tokenizer:
+        changes["tokenizer"] = rebased(cfg.tokenizer)
+    return changes
+
+
 def cmd_evaluate(args) -> int:
     from .evaluate import EVALUATE_FIELDS, format_table, run_comparison
+    from .outputs import is_run
 
     cfg = config_from_args(args, only=EVALUATE_FIELDS)
     models = getattr(args, "models", None)  # --model, repeatable; else the run's own model, else the config's
@@ -146,8 +176,13 @@ def cmd_evaluate(args) -> int:
             print("note: that run streamed and evaluated on the first documents of its stream; evaluate reads the "
                   "text whole and draws its evaluation examples with --seed, so its numbers are not the run's",
                   file=sys.stderr)
+    elif not models and args.config and Path(args.config).name == "run.json" and is_run(Path(args.config).parent):
+        folder = Path(args.config).parent  # its run has not saved a model: scoring the base instead would mislead
+        raise ConfigError(f"{folder} holds no finished model yet (no results.json): let the run finish or resume it "
+                          f"(mlmtune train --config {args.config} --resume), or give --model {cfg.model} to score "
+                          "the base model")
     models = models or [cfg.model]
-    cfg = cfg.replace(model=models[0])
+    cfg = cfg.replace(model=models[0], **run_relative_paths(args, cfg))
     # With --eval-data, --data is read only when it was given: its text is then dropped from the
     # evaluation set as train drops it; the default corpus is not read for nothing.
     data_given = "data" in vars(args) or (bool(args.config) and "data" in load_config_file(args.config))

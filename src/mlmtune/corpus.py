@@ -388,7 +388,9 @@ def read_corpus(sources: list[str], *, split: str = "train", eval_split: str | N
 
 def as_eval_source(exc: DataError, source: str) -> DataError:
     """A reading error of an --eval-data source names that flag, not --data."""
-    return DataError(str(exc).replace(f"--data {source}", f"--eval-data {source}", 1))
+    text = str(exc).replace(f"--data {source}", f"--eval-data {source}", 1).replace("point --data at",
+                                                                                 "point --eval-data at")
+    return DataError(text if "--eval-data" in text else f"--eval-data: {text}")
 
 
 def read_eval_sources(documents: Documents, sources: list[str], *, split: str, text_column: str, encoding: str,

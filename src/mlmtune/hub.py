@@ -36,16 +36,18 @@ def check_hub_access(repo: str | None, flag: str = "--push-to-hub") -> None:
         raise ConfigError(f"{flag} {repo!r} is not a Hub repository id ({first}): give owner/name, "
                           "e.g. me/bert-news") from None
     if constants.is_offline_mode():
-        raise ConfigError(f"{flag} needs the network, but HF_HUB_OFFLINE is set: unset it, or leave out "
-                          f"{flag} and upload later with `mlmtune push OUTPUT {repo}`")
+        later = (f", or leave out {flag} and upload later with `mlmtune push OUTPUT {repo}`"
+                 if flag.startswith("--") else "")
+        raise ConfigError(f"{flag} needs the network, but HF_HUB_OFFLINE is set: unset it{later}")
     if not get_token():
         raise ConfigError(f"{flag} {repo} needs a Hugging Face token and none is set: {LOGIN}")
 
 
 def files_to_push(out: Path, checkpoints: bool = False) -> list[str]:
     """The run's own files in `out`, as paths relative to it."""
-    from .outputs import TEMP_PREFIX, _tracker_folder, run_written
+    from .outputs import TEMP_PREFIX, _inside, _tracker_folder, run_written
 
+    here = out.resolve()
     tracker = _tracker_folder(out)
     names = []
     for path in run_written(out):
@@ -55,7 +57,7 @@ def files_to_push(out: Path, checkpoints: bool = False) -> list[str]:
             if checkpoints:
                 names += [p.relative_to(out).as_posix() for p in sorted(path.rglob("*")) if p.is_file()]
             continue
-        if path.is_file():
+        if path.is_file() and _inside(path.resolve(), here):  # never a link to a file elsewhere (private notes)
             names.append(path.relative_to(out).as_posix())
     return sorted(names)
 
@@ -73,6 +75,11 @@ def push(output_dir: str | Path, repo: str, *, private: bool | None = None, chec
     if not (out / "results.json").is_file() or not (out / "config.json").is_file():
         raise ConfigError(f"{out} holds no finished model (no results.json): let the run finish (or resume it with "
                           f"mlmtune train --config {out / 'run.json'} --resume), then push")
+    listed = _read_results_files(out)
+    lost = [n for n in listed if n != "README.md" and not (out / n).is_file()]
+    if lost:  # a repository without its weights (or tokenizer) is a model no one can load
+        raise ConfigError(f"{out} lacks {', '.join(lost[:3])}{' ...' if len(lost) > 3 else ''} that its run saved "
+                          "(results.json lists it): put it back, or train again, then push")
     from .card import write_card
 
     try:
@@ -80,6 +87,15 @@ def push(output_dir: str | Path, repo: str, *, private: bool | None = None, chec
     except OSError as exc:  # a read-only copy of a run: upload the card it has
         say(f"note: the card in {out} cannot be rewritten for {repo} ({exc.strerror or exc}); it is uploaded as it is")
     names = files_to_push(out, checkpoints)
+    if "README.md" in names:  # an edited card's metadata the Hub would refuse: say so before any upload
+        from huggingface_hub import ModelCard
+
+        try:
+            ModelCard.load(out / "README.md", ignore_metadata_errors=False)
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+            raise ConfigError(f"{out / 'README.md'} has metadata the Hub cannot read ({first}): fix the YAML block at "
+                              "its top, or delete README.md to have mlmtune write its card, then push") from None
     from huggingface_hub import HfApi
 
     api = HfApi()
@@ -94,6 +110,16 @@ def push(output_dir: str | Path, repo: str, *, private: bool | None = None, chec
     url = getattr(commit, "commit_url", None) or f"{api.endpoint}/{repo}"
     say(f"pushed to {api.endpoint}/{repo} ({url})")
     return str(url)
+
+
+def _read_results_files(out: Path) -> list[str]:
+    import json
+
+    try:
+        names = json.loads((out / "results.json").read_text(encoding="utf-8")).get("files")
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
 
 
 def _status(exc: BaseException) -> int | None:

@@ -272,7 +272,11 @@ def set_aside_old_run(folder: Path) -> Path | None:
     (`put_back`); `discard` removes it once the new run has started. Returns that folder."""
     if not folder.is_dir():
         return None
-    old = [p for p in run_written(folder) if not p.name.startswith(TEMP_PREFIX)]
+    from .card import CARD, is_ours
+
+    # a card the user edited (its marker removed, as the card says) or linked is theirs now: it stays
+    old = [p for p in run_written(folder) if not p.name.startswith(TEMP_PREFIX)
+           and not (p == folder / CARD and not is_ours(p))]
     if not old:
         return None
     aside = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}old-", dir=folder))

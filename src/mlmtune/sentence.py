@@ -56,6 +56,21 @@ def _safe_relative(path: str) -> bool:
         p not in ("", ".", "..") and not p.startswith(".") for p in parts)
 
 
+def _own_file(path: Path, folder: Path) -> bool:
+    """`path` is a file of the base itself: it resolves inside the base's folder, or, for a snapshot of
+    the Hugging Face cache (models--org--name/snapshots/<hash>, whose files link into ../../blobs),
+    inside that repository's cache folder. A link out to the user's other files (~/.ssh, say) is not
+    copied into the output, which --push-to-hub may publish."""
+    roots = [folder.resolve()]
+    if folder.parent.name == "snapshots":
+        roots.append(folder.parent.parent.resolve())
+    try:
+        real = path.resolve()
+    except (OSError, RuntimeError):  # a link loop
+        return False
+    return path.is_file() and any(real == root or root in real.parents for root in roots)
+
+
 def sentence_layout(model: str) -> SentenceLayout | None:
     """The sentence-transformers files of the base `model`, or None when it is not such a model."""
     folder = _local_folder(model, ["modules.json"])
@@ -72,12 +87,13 @@ def sentence_layout(model: str) -> SentenceLayout | None:
         folder = _local_folder(model, [*SENTENCE_FILES, *(f"{p}/*" for p in folders)]) or folder
     layout = SentenceLayout(modules=[t.rsplit(".", 1)[-1] for t in types])
     for name in SENTENCE_FILES:
-        if (folder / name).is_file():
+        if _own_file(folder / name, folder):
             layout.files[name] = (folder / name).read_bytes()
     for sub in folders:
-        for path in sorted((folder / sub).rglob("*")) if (folder / sub).is_dir() else []:
+        module = folder / sub
+        for path in sorted(module.rglob("*")) if module.is_dir() else []:  # each file checked: links may lead out
             relative = path.relative_to(folder).as_posix()
-            if path.is_file() and _safe_relative(relative) and path.stat().st_size <= MODULE_FILE_LIMIT:
+            if _own_file(path, folder) and _safe_relative(relative) and path.stat().st_size <= MODULE_FILE_LIMIT:
                 layout.files[relative] = path.read_bytes()
     return layout
 
