@@ -167,10 +167,16 @@ cfg = build_config({DEMO!r}, dict(output_dir={str(out)!r}, overwrite=True, repor
                    warmup_ratio=0.06, log_every=25, **extra))
 print(json.dumps(fit(cfg)))
 """
+    return fit_in_child(code, name)
+
+
+def fit_in_child(code: str, what: str) -> dict:
+    """Run `code` (which prints fit()'s results as its last line) in a fresh Python process: its
+    results, with the process's wall time as process_seconds."""
     t0 = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if done.returncode != 0:
-        raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
+        raise SystemExit(f"{what} failed:\n{done.stderr[-3000:]}")
     results = json.loads(done.stdout.strip().splitlines()[-1])
     results["process_seconds"] = time.perf_counter() - t0
     return results

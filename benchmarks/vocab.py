@@ -30,10 +30,8 @@ import argparse
 import ast
 import json
 import os
-import subprocess
 import sys
 import sysconfig
-import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -42,7 +40,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE))
 
-from time_to_quality import cpu_kind, log  # noqa: E402
+from time_to_quality import cpu_kind, fit_in_child, log  # noqa: E402
 
 SETTINGS = dict(model="minilm", chunk_size=128, eval_size=200, batch_size=16, seed=42, lr=2e-4, head_lr=1e-3,
                 warmup_ratio=0.06, dropout=0.0, log_every=25, report=False, overwrite=True, min_count=20)
@@ -105,13 +103,7 @@ from mlmtune.config import build_config
 cfg = build_config({SETTINGS!r}, dict(data=[{data!r}], output_dir={str(out)!r}, **{extra!r}))
 print(json.dumps(fit(cfg)))
 """
-    t0 = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"{data} N={n} failed:\n{done.stderr[-3000:]}")
-    results = json.loads(done.stdout.strip().splitlines()[-1])
-    results["process_seconds"] = time.perf_counter() - t0
-    return results
+    return fit_in_child(code, f"{data} N={n}")
 
 
 def main() -> None:

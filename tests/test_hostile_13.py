@@ -13,6 +13,7 @@ from mlmtune.config import build_config
 from mlmtune.train import fit
 
 from test_bad_input import assert_clean_error, run_cli
+from test_hub import hub  # noqa: F401  the stand-in Hub, this process pointed at it
 
 
 def tiny_run(tiny_bert, news_folder, out: Path, **overrides) -> dict:
@@ -108,27 +109,18 @@ def test_sentence_files_of_a_hub_cache_snapshot_are_read_through_its_links(tmp_p
     assert sorted(sentence_layout(str(snapshot)).files) == ["1_Pooling/config.json", "modules.json"]
 
 
-def test_push_never_uploads_a_file_linked_from_outside_the_run(tiny_bert, news_folder, tmp_path, monkeypatch, capsys):
+def test_push_never_uploads_a_file_linked_from_outside_the_run(tiny_bert, news_folder, tmp_path, hub, capsys):
     """A README.md the user replaced by a link to their private notes (still listed in results.json):
     push would publish the notes. Only files that resolve inside the output folder go up."""
-    from huggingface_hub import constants
-
-    from hub_standin import HubStandIn
-
     out = tmp_path / "run"
     tiny_run(tiny_bert, news_folder, out)
     notes = tmp_path / "private.md"
     notes.write_text("PRIVATE notes")
     (out / "README.md").unlink()
     (out / "README.md").symlink_to(notes)
-    with HubStandIn() as standin:
-        monkeypatch.setattr(constants, "ENDPOINT", standin.url)
-        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-        monkeypatch.setenv("HF_TOKEN", standin.token)
-        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-        code, _, err = run_cli(capsys, "push", out, "me/run")
-        assert code == 0, err
-        uploaded = standin.repos["me/run"]
+    code, _, err = run_cli(capsys, "push", out, "me/run")
+    assert code == 0, err
+    uploaded = hub.repos["me/run"]
     assert "config.json" in uploaded and "README.md" not in uploaded
     assert not any(b"PRIVATE" in data for data in uploaded.values())
     assert notes.read_text() == "PRIVATE notes"
@@ -204,43 +196,25 @@ def test_evaluate_a_run_json_from_another_folder_reads_the_runs_own_data(tiny_be
     assert json.loads(third)["perplexity"] != pytest.approx(json.loads(first)["perplexity"])
 
 
-def test_push_refuses_a_run_whose_listed_files_are_missing(tiny_bert, news_folder, tmp_path, monkeypatch, capsys):
+def test_push_refuses_a_run_whose_listed_files_are_missing(tiny_bert, news_folder, tmp_path, hub, capsys):
     """A run whose weights were deleted or moved (results.json still lists model.safetensors) was
     uploaded without them: a repository the Hub shows as a model that no one can load."""
-    from huggingface_hub import constants
-
-    from hub_standin import HubStandIn
-
     out = tmp_path / "run"
     tiny_run(tiny_bert, news_folder, out)
     (out / "model.safetensors").unlink()
-    with HubStandIn() as standin:
-        monkeypatch.setattr(constants, "ENDPOINT", standin.url)
-        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-        monkeypatch.setenv("HF_TOKEN", standin.token)
-        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-        code, _, err = run_cli(capsys, "push", out, "me/run")
-        assert_clean_error(code, err, "model.safetensors")
-        assert "me/run" not in standin.repos
+    code, _, err = run_cli(capsys, "push", out, "me/run")
+    assert_clean_error(code, err, "model.safetensors")
+    assert "me/run" not in hub.repos
 
 
-def test_push_of_an_edited_card_with_broken_metadata_names_the_card(tiny_bert, news_folder, tmp_path, monkeypatch,
+def test_push_of_an_edited_card_with_broken_metadata_names_the_card(tiny_bert, news_folder, tmp_path, hub,
                                                                       capsys):
     """A card the user edited (marker removed) into metadata the Hub refuses: the upload failed with
     'check your network and HF_ENDPOINT', the wrong fix."""
-    from huggingface_hub import constants
-
-    from hub_standin import HubStandIn
-
     out = tmp_path / "run"
     tiny_run(tiny_bert, news_folder, out)
     (out / "README.md").write_text("---\nlicense: [unclosed\n---\n# my card\n")
-    with HubStandIn() as standin:
-        monkeypatch.setattr(constants, "ENDPOINT", standin.url)
-        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-        monkeypatch.setenv("HF_TOKEN", standin.token)
-        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-        code, _, err = run_cli(capsys, "push", out, "me/run")
+    code, _, err = run_cli(capsys, "push", out, "me/run")
     assert_clean_error(code, err, "README.md", "metadata")
     assert "network" not in err
 
