@@ -172,7 +172,8 @@ def test_resume_with_more_steps_continues_the_finished_run(tiny_bert, split_news
     run = json.loads((out / "run.json").read_text())
     assert run["total_steps"] == 8 and run["config"]["max_steps"] == 8
     assert [(c["at_step"], c["total_steps"], c["max_steps"]) for c in run["continued"]] == [(4, 4, 4)]
-    assert run["command"] == first["command"] and run["config"]["resume"] is False
+    assert "--max-steps=4" in first["command"] and run["config"]["resume"] is False
+    assert run["command"] == first["command"].replace("--max-steps=4", "--max-steps=8")  # the run as it now stands
     assert json.loads((out / "results.json").read_text())["steps"] == 8
     train_records = {r["step"]: r for r in read_metrics(out / "metrics.jsonl") if r["type"] == "train"}
     assert sorted(train_records) == list(range(1, 9))

@@ -165,7 +165,7 @@ def test_the_card_of_a_continued_run_says_it_was_continued(tiny_bert, news_folde
     config = tiny_run(tiny_bert, news_folder, out, save_every=1)
     fit(build_config({**config, "max_steps": 3, "resume": True}))
     card = ModelCard.load(out / "README.md")
-    assert "--max-steps=1" in card.text  # the command as it ran first
+    assert "--max-steps=3" in card.text and "--max-steps=1" not in card.text  # run.json's command: the run as it stands
     assert "continued with `--resume` 1 time (planned 1, then 3 steps)" in card.text
 
 

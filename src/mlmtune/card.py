@@ -267,7 +267,7 @@ def card_text(out: Path, *, run: dict, results: dict, records: list[dict], repo:
     if command:
         lines += ["", "The command:", "", "```bash", command, "```"]
     continued = [c for c in run.get("continued") or [] if isinstance(c, dict)]
-    if continued:  # the command above planned the first total only: say how the run went on
+    if continued:  # the command above plans the last total from the start: say how the run went on
         def total(plan: dict) -> str:
             return str(plan.get("total_steps") or human_seconds(plan.get("max_time_seconds")))
 

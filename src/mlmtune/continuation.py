@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .config import Config
+from .config import Config, build_config, to_command
 from .errors import ConfigError
 from .schedule import set_progress
 
@@ -75,6 +75,7 @@ def continue_record(record: dict[str, Any], cfg: Config, *, at_step: int, total_
     config = dict(record.get("config") or {})
     config.update({key: getattr(cfg, key) for key in ("max_steps", "epochs", "max_time")})
     return {**record, "config": config, "total_steps": total_steps, "max_time_seconds": budget,
+            "command": to_command(build_config(config)),  # the run as it now stands (the card tells the story)
             "continued": list(record.get("continued") or []) + [continued_entry(record, at_step)]}
 
 
