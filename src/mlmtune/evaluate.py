@@ -194,7 +194,8 @@ def run_comparison(cfg: Config, models: list[str] | None = None, *, probes=None,
     scores: list[ModelScores] = []
     for m, tok in zip(models, tokenizers):
         own = tok is not tokenizer  # adds words to the first model's tokenizer: its own tokens and masks
-        batches = masked_batches(tok, splits_from_config(cfg, tok, positions).eval) if own else shared_batches
+        batches = masked_batches(tok, splits_from_config(cfg, tok, positions, read_train=read_train,
+                                                         need_train=False).eval) if own else shared_batches
         loaded = load_masked_lm(m, seed=cfg.seed, tokenizer=tok)
         row = ModelScores(m, EvalResult.from_sums(0, 0, 0), grown_head=bool(loaded.new_parameters), own_tokens=own)
         if row.grown_head:
@@ -221,7 +222,8 @@ def run_comparison(cfg: Config, models: list[str] | None = None, *, probes=None,
         if items:
             from .probes import cloze_accuracy, cloze_predictions
 
-            predicted = cloze_predictions(model, masked_positions_head(model), tokenizer, items,
+            # each model reads and answers with its own tokenizer (one with added words: its own ids)
+            predicted = cloze_predictions(model, masked_positions_head(model), tok, items,
                                           device=accelerator.device, max_length=positions, top_k=max(CLOZE_K),
                                           autocast=accelerator.autocast)
             row.cloze = {"top1": cloze_accuracy(predicted, items, 1), "top5": cloze_accuracy(predicted, items, 5),
@@ -229,7 +231,7 @@ def run_comparison(cfg: Config, models: list[str] | None = None, *, probes=None,
         if probe_texts is not None:
             from .probes import linear_probe, mean_pooled_features
 
-            features = mean_pooled_features(model, tokenizer, probe_texts, device=accelerator.device,
+            features = mean_pooled_features(model, tok, probe_texts, device=accelerator.device,
                                             max_length=positions, autocast=accelerator.autocast)
             row.probe = {**linear_probe(features, probe_labels, seed=cfg.seed), "documents": len(probe_texts),
                          "classes": len(set(probe_labels)), "label_column": label_column}
