@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from mlmtune.modeling import load_tokenizer
 
@@ -59,3 +60,105 @@ def test_side_by_side_with_only_eval_data_does_not_read_the_default_data(capsys,
     assert ["bbc-news"] not in read
     base, tuned = (json.loads(line) for line in out.splitlines())
     assert base["masked_words"] == tuned["masked_words"] > 0
+
+
+def _words_file(tmp_path) -> Path:
+    words = tmp_path / "words.txt"
+    words.write_text("\n".join(RARE) + "\n", encoding="utf-8")
+    return words
+
+
+def test_new_token_lr_reaches_the_rows_through_accumulation_and_bf16(tmp_path, tiny_bert, domain_folder):
+    """End to end (accelerate's optimizer wrapper, 2 micro-batches a step, bf16, weight decay): with a
+    vanishing --new-token-lr the new rows end where they started, the mean of their pieces' base rows,
+    while the old rows moved."""
+    from mlmtune.cli import main
+    from transformers import AutoModelForMaskedLM
+
+    out = tmp_path / "run"
+    args = [str(a) for a in train_args(tiny_bert, domain_folder, out, "--add-tokens", _words_file(tmp_path),
+                                       "--new-token-lr", "1e-12", "--gradient-accumulation-steps", "2",
+                                       "--max-steps", "3", "--weight-decay", "0.1")]
+    args[args.index("fp32")] = "bf16"
+    assert main(args) == 0
+    base = AutoModelForMaskedLM.from_pretrained(tiny_bert)
+    tuned = AutoModelForMaskedLM.from_pretrained(out)
+    pieces = json.loads((out / "run.json").read_text())["vocabulary"]["pieces"]
+    first = len(load_tokenizer(tiny_bert))
+    emb, emb0 = tuned.get_input_embeddings().weight.detach(), base.get_input_embeddings().weight.detach()
+    bias, bias0 = tuned.cls.predictions.bias.detach(), base.cls.predictions.bias.detach()
+    for k, p in enumerate(pieces):
+        torch.testing.assert_close(emb[first + k], emb0[p].mean(0), rtol=0, atol=1e-6)
+        torch.testing.assert_close(bias[first + k], bias0[p].mean(), rtol=0, atol=1e-6)
+    assert (emb[:first] - emb0).abs().max() > 1e-4  # the old rows trained
+
+
+def test_pieces_per_word_after_is_what_the_saved_tokenizer_gives(vocab_run, tiny_bert, domain_folder):
+    """The line 'pieces per word ... before -> after' must describe the tokenizer the run saved."""
+    from transformers import AutoTokenizer
+
+    from mlmtune.chunking import documents_from_config
+    from mlmtune.config import build_config, load_config_file
+    from mlmtune import vocab
+
+    recorded = json.loads((vocab_run / "run.json").read_text())["vocabulary"]
+    cfg = build_config(load_config_file(vocab_run / "run.json"))
+    texts = vocab.training_texts(documents_from_config(cfg), eval_fraction=cfg.eval_fraction, seed=cfg.seed)
+    for tok, key in ((load_tokenizer(tiny_bert), "pieces_per_word_before"),
+                     (AutoTokenizer.from_pretrained(vocab_run), "pieces_per_word_after")):
+        cutter = vocab.WordCutter(tok)
+        words = sum(len(cutter.words(t)) for t in texts)
+        tokens = sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts)
+        assert abs(tokens / words - recorded[key]) < 1e-3, key
+
+
+def test_overwrite_a_run_with_added_words_by_one_without(capsys, tmp_path, tiny_bert, domain_folder):
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, *train_args(tiny_bert, domain_folder, out, "--add-tokens", _words_file(tmp_path),
+                                               "--max-steps", "1"))
+    assert_ok(code, err)
+    code, _, err = run_cli(capsys, *train_args(tiny_bert, domain_folder, out, "--max-steps", "1", "--overwrite"))
+    assert_ok(code, err)
+    base = len(load_tokenizer(tiny_bert))
+    assert len(AutoTokenizer.from_pretrained(out)) == base
+    assert AutoModelForMaskedLM.from_pretrained(out).get_input_embeddings().num_embeddings == base
+    run = json.loads((out / "run.json").read_text())
+    assert "vocabulary" not in run and run["config"]["add_tokens"] is None
+    assert "added_tokens" not in json.loads((out / "results.json").read_text())
+    assert not any(json.loads(line)["type"] == "base_vocabulary"
+                   for line in (out / "metrics.jsonl").read_text().splitlines())
+
+
+def test_add_tokens_on_a_model_without_an_mlm_head(capsys, tmp_path, tiny_encoder, domain_folder):
+    """A grown head (minilm's case): the warm start sets the bias after the rows were added; the new
+    words must have a bias and a row, and the run must load as a fill-mask model predicting them."""
+    from transformers import pipeline
+
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, *train_args(tiny_encoder, domain_folder, out, "--add-tokens",
+                                               _words_file(tmp_path), "--max-steps", "1"))
+    assert_ok(code, err)
+    fill = pipeline("fill-mask", model=str(out))
+    tok = fill.tokenizer
+    assert tok.tokenize("the zymurgist") == ["the", "zymurgist"]
+    bias = fill.model.cls.predictions.bias.detach()
+    assert bias.shape[0] == len(tok) and torch.isfinite(bias).all()
+    assert bias[len(tok) - 3:].abs().sum() > 0  # the new words' bias was set, not left at zero
+
+
+def test_report_puts_the_base_cloze_on_the_row_of_the_base_with_its_own_vocabulary(capsys, tmp_path, vocab_run):
+    """The base is cloze-scored as it is (its own tokenizer); with --add-tokens the report's row "base"
+    is the base *with the added words*, which nobody cloze-scored."""
+    import re
+
+    probes = tmp_path / "cloze.tsv"
+    probes.write_text("The glaxosmith [MASK].\treport\n", encoding="utf-8")
+    code, _, err = run_cli(capsys, "report", vocab_run, "--probes", probes)
+    assert_ok(code, err)
+    page = (vocab_run / "report.html").read_text()
+    rows = {re.sub("<.*?>", "", r.split("</td>")[0]): r for r in re.findall(r"<tr><td>(.*?)</tr>", page)}
+    own = next(r for label, r in rows.items() if "its own vocabulary" in label)
+    with_words = next(r for label, r in rows.items() if "with the added words" in label)
+    assert "%" in own.split("</td>")[-2] and "&ndash;" in with_words.split("</td>")[-2]

@@ -415,8 +415,9 @@ def write_report(output_dir: str | Path, *, base_model: str | None = None, probe
             cloze_scores["tuned"] = _cloze_scores(tuned, items, config.get("precision"))
             if base is not None:
                 scores = _cloze_scores(base, items, config.get("precision"))
-                if base_model == config.get("model"):
-                    cloze_scores["base"] = scores
+                if base_model == config.get("model"):  # as it is, its own tokenizer: with --add-tokens, that row
+                    own = any(r["key"] == "base_vocabulary" for r in rows)
+                    cloze_scores["base_vocabulary" if own else "base"] = scores
                 else:  # another base than the run's: a row of its own, with no figures on these masks
                     rows.insert(0, {"key": "other", "label": f"before: {base_model} (--base-model)", "figures": None})
                     cloze_scores["other"] = scores
