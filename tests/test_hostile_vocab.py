@@ -162,3 +162,43 @@ def test_report_puts_the_base_cloze_on_the_row_of_the_base_with_its_own_vocabula
     own = next(r for label, r in rows.items() if "its own vocabulary" in label)
     with_words = next(r for label, r in rows.items() if "with the added words" in label)
     assert "%" in own.split("</td>")[-2] and "&ndash;" in with_words.split("</td>")[-2]
+
+
+def test_resume_without_add_tokens_of_a_run_that_added_words(capsys, tmp_path, tiny_bert, domain_folder):
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, *train_args(tiny_bert, domain_folder, out, "--add-tokens", _words_file(tmp_path),
+                                               "--max-steps", "2", "--save-every", "1"))
+    assert_ok(code, err)
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    code, _, err = run_cli(capsys, *train_args(tiny_bert, domain_folder, out, "--max-steps", "4", "--resume"))
+    assert_clean_error(code, err, "add")
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+
+
+def test_a_number_that_is_also_a_file_name_is_refused(capsys, monkeypatch, tmp_path, tiny_bert, news_folder):
+    """`--add-tokens 5` beside a word file named 5 silently added the 5 most frequent cut words."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "5").write_text("glaxosmith\n", encoding="utf-8")
+    out = tmp_path / "out"
+    code, _, err = run_cli(capsys, *train_args(tiny_bert, news_folder, out, "--add-tokens", "5"))
+    assert_clean_error(code, err, "./5")
+    assert not out.exists()
+
+
+def test_a_word_longer_than_the_tokenizer_cuts_is_named_as_too_long(capsys, tmp_path, tiny_bert, news_folder):
+    words = tmp_path / "words.txt"
+    words.write_text("pharmaco" * 20 + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    code, _, err = run_cli(capsys, *train_args(tiny_bert, news_folder, out, "--add-tokens", words))
+    assert_clean_error(code, err, "longer than the 100 characters")
+    assert not out.exists()
+
+
+def test_the_table_footnote_holds_whichever_model_comes_first(vocab_run, tiny_bert):
+    from mlmtune.evaluate import ModelScores, format_table
+    from mlmtune.metrics import EvalResult
+
+    rows = [ModelScores(str(vocab_run), EvalResult.from_sums(10.0, 5, 2)),
+            ModelScores(tiny_bert, EvalResult.from_sums(12.0, 6, 2), own_tokens=True)]
+    text = format_table(rows)
+    assert "differ by added words" in text and "adds words to the first" not in text  # the base adds none

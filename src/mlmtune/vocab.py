@@ -44,6 +44,9 @@ def parse_count(value: str | None) -> int | None:
     text = str(value).strip()
     if re.fullmatch(r"[+-]?\d+", text):
         n = int(text)
+        if Path(text).is_file():  # `--add-tokens 5` beside a file named 5: which one was meant?
+            raise ConfigError(f"--add-tokens {text} is a number of words and also a file in this folder: write "
+                              f"./{text} for the file, or a number with no file of that name")
         if n < 1:
             raise ConfigError(f"--add-tokens {text} adds no word: give a number of words of at least 1 (e.g. 100), "
                               "or a file with one word a line")
@@ -293,6 +296,11 @@ def read_word_file(path: str | Path, cutter: WordCutter) -> list[CutWord]:
         pieces = cutter.pieces(normal)
         if len(pieces) == 1 and pieces[0] != cutter.unk:
             problems.setdefault("are one token of the vocabulary already", []).append(where)
+            continue
+        longest = getattr(cutter.model, "max_input_chars_per_word", None)
+        if pieces == [cutter.unk] and longest is not None and len(normal) > longest:
+            problems.setdefault(f"are longer than the {longest} characters the tokenizer cuts into pieces (longer "
+                                f"words become {cutter.unk})", []).append(where)
             continue
         if cutter.unk in pieces:
             problems.setdefault(f"hold characters the vocabulary lacks ({cutter.unk}: no pieces to start the new "
