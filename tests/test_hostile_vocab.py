@@ -202,3 +202,32 @@ def test_the_table_footnote_holds_whichever_model_comes_first(vocab_run, tiny_be
             ModelScores(tiny_bert, EvalResult.from_sums(12.0, 6, 2), own_tokens=True)]
     text = format_table(rows)
     assert "differ by added words" in text and "adds words to the first" not in text  # the base adds none
+
+
+def test_resume_with_added_words_continues_as_if_never_stopped(capsys, tmp_path, tiny_bert, domain_folder):
+    """Four steps with a checkpoint at 2; a copy of the folder set back to that checkpoint and resumed
+    must end with the same model and the same word measures (the base's, scored once before the words
+    were added, survives the resume; the new rows keep their own learning rate)."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    common = ("--add-tokens", _words_file(tmp_path), "--dropout", "0", "--new-token-lr", "1e-2", "--save-every", "2",
+              "--max-steps", "4", "--keep-checkpoints", "5")
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    code, _, err = run_cli(capsys, *train_args(tiny_bert, domain_folder, straight, *common))
+    assert_ok(code, err)
+    shutil.copytree(straight, resumed)
+    from mlmtune.checkpoints import complete_checkpoints
+
+    found = complete_checkpoints(resumed)
+    assert [int(p.name.split("-")[1]) for p in found] == [2, 4]
+    shutil.rmtree(found[-1])  # back to step 2
+    code, out, err = run_cli(capsys, *train_args(tiny_bert, domain_folder, resumed, *common, "--resume"))
+    assert_ok(code, err)
+    assert "resumed from" in out
+    a, b = (json.loads((d / "results.json").read_text()) for d in (straight, resumed))
+    for key in ("eval_perplexity", "word_bits_per_char", "base_word_bits_per_char", "pieces_per_word_after"):
+        assert b[key] == pytest.approx(a[key], rel=1e-5), key
+    wa, wb = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert max((wa[k] - wb[k]).abs().max().item() for k in wa) <= 1e-6
