@@ -231,3 +231,30 @@ def test_resume_with_added_words_continues_as_if_never_stopped(capsys, tmp_path,
         assert b[key] == pytest.approx(a[key], rel=1e-5), key
     wa, wb = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
     assert max((wa[k] - wb[k]).abs().max().item() for k in wa) <= 1e-6
+
+
+def test_evaluate_with_tokenizer_scores_a_run_with_its_added_words(capsys, tmp_path, tiny_bert, domain_folder):
+    """A checkpoint without tokenizer files trained with --tokenizer T --add-tokens: the run's folder holds
+    T plus the new words. `evaluate --config OUT/run.json --model OUT` (the report's own command) loaded T
+    for the run, scoring it on ids without its words, silently; it must score what training scored."""
+    import shutil
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(Path(tiny_bert) / name, bare / name)
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, *train_args(str(bare), domain_folder, out, "--tokenizer", tiny_bert,
+                                               "--add-tokens", _words_file(tmp_path), "--max-steps", "2"))
+    assert_ok(code, err)
+    final = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()
+             if json.loads(line)["type"] == "eval"][-1]
+    code, stdout, err = run_cli(capsys, "evaluate", "--config", out / "run.json", "--model", out, "--json")
+    assert_ok(code, err)
+    got = json.loads(stdout.splitlines()[0])
+    assert got["perplexity"] == pytest.approx(final["perplexity"], rel=1e-4)
+    code, stdout, err = run_cli(capsys, "evaluate", "--config", out / "run.json", "--model", bare, "--model", out,
+                                "--json")
+    assert_ok(code, err)
+    base, tuned = (json.loads(line) for line in stdout.splitlines())
+    assert tuned["perplexity"] == pytest.approx(final["perplexity"], rel=1e-4) and tuned["own_tokenization"]

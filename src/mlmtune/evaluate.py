@@ -123,6 +123,19 @@ def added_words_only(first, other) -> bool:
             == (other.mask_token_id, other.pad_token_id, sorted(other.all_special_ids)))
 
 
+def model_tokenizer(model: str, tokenizer_name: str | None):
+    """The tokenizer `model` is scored with: --tokenizer, unless the model's folder holds that tokenizer plus
+    words of its own (a run made with --tokenizer and --add-tokens), whose ids mean those words."""
+    from .modeling import TOKENIZER_FILES
+
+    tok = load_tokenizer(model, tokenizer_name)
+    source = Path(resolve_model(model))
+    if tokenizer_name is None or not (source.is_dir() and any((source / f).is_file() for f in TOKENIZER_FILES)):
+        return tok
+    own = load_tokenizer(model)
+    return own if len(own) > len(tok) and added_words_only(tok, own) else tok
+
+
 def run_comparison(cfg: Config, models: list[str] | None = None, *, probes=None, label_column: str | None = None,
                    say=print, read_train: bool = True) -> list[ModelScores]:
     """Score every model on the evaluation set of `cfg` (prepared and masked once); with `probes` (a
@@ -149,11 +162,11 @@ def run_comparison(cfg: Config, models: list[str] | None = None, *, probes=None,
             say(message)
 
     # The tokenizers first: a model that reads other token ids is refused before any data is read.
-    tokenizer = load_tokenizer(models[0], cfg.tokenizer)
+    tokenizer = model_tokenizer(models[0], cfg.tokenizer)
     positions = max_positions(models[0], tokenizer)
     tokenizers = [tokenizer]
     for m in models[1:]:
-        other = load_tokenizer(m, cfg.tokenizer)
+        other = model_tokenizer(m, cfg.tokenizer)
         why = tokenizer_difference(tokenizer, other)
         tokenizers.append(tokenizer if not why else other)
         if why and added_words_only(tokenizer, other):
