@@ -258,3 +258,14 @@ def test_evaluate_with_tokenizer_scores_a_run_with_its_added_words(capsys, tmp_p
     assert_ok(code, err)
     base, tuned = (json.loads(line) for line in stdout.splitlines())
     assert tuned["perplexity"] == pytest.approx(final["perplexity"], rel=1e-4) and tuned["own_tokenization"]
+
+
+def test_the_footnote_does_not_point_to_a_masked_word_column_that_is_not_there(vocab_run, tiny_bert):
+    """A corpus under 10 documents has no masked-word measure: 'rank by the masked words' pointed nowhere."""
+    from mlmtune.evaluate import ModelScores, format_table
+    from mlmtune.metrics import EvalResult
+
+    rows = [ModelScores(tiny_bert, EvalResult.from_sums(10.0, 5, 2)),
+            ModelScores(str(vocab_run), EvalResult.from_sums(12.0, 6, 2), own_tokens=True)]
+    text = format_table(rows)
+    assert "word bits/char" not in text and "rank by the masked words" not in text and "no masked-word measure" in text

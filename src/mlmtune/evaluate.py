@@ -349,7 +349,9 @@ def format_table(rows: list[ModelScores]) -> str:
     out.append("perplexity and accuracy: the same fixed masks of the held-out text for every model")
     if any(r.own_tokens for r in rows):
         out.append("+ its tokenizer and the first model's differ by added words (--add-tokens): perplexity and accuracy "
-                   "on its own tokens (other tokens, not comparable); rank by the masked words")
+                   "on its own tokens (other tokens, not comparable); " + (
+                       "rank by the masked words" if has_words else
+                       "no masked-word measure to rank by: it needs 10 or more held-out documents (or --eval-data)"))
     if has_words:
         n = next(r.words.masked_words for r in rows if r.words)
         out.append(f"word bits/char, word accuracy: the same {n:,} whole words of the held-out documents masked for "
