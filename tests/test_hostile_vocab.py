@@ -269,3 +269,13 @@ def test_the_footnote_does_not_point_to_a_masked_word_column_that_is_not_there(v
             ModelScores(str(vocab_run), EvalResult.from_sums(12.0, 6, 2), own_tokens=True)]
     text = format_table(rows)
     assert "word bits/char" not in text and "rank by the masked words" not in text and "no masked-word measure" in text
+
+
+def test_a_cloze_answer_only_the_run_holds_as_one_token_is_not_called_unreachable(capsys, tmp_path, vocab_run,
+                                                                                    tiny_bert, domain_folder):
+    probes = tmp_path / "cloze.tsv"
+    probes.write_text("The [MASK] report.\tglaxosmith\n", encoding="utf-8")
+    code, _, err = run_cli(capsys, "evaluate", "--model", tiny_bert, "--model", vocab_run, "--data", domain_folder,
+                           "--chunk-size", "64", "--eval-size", "24", "--precision", "fp32", "--probes", probes)
+    assert_ok(code, err)
+    assert "no model can hit" not in err
