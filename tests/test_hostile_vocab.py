@@ -279,3 +279,35 @@ def test_a_cloze_answer_only_the_run_holds_as_one_token_is_not_called_unreachabl
                            "--chunk-size", "64", "--eval-size", "24", "--precision", "fp32", "--probes", probes)
     assert_ok(code, err)
     assert "no model can hit" not in err
+
+
+@pytest.mark.slow
+def test_two_processes_add_the_same_words_and_match_one(tmp_path, tiny_bert, domain_folder):
+    """torchrun, 2 processes x batch 8 against 1 x 16, with added words and --new-token-lr: the same
+    words, rows and figures (the word measure is computed whole on every process)."""
+    import os
+    import subprocess
+    import sys
+
+    from test_distributed import free_port
+
+    torchrun = Path(sys.executable).parent / "torchrun"
+    if not torchrun.exists():
+        pytest.skip("torchrun not installed")
+    words = _words_file(tmp_path)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+    def args(out, batch):
+        return [str(a) for a in train_args(tiny_bert, domain_folder, out, "--add-tokens", words, "--dropout", "0",
+                                           "--new-token-lr", "1e-2", "--max-steps", "3", "--batch-size", str(batch))]
+
+    for cmd in ([str(torchrun), "--nproc_per_node", "2", "--master_port", free_port(), "-m", "mlmtune",
+                 *args(tmp_path / "two", 8)], [sys.executable, "-m", "mlmtune", *args(tmp_path / "one", 16)]):
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    one, two = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("one", "two"))
+    assert two["processes"] == 2
+    for key in ("eval_perplexity", "word_bits_per_char", "base_word_bits_per_char", "pieces_per_word_after"):
+        assert two[key] == pytest.approx(one[key], rel=1e-4), key
+    assert (json.loads((tmp_path / "two" / "run.json").read_text())["vocabulary"]
+            == json.loads((tmp_path / "one" / "run.json").read_text())["vocabulary"])
