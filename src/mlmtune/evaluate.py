@@ -349,8 +349,8 @@ def format_table(rows: list[ModelScores]) -> str:
     out = [line([title for title, _ in columns])] + [line(cells) for cells in table]
     out.append("perplexity and accuracy: the same fixed masks of the held-out text for every model")
     if any(r.own_tokens for r in rows):
-        out.append("+ its tokenizer and the first model's differ by added words (--add-tokens): perplexity and accuracy "
-                   "on its own tokens (other tokens, not comparable); " + (
+        out.append("+ its tokenizer and the first model's differ by added words (--add-tokens): perplexity and "
+                   "accuracy on its own tokens (other tokens, not comparable); " + (
                        "rank by the masked words" if has_words else
                        "no masked-word measure to rank by: it needs 10 or more held-out documents (or --eval-data)"))
     if has_words:
