@@ -208,6 +208,18 @@ class Splits:
         }
 
 
+def document_holdout(n_docs: int, *, eval_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The draw of whole documents `prepare` holds out of `n_docs` distinct documents: (evaluation
+    indices, training indices), each sorted; None when there are too few documents to hold any out
+    (the evaluation text is then the tail of the token stream). Every reader of the held-out part
+    (vocab, probes) takes this one draw, so all agree with training."""
+    if n_docs < MIN_DOCS_FOR_HOLDOUT:
+        return None
+    order = _rng(seed, 0).permutation(n_docs)
+    n_eval = max(1, round(eval_fraction * n_docs))
+    return np.sort(order[:n_eval]), np.sort(order[n_eval:])
+
+
 def prepare(documents: Documents, tokenizer, *, chunk_size: int = 128, line_by_line: bool = False,
             max_length: int | None = None, train_size: int | None = None, eval_size: int | None = None,
             eval_fraction: float = 0.1, seed: int = 42, eval_source: str = "split", need_train: bool = True) -> Splits:
@@ -234,12 +246,10 @@ def prepare(documents: Documents, tokenizer, *, chunk_size: int = 128, line_by_l
         holdout = eval_source
         train = to_blocks(docs.take(np.arange(n_train_docs)))
         eval_ = to_blocks(docs.take(np.arange(n_train_docs, len(docs))))
-    elif n_train_docs >= MIN_DOCS_FOR_HOLDOUT:
+    elif (split := document_holdout(n_train_docs, eval_fraction=eval_fraction, seed=seed)) is not None:
         holdout = "documents"
-        order = _rng(seed, 0).permutation(n_train_docs)
-        n_eval = max(1, round(eval_fraction * n_train_docs))
-        eval_ = to_blocks(docs.take(np.sort(order[:n_eval])))
-        train = to_blocks(docs.take(np.sort(order[n_eval:])))
+        eval_ = to_blocks(docs.take(split[0]))
+        train = to_blocks(docs.take(split[1]))
     else:
         holdout = "tail"
         blocks = to_blocks(docs)

@@ -182,7 +182,7 @@ def heldout_documents(documents, *, eval_fraction: float, seed: int) -> tuple[li
     """The evaluation documents and their classes: the whole documents `chunking.prepare` holds out
     with the same options (exact repeats dropped first, then the same draw from --seed), or the
     source's own evaluation split. A corpus too small to hold out whole documents is a DataError."""
-    from .chunking import MIN_DOCS_FOR_HOLDOUT, _rng, same_text
+    from .chunking import MIN_DOCS_FOR_HOLDOUT, document_holdout, same_text
 
     def first_occurrences(texts: list[str], seen: set[str]) -> list[int]:  # as chunking.drop_duplicates keeps them
         kept = []
@@ -200,13 +200,12 @@ def heldout_documents(documents, *, eval_fraction: float, seed: int) -> tuple[li
         keep = first_occurrences(documents.eval, seen)
         eval_labels = documents.eval_labels or [None] * len(documents.eval)
         return [documents.eval[i] for i in keep], [eval_labels[i] for i in keep]
-    if len(train) < MIN_DOCS_FOR_HOLDOUT:
+    split = document_holdout(len(train), eval_fraction=eval_fraction, seed=seed)
+    if split is None:
         raise DataError(f"the corpus has {len(train)} distinct documents, fewer than {MIN_DOCS_FOR_HOLDOUT}, so its "
                         "evaluation text is the tail of the token stream, not whole documents: the linear probe "
                         "needs held-out documents; give a source with more documents")
-    order = _rng(seed, 0).permutation(len(train))
-    n_eval = max(1, round(eval_fraction * len(train)))
-    picked = [train[i] for i in np.sort(order[:n_eval])]
+    picked = [train[i] for i in split[0]]
     return [documents.train[i] for i in picked], [labels[i] for i in picked]
 
 

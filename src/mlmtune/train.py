@@ -217,8 +217,8 @@ class Recipe:
         n = vocab.parse_count(cfg.add_tokens)
         chosen = None if n is not None else vocab.read_word_file(os.path.expanduser(cfg.add_tokens), cutter)
         documents = documents_from_config(cfg)  # --data, and --eval-data as its evaluation documents
-        counts = vocab.count_words(cutter, vocab.training_texts(documents, eval_fraction=cfg.eval_fraction,
-                                                                 seed=cfg.seed))
+        training, heldout = vocab.split_texts(documents, eval_fraction=cfg.eval_fraction, seed=cfg.seed)
+        counts = vocab.count_words(cutter, training)
         if chosen is None:
             chosen = vocab.choose_words(cutter, counts, n, cfg.min_count)
         before = vocab.summarize(cutter, counts, model=cfg.model, documents=0, top=0, min_count=1).pieces_per_word
@@ -231,7 +231,6 @@ class Recipe:
                            "pieces_per_word_after": round(after, 4)}
         if cfg.resume:
             self.check_same_vocabulary()
-        heldout = vocab.heldout_texts(documents, eval_fraction=cfg.eval_fraction, seed=cfg.seed)
         self.word_sets = wordeval.prepare(heldout, [base_tokenizer, self.tokenizer], seed=cfg.seed, max_length=limit)
         short = f" (only {len(chosen)} words of the {n} asked for are cut into pieces and seen at least " \
                 f"{cfg.min_count} times)" if n is not None and len(chosen) < n else ""

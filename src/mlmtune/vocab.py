@@ -20,7 +20,6 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .errors import ConfigError, ModelError
@@ -206,33 +205,31 @@ def analyse(model: str, data: list[str] | str, *, tokenizer: str | None = None, 
 
 # --- which words: N or a FILE ----------------------------------------------------------------------
 
-def training_texts(documents, *, eval_fraction: float, seed: int) -> list[str]:
-    """The documents `chunking.prepare` trains on with these options (exact repeats dropped, the same
-    held-out draw), so no evaluation text decides the vocabulary. A source too small to hold out whole
-    documents (its evaluation text is the tail of the token stream) gives all of them."""
-    from .chunking import MIN_DOCS_FOR_HOLDOUT, _rng, drop_duplicates
-
-    train, _ = drop_duplicates(documents.train)
-    if documents.eval is not None or len(train) < MIN_DOCS_FOR_HOLDOUT:
-        return train
-    order = _rng(seed, 0).permutation(len(train))
-    n_eval = max(1, round(eval_fraction * len(train)))
-    return [train[i] for i in np.sort(order[n_eval:])]
-
-
-def heldout_texts(documents, *, eval_fraction: float, seed: int) -> list[str]:
-    """The whole documents `chunking.prepare` holds out (the complement of training_texts), or the
-    source's own evaluation split; [] when the evaluation text is the tail of the token stream."""
-    from .chunking import MIN_DOCS_FOR_HOLDOUT, _rng, drop_duplicates, same_text
+def split_texts(documents, *, eval_fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """(training texts, held-out texts) as `chunking.prepare` splits them: exact repeats dropped, then
+    the source's own evaluation part (less what training holds) or the same draw of whole documents.
+    A source too small to hold out whole documents (its evaluation text is the tail of the token
+    stream) trains on all of them and holds out no whole document ([])."""
+    from .chunking import document_holdout, drop_duplicates, same_text
 
     train, _ = drop_duplicates(documents.train)
     if documents.eval is not None:
-        return drop_duplicates(documents.eval, {same_text(t) for t in train})[0]
-    if len(train) < MIN_DOCS_FOR_HOLDOUT:
-        return []
-    order = _rng(seed, 0).permutation(len(train))
-    n_eval = max(1, round(eval_fraction * len(train)))
-    return [train[i] for i in np.sort(order[:n_eval])]
+        return train, drop_duplicates(documents.eval, {same_text(t) for t in train})[0]
+    split = document_holdout(len(train), eval_fraction=eval_fraction, seed=seed)
+    if split is None:
+        return train, []
+    held, kept = split
+    return [train[i] for i in kept], [train[i] for i in held]
+
+
+def training_texts(documents, *, eval_fraction: float, seed: int) -> list[str]:
+    """The documents training reads, so no evaluation text decides the vocabulary (see split_texts)."""
+    return split_texts(documents, eval_fraction=eval_fraction, seed=seed)[0]
+
+
+def heldout_texts(documents, *, eval_fraction: float, seed: int) -> list[str]:
+    """The whole documents training holds out, or the source's own evaluation part (see split_texts)."""
+    return split_texts(documents, eval_fraction=eval_fraction, seed=seed)[1]
 
 
 def choose_words(cutter: WordCutter, counts: Counter, n: int, min_count: int) -> list[CutWord]:
