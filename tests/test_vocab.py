@@ -413,6 +413,7 @@ def test_the_masked_word_measure_reads_the_eval_data_when_given(monkeypatch, tmp
     from training documents (scoring those would flatter the model)."""
     from mlmtune import wordeval
     from mlmtune.config import build_config
+    from mlmtune.chunking import documents_from_config
     from mlmtune.evaluate import masked_word_sets
 
     valid = tmp_path / "valid.txt"
@@ -423,5 +424,5 @@ def test_the_masked_word_measure_reads_the_eval_data_when_given(monkeypatch, tmp
     tok = fresh_tokenizer()
     for data, read_train in (([domain_folder], True), ([], False)):
         cfg = build_config({"model": tiny_bert, "data": data, "eval_data": [str(valid)]})
-        masked_word_sets(cfg, [tok], 128, read_train=read_train)
+        masked_word_sets(cfg, documents_from_config(cfg, read_train=read_train), [tok], 128)
         assert seen[-1] == [valid.read_text(encoding="utf-8")]

@@ -309,10 +309,12 @@ def documents_from_config(cfg, *, read_train: bool = True, label_column: str | N
 
 
 def splits_from_config(cfg, tokenizer, max_positions: int, *, read_train: bool = True,
-                       need_train: bool = True) -> Splits:
-    """The recipe's data step: read --data (and --eval-data), then `prepare` with the config's options."""
+                       need_train: bool = True, documents=None) -> Splits:
+    """The recipe's data step: read --data (and --eval-data), unless `documents` already holds what
+    documents_from_config read, then `prepare` with the config's options."""
     check_lengths(cfg, max_positions)
-    documents = documents_from_config(cfg, read_train=read_train)
+    if documents is None:
+        documents = documents_from_config(cfg, read_train=read_train)
     return prepare(documents, tokenizer, chunk_size=cfg.chunk_size, line_by_line=cfg.line_by_line,
                    max_length=cfg.max_length or max_positions, train_size=cfg.train_size,
                    eval_size=cfg.eval_size, eval_fraction=cfg.eval_fraction, seed=cfg.seed,

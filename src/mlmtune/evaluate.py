@@ -184,9 +184,10 @@ def run_comparison(cfg: Config, models: list[str] | None = None, *, probes=None,
         documents = documents_from_config(cfg, read_train=read_train, label_column=label_column)
         texts, labels = heldout_documents(documents, eval_fraction=cfg.eval_fraction, seed=cfg.seed)
         probe_texts, probe_labels = probe_documents(texts, labels, label_column=label_column, seed=cfg.seed, say=note)
-    # read, split and cut exactly as train does
-    splits = splits_from_config(cfg, tokenizer, positions, read_train=read_train, need_train=False)
-    word_sets = masked_word_sets(cfg, tokenizers, positions, read_train=read_train)
+    # read once; split and cut exactly as train does
+    documents = documents_from_config(cfg, read_train=read_train)
+    splits = splits_from_config(cfg, tokenizer, positions, need_train=False, documents=documents)
+    word_sets = masked_word_sets(cfg, documents, tokenizers, positions)
     if items:
         # an answer any model's vocabulary holds as one token (a word a run added) can be hit
         reachable = [any(r) for r in zip(*(answerable(items, t) for t in {id(t): t for t in tokenizers}.values()))]
@@ -208,8 +209,8 @@ def run_comparison(cfg: Config, models: list[str] | None = None, *, probes=None,
     scores: list[ModelScores] = []
     for m, tok in zip(models, tokenizers):
         own = tok is not tokenizer  # adds words to the first model's tokenizer: its own tokens and masks
-        batches = masked_batches(tok, splits_from_config(cfg, tok, positions, read_train=read_train,
-                                                         need_train=False).eval) if own else shared_batches
+        batches = masked_batches(tok, splits_from_config(cfg, tok, positions, need_train=False,
+                                                         documents=documents).eval) if own else shared_batches
         loaded = load_masked_lm(m, seed=cfg.seed, tokenizer=tok)
         row = ModelScores(m, EvalResult.from_sums(0, 0, 0), grown_head=bool(loaded.new_parameters), own_tokens=own)
         if row.grown_head:
@@ -256,14 +257,13 @@ def run_comparison(cfg: Config, models: list[str] | None = None, *, probes=None,
     return scores
 
 
-def masked_word_sets(cfg: Config, tokenizers: list, positions: int, *, read_train: bool = True) -> list | None:
+def masked_word_sets(cfg: Config, documents, tokenizers: list, positions: int) -> list | None:
     """The masked-word sets (one per tokenizer, the same words) on the held-out whole documents (or the
-    --eval-data documents); None when the corpus holds out no whole documents (its evaluation text is
-    the tail of the token stream)."""
+    --eval-data documents) of `documents`; None when the corpus holds out no whole documents (its
+    evaluation text is the tail of the token stream)."""
     from . import wordeval
     from .vocab import heldout_texts
 
-    documents = documents_from_config(cfg, read_train=read_train)
     texts = heldout_texts(documents, eval_fraction=cfg.eval_fraction, seed=cfg.seed)
     if not texts:
         return None

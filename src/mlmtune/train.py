@@ -127,9 +127,9 @@ class Recipe:
         cfg, acc = self.cfg, self.accelerator
         self.tokenizer = load_tokenizer(cfg.model, cfg.tokenizer)
         limit = max_positions(cfg.model, self.tokenizer)
-        self.vocabulary = None
+        self.vocabulary = documents = None
         if cfg.add_tokens is not None:  # before tokenizing: the training text is cut with the new words
-            self.add_vocabulary(limit)
+            documents = self.add_vocabulary(limit)
         self.train_masker = Masker(self.tokenizer, MaskingSpec(cfg.mlm_probability, cfg.mask_replace_prob,
                                                                cfg.random_replace_prob, cfg.whole_word_mask))
         eval_masker = Masker(self.tokenizer, MaskingSpec(cfg.eval_mlm_probability, cfg.mask_replace_prob,
@@ -154,7 +154,7 @@ class Recipe:
                             "eval_fingerprint": fingerprint(eval_blocks)}
             self.steps_per_epoch = 0  # unknown: a stream has no length
         else:
-            splits = splits_from_config(cfg, self.tokenizer, limit)
+            splits = splits_from_config(cfg, self.tokenizer, limit, documents=documents)
             eval_blocks, self.train_blocks, self.summary = splits.eval, splits.train, splits.summary()
             self.steps_per_epoch = len(self.train_blocks) // (cfg.batch_size * self.world) // cfg.gradient_accumulation_steps
             if self.steps_per_epoch == 0:
@@ -203,10 +203,11 @@ class Recipe:
                             f"tokens (--eval-mlm-probability {cfg.eval_mlm_probability:g}): raise it (0.15 is the "
                             "standard) or --eval-size")
 
-    def add_vocabulary(self, limit: int) -> None:
+    def add_vocabulary(self, limit: int):
         """--add-tokens: choose the words on the training documents, add them to the tokenizer, measure the
         pieces per word before and after, and prepare the masked-word evaluation (vocabulary-independent)
-        with the old and the new tokenizer. Nothing is written; the model rows follow in build_model."""
+        with the old and the new tokenizer. Nothing is written; the model rows follow in build_model.
+        Returns the documents it read, which the data step then cuts (not read twice)."""
         from . import vocab, wordeval
         from .chunking import documents_from_config
 
@@ -239,6 +240,7 @@ class Recipe:
         if not heldout or self.word_sets[0].n_words == 0:
             self.say("note: no held-out whole documents, so no masked-word measure: its evaluation needs 10 documents "
                      "or more")
+        return documents
 
     def check_same_vocabulary(self) -> None:
         """--resume needs the same added words, in the same order, as run.json records."""
