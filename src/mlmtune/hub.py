@@ -113,12 +113,10 @@ def push(output_dir: str | Path, repo: str, *, private: bool | None = None, chec
 
 
 def _read_results_files(out: Path) -> list[str]:
-    import json
+    from .outputs import _read_json
 
-    try:
-        names = json.loads((out / "results.json").read_text(encoding="utf-8")).get("files")
-    except (OSError, ValueError, AttributeError):
-        return []
+    results = _read_json(out / "results.json")
+    names = results.get("files") if isinstance(results, dict) else None
     return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from .modeling import resolve_model
-from .outputs import atomic_write_bytes
+from .outputs import _inside, atomic_write_bytes
 
 # Top-level files of a sentence-transformers folder, besides the module folders modules.json names.
 SENTENCE_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
@@ -68,7 +68,7 @@ def _own_file(path: Path, folder: Path) -> bool:
         real = path.resolve()
     except (OSError, RuntimeError):  # a link loop
         return False
-    return path.is_file() and any(real == root or root in real.parents for root in roots)
+    return path.is_file() and any(_inside(real, root) for root in roots)
 
 
 def sentence_layout(model: str) -> SentenceLayout | None:

@@ -16,7 +16,6 @@ warmstart, schedule, checkpoints, outputs and runtime.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import signal
@@ -35,7 +34,7 @@ from .masking import Masker, MaskingSpec
 from .metrics import EvalResult, MetricsLog, evaluate_batches, utc_iso
 from .modeling import (MaskedLMObjective, load_masked_lm, load_tokenizer, masked_positions_head, max_positions,
                        use_training_attention)
-from .outputs import (atomic_write_json, check_output_dir, discard, finite_json, first_missing, put_back,
+from .outputs import (_read_json, atomic_write_json, check_output_dir, discard, finite_json, first_missing, put_back,
                       remove_created_folders, remove_temporaries, run_inputs, save_model, set_aside_old_run, undo_new_run, versions,
                       write_problem, writing)
 from .runtime import (SIGNAL_EXIT, AbortOnSignal, StopFlag, build_optimizer, check_tracker, make_accelerator,
@@ -92,6 +91,8 @@ class Recipe:
 
     def __init__(self, cfg: Config, out: Path, resume_from: Path | None, started: float):
         self.cfg, self.out, self.resume_from, self.started = cfg, out, resume_from, started
+        # --resume: the run.json being continued, read once (its words, budget and plan are checked against it)
+        self.saved_run = _read_json(out / "run.json") if cfg.resume else None
         self.accelerator = make_accelerator(cfg, out)
         self.say = self.accelerator.print
         self.main = self.accelerator.is_main_process
@@ -109,6 +110,7 @@ class Recipe:
         self.step = 0
         self.resumed_at: int | None = None
         self.grad_norm = None  # of the last optimizer step
+        self.last_word = None  # the last masked-word measure (--add-tokens)
 
     def run(self) -> dict:
         self.prepare_data()
@@ -180,7 +182,7 @@ class Recipe:
             from .checkpoints import read_state
 
             state = read_state(self.resume_from)
-            planned = json.loads((self.out / "run.json").read_text(encoding="utf-8")).get("max_time_seconds")
+            planned = self.saved_run.get("max_time_seconds")
             continuation.check_not_shorter(done_steps=int(state["step"]), total_steps=self.total_steps,
                                            spent=float(state.get("budget_spent", 0.0)), budget=self.budget,
                                            planned_budget=planned, by_time=self.total_steps is None, cfg=cfg)
@@ -244,12 +246,7 @@ class Recipe:
 
     def check_same_vocabulary(self) -> None:
         """--resume needs the same added words, in the same order, as run.json records."""
-        import json
-
-        try:
-            recorded = json.loads((self.out / "run.json").read_text(encoding="utf-8")).get("vocabulary") or {}
-        except (OSError, ValueError, AttributeError):
-            recorded = {}
+        recorded = (self.saved_run.get("vocabulary") if isinstance(self.saved_run, dict) else None) or {}
         words = recorded.get("words") if isinstance(recorded, dict) else None
         if words != self.vocabulary["words"]:
             differ = "no list" if words is None else next(
@@ -408,11 +405,13 @@ class Recipe:
     def word_record(self) -> dict:
         from . import wordeval
 
-        model = self.accelerator.unwrap_model(self.objective)
-        model = getattr(model, "_orig_mod", model).model
-        words = wordeval.score(model, self.word_sets[1], self.device, self.accelerator.autocast)
+        words = wordeval.score(self.bare_objective().model, self.word_sets[1], self.device, self.accelerator.autocast)
         self.last_word = words.record()
         return self.last_word
+
+    def bare_objective(self) -> MaskedLMObjective:
+        """The objective without Accelerate's (DDP) or torch.compile's wrapper."""
+        return self.accelerator.unwrap_model(self.objective, keep_torch_compile=False)
 
     def flush_metrics(self) -> None:
         if self.taken:
@@ -483,7 +482,7 @@ class Recipe:
     def continue_plan(self) -> None:
         """--resume with another total (a larger --max-steps, --epochs or --max-time): the schedule
         built for the new total takes over at the step reached, and run.json records both totals."""
-        record = json.loads((self.out / "run.json").read_text(encoding="utf-8"))
+        record = self.saved_run
         if not continuation.plan_changed(record, self.total_steps, self.budget):
             return
         rates = continuation.restart_schedule(self.scheduler, spent=self.counters["budget_spent"], budget=self.budget)
@@ -498,8 +497,7 @@ class Recipe:
                     record, self.cfg, at_step=self.step, total_steps=self.total_steps, budget=self.budget))
 
     def checkpoint(self, step: int) -> Path:
-        model = self.accelerator.unwrap_model(self.objective)
-        check_finite_weights(dict(getattr(model, "_orig_mod", model).named_parameters()), complete_checkpoints(self.out))
+        check_finite_weights(dict(self.bare_objective().named_parameters()), complete_checkpoints(self.out))
         with writing(f"the checkpoint of step {step}", self.out):
             return save_checkpoint(self.accelerator, self.out, step,
                                    {**self.counters, "config": self.cfg.to_dict(), "data": self.summary},
@@ -655,10 +653,9 @@ class Recipe:
                             "pieces_per_word_after": self.vocabulary["pieces_per_word_after"],
                             "base_word_bits_per_char": (counters.get("base_word") or {}).get("word_bits_per_char"),
                             "base_word_accuracy": (counters.get("base_word") or {}).get("word_accuracy"),
-                            **(getattr(self, "last_word", None) or {})})
+                            **(self.last_word or {})})
         if self.main:
-            inner = acc.unwrap_model(self.objective)
-            inner = getattr(inner, "_orig_mod", inner)  # torch.compile wrapper
+            inner = self.bare_objective()
             # Keys of the objective's state dict are "model.<hf key>" ("_orig_mod." inserted by compile).
             model_state = {k.replace("_orig_mod.", "").removeprefix("model."): v for k, v in state_dict.items()}
             check_finite_weights(model_state, complete_checkpoints(out))
