@@ -37,44 +37,40 @@ def tiny_bert_config(vocab_size: int, **overrides):
     return BertConfig(**values)
 
 
+def save_tiny(folder, model_class, tokenizer, *, seed: int = 0, **overrides) -> str:
+    """A tiny `model_class` (BertForMaskedLM, BertModel) with the tokenizer's vocabulary, weights drawn
+    from `seed`, saved with the tokenizer in `folder`."""
+    import torch
+
+    torch.manual_seed(seed)
+    model_class(tiny_bert_config(len(tokenizer), **overrides)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory, tokenizer) -> str:
     """A 2-layer BertForMaskedLM with the minilm vocabulary, saved with its tokenizer."""
-    import torch
     from transformers import BertForMaskedLM
 
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    BertForMaskedLM(tiny_bert_config(len(tokenizer))).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
+    return save_tiny(tmp_path_factory.mktemp("tiny-bert"), BertForMaskedLM, tokenizer)
 
 
 @pytest.fixture(scope="session")
 def no_dropout_bert(tmp_path_factory, tokenizer) -> str:
     """Dropout draws depend on how a batch is split; without dropout, splits must agree."""
-    import torch
     from transformers import BertForMaskedLM
 
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("bert-no-dropout")
-    config = tiny_bert_config(len(tokenizer), hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    BertForMaskedLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
+    return save_tiny(tmp_path_factory.mktemp("bert-no-dropout"), BertForMaskedLM, tokenizer,
+                     hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 
 
 @pytest.fixture(scope="session")
 def tiny_encoder(tmp_path_factory, tokenizer) -> str:
     """A BertModel with no MLM head (the shape of a sentence encoder such as minilm)."""
-    import torch
     from transformers import BertModel
 
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny-encoder")
-    BertModel(tiny_bert_config(len(tokenizer))).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
+    return save_tiny(tmp_path_factory.mktemp("tiny-encoder"), BertModel, tokenizer)
 
 
 def bbc_files(n: int, seed: int = 0) -> list[Path]:

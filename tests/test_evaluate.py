@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import bbc_files, tiny_bert_config
+from conftest import bbc_files, save_tiny, tiny_bert_config
 from test_bad_input import run_cli
 from mlmtune.config import build_config
 from mlmtune.corpus import Documents, bbc_news_folder, read_corpus
@@ -42,14 +42,9 @@ def assert_clean_error(code, out: str, err: str, *needles: str) -> str:
 @pytest.fixture(scope="module")
 def other_bert(tmp_path_factory, tokenizer) -> str:
     """A second tiny BERT with the same tokenizer as tiny_bert and other weights."""
-    import torch
     from transformers import BertForMaskedLM
 
-    torch.manual_seed(1)
-    folder = tmp_path_factory.mktemp("other-bert")
-    BertForMaskedLM(tiny_bert_config(len(tokenizer))).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
+    return save_tiny(tmp_path_factory.mktemp("other-bert"), BertForMaskedLM, tokenizer, seed=1)
 
 
 def _edited_copy(model: str, folder: Path, edit) -> str:

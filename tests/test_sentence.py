@@ -25,12 +25,10 @@ def tiny_sentence_encoder(tmp_path_factory, tokenizer) -> str:
     """A BertModel (with its pooler) + modules.json + mean pooling + normalize, as minilm is laid out."""
     from transformers import BertModel
 
-    from conftest import tiny_bert_config
+    from conftest import save_tiny
 
-    torch.manual_seed(1)
     folder = tmp_path_factory.mktemp("tiny-sentence")
-    BertModel(tiny_bert_config(len(tokenizer))).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    save_tiny(folder, BertModel, tokenizer, seed=1)
     (folder / "modules.json").write_text(json.dumps(MODULES))
     (folder / "1_Pooling").mkdir()
     (folder / "1_Pooling" / "config.json").write_text(json.dumps({
