@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import torch
 
-
 # --- data preparation (verbatim but for chunk_size being a parameter) -------------------------
 
 def make_tokenize_function(tokenizer):

@@ -3,8 +3,8 @@
 
   seed     datasets.map(tokenize_function, batched=True) with the seed's word_ids, then
            datasets.map(group_texts, batched=True) with its `sum(lists, [])` (benchmarks/_seed.py)
-  mlmtune  mlmtune.chunking.tokenize (batched datasets.map keeping input_ids and word ids as int32)
-           + mlmtune.chunking.cut (numpy on the flat arrays)
+  mlmtune  mlmtune.data.blocks.tokenize (batched datasets.map keeping input_ids and word ids as int32)
+           + mlmtune.data.blocks.cut (numpy on the flat arrays)
 
 Both read the same texts (read_corpus(['bbc-news']), outside the timing) with the same tokenizer
 object in one process; the runs alternate (seed, mlmtune, mlmtune, seed, ...) and the report gives
@@ -31,9 +31,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _seed  # noqa: E402
 
-from mlmtune.chunking import cut, tokenize  # noqa: E402
-from mlmtune.corpus import read_corpus  # noqa: E402
-from mlmtune.modeling import load_tokenizer, quiet_transformers  # noqa: E402
+from mlmtune.data.blocks import cut, tokenize  # noqa: E402
+from mlmtune.data.sources import read_corpus  # noqa: E402
+from mlmtune.model.load import quiet_transformers  # noqa: E402
+from mlmtune.model.tokenizer import load_tokenizer
 
 CHUNK = 128
 

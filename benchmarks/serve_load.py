@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 
-from mlmtune.serve import spawn, stop
+from mlmtune.serve.app import spawn, stop
 
 TEXTS = [
     "The [MASK] is happy.",

@@ -59,7 +59,7 @@ def read_cloze(path: Path) -> list[tuple[str, set[str]]]:
 
 
 def cloze_scores(model_dir: str, items) -> dict:
-    from mlmtune.predict import FillMask
+    from mlmtune.model.fill_mask import FillMask
 
     fm = FillMask(model_dir)
     preds = fm.predict([s for s, _ in items], top_k=5)
@@ -71,14 +71,16 @@ def cloze_scores(model_dir: str, items) -> dict:
 # --- the warm start's constants -------------------------------------------------------------------
 
 def sweep_warm(args) -> None:
-    from mlmtune.batching import eval_batches, make_batch
-    from mlmtune.chunking import splits_from_config
     from mlmtune.config import build_config
-    from mlmtune.masking import Masker, MaskingSpec
-    from mlmtune.metrics import evaluate_batches
-    from mlmtune.modeling import MaskedLMObjective, load_masked_lm, load_tokenizer, masked_positions_head, max_positions
-    from mlmtune.runtime import make_accelerator
-    from mlmtune.warmstart import cache_features, output_bias, unigram_log_frequency, warm_start_head
+    from mlmtune.data.batching import eval_batches, make_batch
+    from mlmtune.data.blocks import splits_from_config
+    from mlmtune.data.masking import Masker, MaskingSpec
+    from mlmtune.eval.metrics import evaluate_batches
+    from mlmtune.model.device import make_accelerator
+    from mlmtune.model.load import load_masked_lm, max_positions
+    from mlmtune.model.objective import MaskedLMObjective, masked_positions_head
+    from mlmtune.model.tokenizer import load_tokenizer
+    from mlmtune.model.warmstart import cache_features, output_bias, unigram_log_frequency, warm_start_head
 
     cfg = build_config(DEMO, {"eval_size": args.eval_blocks})
     acc = make_accelerator(cfg)
@@ -153,13 +155,13 @@ def run_recipe(name: str, budget: float, out: Path) -> dict:
     code = f"""
 import json, sys
 sys.path.insert(0, {str(HERE.parent / 'src')!r})
-import mlmtune.warmstart as w
+import mlmtune.model.warmstart as w
 import torch
 recipe = {name!r}
 if recipe == "pre-fit only":
     w.unigram_log_frequency = lambda tokens, v, never: torch.zeros(v)
 import mlmtune
-from mlmtune.train import fit
+from mlmtune.training.fit import fit
 from mlmtune.config import build_config
 extra = {extra!r}
 cfg = build_config({DEMO!r}, dict(output_dir={str(out)!r}, overwrite=True, report=False, max_time="{budget}s",
@@ -187,13 +189,15 @@ import json, sys, time
 sys.path.insert(0, {src!r}); sys.path.insert(0, {bench!r})
 import numpy as np, torch
 import _seed
-from mlmtune.batching import epoch_order, eval_batches, process_batches
-from mlmtune.chunking import splits_from_config
+from mlmtune.data.batching import epoch_order, eval_batches, process_batches
+from mlmtune.data.blocks import splits_from_config
 from mlmtune.config import build_config
-from mlmtune.masking import Masker, MaskingSpec
-from mlmtune.metrics import evaluate_batches
-from mlmtune.modeling import MaskedLMObjective, load_masked_lm, load_tokenizer, max_positions
-from mlmtune.outputs import save_model
+from mlmtune.data.masking import Masker, MaskingSpec
+from mlmtune.eval.metrics import evaluate_batches
+from mlmtune.model.objective import MaskedLMObjective
+from mlmtune.model.load import load_masked_lm, max_positions
+from mlmtune.model.tokenizer import load_tokenizer
+from mlmtune.run.files import save_model
 budget, out = {budget!r}, {out!r}
 cfg = build_config({demo!r})
 tok = load_tokenizer("minilm")

@@ -7,11 +7,11 @@ and the same batch (16 x 128):
   seed     the seed's loop (benchmarks/_seed.py): AutoModelForMaskedLM(**batch, labels=...) with
            logits over the whole vocabulary at every position, fp32, DataCollatorForLanguageModeling,
            torch.optim.AdamW with its defaults, linear schedule, accelerator.backward.
-  mlmtune  the body of mlmtune.train.fit() for one optimizer step: make_accelerator (precision auto,
-           bf16 autocast on a CPU with AVX512-BF16), MaskedLMObjective (MLM head at masked
-           positions only), build_optimizer (fused AdamW, 4 groups), make_batch with mlmtune's
-           Masker, the loss normalised by masked tokens, clip_grad_norm 1.0, optimizer and
-           scheduler step.
+  mlmtune  mlmtune's own step, mlmtune.training.step.train_step (the function the training loop
+           calls): make_accelerator (precision auto, bf16 autocast on a CPU with AVX512-BF16),
+           MaskedLMObjective (MLM head at masked positions only), build_optimizer (fused AdamW,
+           4 groups), make_batch with mlmtune's Masker, the loss normalised by masked tokens,
+           clip_grad_norm 1.0, optimizer and scheduler step.
 
 1. throughput: after --warmup steps of each, --blocks blocks of --steps steps of each, the order
    rotating per block; tokens/s per block, medians, and the median of the per-block ratios.
@@ -21,7 +21,8 @@ and the same batch (16 x 128):
    seed's perplexity.
 3. --ablate: the variants between the two, so each change has its price tag; --extras: candidate
    changes to mlmtune's step (not what mlmtune does), each against mlmtune's step.
-4. --breakdown N: mlmtune's step timed by phase, and its top operators under torch.profiler.
+4. --breakdown N: mlmtune's step timed by phase (batch making by the clock; backward and the optimizer
+   step from torch.profiler's autograd and optimizer events, the forward the rest), and its top operators.
 
 Learning rates: lr (1e-4) for the encoder and, when the model grows a head (minilm), head-lr
 (1e-3) for the new head parameters, in BOTH loops; linear schedule with --lr-warmup (0, as the seed)
@@ -38,7 +39,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import os
 import platform
 import statistics
@@ -55,15 +55,18 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _seed  # noqa: E402
 
-from mlmtune.batching import epoch_order, eval_batches, make_batch, process_batches  # noqa: E402
-from mlmtune.chunking import prepare  # noqa: E402
 from mlmtune.config import build_config  # noqa: E402
-from mlmtune.corpus import read_corpus  # noqa: E402
-from mlmtune.masking import Masker, MaskingSpec  # noqa: E402
-from mlmtune.metrics import evaluate_batches  # noqa: E402
-from mlmtune.modeling import (MaskedLMObjective, load_masked_lm, load_tokenizer, use_training_attention,  # noqa: E402
-                              quiet_transformers, resolve_precision)
-from mlmtune.train import build_optimizer, make_accelerator  # noqa: E402
+from mlmtune.data.batching import epoch_order, eval_batches, make_batch, process_batches  # noqa: E402
+from mlmtune.data.blocks import prepare  # noqa: E402
+from mlmtune.data.masking import Masker, MaskingSpec  # noqa: E402
+from mlmtune.data.sources import read_corpus  # noqa: E402
+from mlmtune.eval.metrics import evaluate_batches  # noqa: E402
+from mlmtune.model.device import make_accelerator, resolve_precision  # noqa: E402
+from mlmtune.model.load import load_masked_lm, quiet_transformers, use_training_attention  # noqa: E402
+from mlmtune.model.objective import MaskedLMObjective  # noqa: E402
+from mlmtune.model.tokenizer import load_tokenizer  # noqa: E402
+from mlmtune.training.optimizer import build_optimizer  # noqa: E402
+from mlmtune.training.step import TrainState, train_step  # noqa: E402
 
 BATCH, CHUNK, SEED = 16, 128, 42
 PARITY_TOLERANCE = 1.03
@@ -127,9 +130,9 @@ class SeedRunner:
 
 
 class MlmtuneRunner:
-    """One optimizer step of mlmtune.train.fit() (1 process, no accumulation), line for line as of
-    src/mlmtune/train.py (steps 1 to 3 of its loop; no logging, no signals), including its choice of
-    attention implementation for training (use_training_attention: eager on a CPU)."""
+    """One optimizer step of mlmtune's training loop (1 process, no accumulation): the batches made as
+    the loop makes them, then mlmtune.training.step.train_step itself, with the attention implementation
+    fit() trains with (use_training_attention: eager on a CPU)."""
 
     def __init__(self, template, new_parameters, train_blocks, plan, tokenizer, *, lr, head_lr, total_steps,
                  warmup, max_grad_norm=1.0, compile=False, objective_cls=None, attention_dropout=None,
@@ -161,6 +164,7 @@ class MlmtuneRunner:
                      for epoch, indices in plan)
         self.threads = threads
         self.marks = None
+        self.state = TrainState()
 
     def step(self) -> tuple[float, int]:
         if self.threads is None:
@@ -172,40 +176,15 @@ class MlmtuneRunner:
         finally:
             torch.set_num_threads(before)
 
-    def _mark(self, phase: str) -> None:
-        if self.marks is not None:  # --breakdown: wall-clock boundaries between the phases of a step
-            self.marks.append((phase, time.perf_counter()))
-
     def _step(self) -> tuple[float, int]:
-        accelerator, objective, cfg, world = self.accelerator, self.objective, self.cfg, 1
-        device, accum = accelerator.device, cfg.gradient_accumulation_steps
-        self._mark("start")
-        micro = [next(self.data) for _ in range(accum)]
-        self._mark("make_batch (Masker)")
-        n_masked = accelerator.reduce(torch.tensor(float(sum(b.n_masked for b in micro)), device=device), "sum")
-        step_nll = torch.zeros((), device=device)
-        for b in micro:
-            b = b.to(device)
-            with accelerator.accumulate(objective):
-                nll, _ = objective(b.input_ids, b.attention_mask, b.labels)
-                self._mark("forward")
-                accelerator.backward(nll * (world * accum) / n_masked.clamp(min=1))
-                self._mark("backward")
-            step_nll += nll.detach()
-        flags = accelerator.reduce(torch.stack([step_nll.float(), torch.tensor(0.0, device=device)]), "sum")
-        nll_sum = float(flags[0])
-        if not math.isfinite(nll_sum):
-            raise RuntimeError(f"loss is {nll_sum}")
-        if cfg.max_grad_norm:
-            accelerator.clip_grad_norm_(objective.parameters(), cfg.max_grad_norm)
-        self._mark("clip_grad_norm")
-        self.optimizer.step()
-        self._mark("optimizer.step")
-        if not accelerator.optimizer_step_was_skipped:
-            self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self._mark("scheduler + zero_grad")
-        return nll_sum / max(float(n_masked), 1.0), sum(b.n_tokens for b in micro) * world
+        t0 = time.perf_counter()
+        micro = [next(self.data) for _ in range(self.cfg.gradient_accumulation_steps)]
+        t1 = time.perf_counter()
+        result = train_step(self.accelerator, self.objective, self.optimizer, self.scheduler, micro, self.state,
+                            max_grad_norm=self.cfg.max_grad_norm)
+        if self.marks is not None:  # --breakdown: the batches, and the step
+            self.marks.append((t1 - t0, time.perf_counter() - t1))
+        return result.nll / max(float(result.masked), 1.0), sum(b.n_tokens for b in micro)
 
 
 def set_attention_dropout(model, p: float) -> int:
@@ -306,33 +285,39 @@ def summarise(rates: dict[str, list[float]], refs: dict[str, str] | None = None)
 
 
 def breakdown(runner: "MlmtuneRunner", steps: int, top: int = 12) -> dict:
-    """Where mlmtune's step spends its time: median wall-clock ms per phase over `steps` steps, then
-    the operators with the most self CPU time under torch.profiler over the same number of steps."""
+    """Where mlmtune's step spends its time, median ms per step over `steps` steps: making the batches
+    (by the clock), then under torch.profiler the backward (its autograd engine events), the optimizer
+    step (torch's Optimizer.step event) and the forward with the rest of train_step (the remainder);
+    and the operators with the most self CPU time."""
     from torch.profiler import ProfilerActivity, profile
 
     for _ in range(2):
         runner.step()
-    phases: dict[str, list[float]] = {}
-    totals = []
+    runner.marks = []
     for _ in range(steps):
-        runner.marks = []
         runner.step()
-        marks, runner.marks = runner.marks, None
-        for (_, t0), (name, t1) in zip(marks, marks[1:]):
-            phases.setdefault(name, []).append(1000 * (t1 - t0))
-        totals.append(1000 * (marks[-1][1] - marks[0][1]))
+    marks, runner.marks = runner.marks, None
+    batch_ms = statistics.median(1000 * b for b, _ in marks)
+    step_ms = statistics.median(1000 * t for _, t in marks)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
             runner.step()
-    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
-    all_self = sum(e.self_cpu_time_total for e in events)
+    events = prof.key_averages()
+    backward = sum(e.cpu_time_total for e in events if e.key.startswith("autograd::engine::evaluate_function"))
+    optimizer = sum(e.cpu_time_total for e in events if e.key.startswith("Optimizer.step#"))
+    profiled = sum(e.self_cpu_time_total for e in events)
+    share = {"backward": backward / profiled, "optimizer.step": optimizer / profiled}
+    phases = {"make_batch (Masker)": batch_ms, "forward and the rest of train_step":
+              step_ms * (1 - share["backward"] - share["optimizer.step"]),
+              "backward": step_ms * share["backward"], "optimizer.step": step_ms * share["optimizer.step"]}
+    ranked = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)
     return {
         "steps": steps,
-        "step_ms": statistics.median(totals),
-        "phases_ms": {k: statistics.median(v) for k, v in phases.items()},
+        "step_ms": batch_ms + step_ms,
+        "phases_ms": phases,
         "top_ops": [{"op": e.key, "self_ms_per_step": e.self_cpu_time_total / 1000 / steps,
-                     "share": e.self_cpu_time_total / all_self, "calls_per_step": e.count / steps}
-                    for e in events[:top]],
+                     "share": e.self_cpu_time_total / profiled, "calls_per_step": e.count / steps}
+                    for e in ranked[:top]],
     }
 
 

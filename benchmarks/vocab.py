@@ -73,13 +73,14 @@ def build_pydocs(path: Path) -> Path:
 
 def pieces_per_word(data: str, counts: list[int]) -> dict[int, tuple[float, float, int]]:
     """N -> (pieces per word before, after, words added) on the training documents of `data`."""
-    from mlmtune import vocab
-    from mlmtune.corpus import read_corpus
-    from mlmtune.modeling import load_tokenizer
+    from mlmtune.data.sources import read_corpus
+    from mlmtune.data.split import training_texts
+    from mlmtune.model import vocabulary as vocab
+    from mlmtune.model.tokenizer import load_tokenizer
 
     cutter = vocab.WordCutter(load_tokenizer("minilm"))
     docs = read_corpus([data])
-    words = vocab.count_words(cutter, vocab.training_texts(docs, eval_fraction=0.1, seed=SETTINGS["seed"]))
+    words = vocab.count_words(cutter, training_texts(docs, eval_fraction=0.1, seed=SETTINGS["seed"]))
     out = {}
     for n in counts:
         chosen = {c.word for c in vocab.cut_words(cutter, words, n, SETTINGS["min_count"])} if n else set()
@@ -98,7 +99,7 @@ def run_arm(data: str, n: int, budget: float, out: Path, steps: int | None = Non
     code = f"""
 import json, sys
 sys.path.insert(0, {str(HERE.parent / 'src')!r})
-from mlmtune.train import fit
+from mlmtune.training.fit import fit
 from mlmtune.config import build_config
 cfg = build_config({SETTINGS!r}, dict(data=[{data!r}], output_dir={str(out)!r}, **{extra!r}))
 print(json.dumps(fit(cfg)))
@@ -139,7 +140,7 @@ def main() -> None:
                          "words_per_second": r["train_tokens_per_second"] / after,
                          "train_seconds": r["train_seconds"], "own_perplexity": r["eval_perplexity"]})
             log(json.dumps(rows[-1]))
-        from mlmtune.evaluate import compare
+        from mlmtune.eval.compare import compare
 
         scored = compare(models, data, eval_size=SETTINGS["eval_size"], chunk_size=SETTINGS["chunk_size"],
                          seed=SETTINGS["seed"], say=log)
@@ -157,9 +158,12 @@ def resample(corpora: list[str], counts: list[int], work: Path, seeds: list[int]
     """How much the masked-word figures move with the sample of words: the same two models, other windows."""
     import torch
 
-    from mlmtune import vocab, wordeval
-    from mlmtune.corpus import read_corpus
-    from mlmtune.modeling import load_masked_lm, load_tokenizer, resolve_precision
+    from mlmtune.data.sources import read_corpus
+    from mlmtune.data.split import heldout_texts
+    from mlmtune.eval import words as wordeval
+    from mlmtune.model.device import resolve_precision
+    from mlmtune.model.load import load_masked_lm
+    from mlmtune.model.tokenizer import load_tokenizer
 
     print("\n| corpus | seed | words | bits/char first | last | ratio | exact first | last |\n|---|---|---|---|---|---|---|---|")
     for corpus in corpora:
@@ -167,7 +171,7 @@ def resample(corpora: list[str], counts: list[int], work: Path, seeds: list[int]
         runs = [work / f"{corpus}-{counts[0]}", work / f"{corpus}-{counts[-1]}"]
         toks = [load_tokenizer(str(r)) for r in runs]
         models = [load_masked_lm(str(r)).model for r in runs]
-        texts = vocab.heldout_texts(read_corpus([data]), eval_fraction=0.1, seed=SETTINGS["seed"])
+        texts = heldout_texts(read_corpus([data]), eval_fraction=0.1, seed=SETTINGS["seed"])
         bf16 = resolve_precision("auto") == "bf16"
         for seed in seeds:
             sets = wordeval.prepare(texts, toks, seed=seed, max_length=512)

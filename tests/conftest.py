@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from mlmtune.corpus import bbc_news_folder
-from mlmtune.modeling import load_tokenizer, quiet_transformers
+from mlmtune.data.sources import bbc_news_folder
+from mlmtune.model.load import quiet_transformers
+from mlmtune.model.tokenizer import load_tokenizer
 
 quiet_transformers()
 

@@ -114,9 +114,10 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
 LAYERS = [
     ["mlmtune", "mlmtune.__main__"],
     ["mlmtune.cli"],
-    ["mlmtune.serve", "mlmtune.report"],
-    ["mlmtune.training", "mlmtune.eval"],
+    ["mlmtune.serve"],
+    ["mlmtune.training"],
     ["mlmtune.run"],
+    ["mlmtune.eval"],
     ["mlmtune.model", "mlmtune.data"],
     ["mlmtune.config", "mlmtune.errors", "mlmtune.version"],
 ]

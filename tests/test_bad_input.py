@@ -198,7 +198,7 @@ def test_one_10mb_line_evaluates(capsys, tiny_bert, news_folder, tmp_path):
 
 
 def test_csv_with_missing_values_skips_them(capsys, tiny_bert, news_folder, tmp_path):
-    from mlmtune.corpus import read_corpus
+    from mlmtune.data.sources import read_corpus
 
     texts = [p.read_text(encoding="utf-8")[:600] for p in sorted(Path(news_folder).glob("*.txt"))[:24]]
     path = tmp_path / "reviews.csv"

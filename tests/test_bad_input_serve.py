@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 
 from mlmtune.cli import main
 from mlmtune.errors import InputError
-from mlmtune.serve import MAX_BODY_BYTES, bind_socket, create_app, make_server
+from mlmtune.serve.app import MAX_BODY_BYTES, bind_socket, create_app, make_server
 
 API = "/v1/fill-mask"
 

@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_bad_input import assert_clean_error, assert_ok, eval_argv, run_cli, snapshot, train_argv
 
 from mlmtune.cli import main
-from test_bad_input import assert_clean_error, assert_ok, eval_argv, run_cli, snapshot, train_argv
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -47,9 +47,8 @@ def small_model(tmp_path_factory, tokenizer) -> dict[str, Path]:
     """A BERT with a 1,000-row vocabulary: alone (no tokenizer), and with the 30,522-token minilm
     tokenizer saved beside it (what `serve` and `predict` would load)."""
     import torch
-    from transformers import BertForMaskedLM
-
     from conftest import tiny_bert_config
+    from transformers import BertForMaskedLM
 
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("small")
@@ -76,7 +75,7 @@ def test_tokenizer_larger_than_the_model_vocabulary(capsys, small_model, tiny_be
 
 def test_serve_refuses_a_tokenizer_larger_than_the_model(small_model):
     from mlmtune.errors import ModelError
-    from mlmtune.serve import load_models
+    from mlmtune.serve.app import load_models
 
     with pytest.raises(ModelError, match="30,522 tokens .* 1,000 token embeddings"):
         load_models(str(small_model["with-tokenizer"]))
@@ -98,8 +97,8 @@ def test_serve_refuses_a_tokenizer_larger_than_the_model(small_model):
     ({"step": 2, "eval_seconds": -3}, "eval_seconds"),
 ])
 def test_trainer_state_of_the_wrong_shape(tmp_path, content, needle):
-    from mlmtune.checkpoints import read_state
     from mlmtune.errors import CheckpointError
+    from mlmtune.run.checkpoints import read_state
 
     folder = tmp_path / "step-0000002"
     folder.mkdir()
@@ -112,7 +111,7 @@ def test_trainer_state_of_the_wrong_shape(tmp_path, content, needle):
 
 
 def test_a_good_trainer_state_is_read(tmp_path):
-    from mlmtune.checkpoints import read_state
+    from mlmtune.run.checkpoints import read_state
 
     folder = tmp_path / "step-0000003"
     folder.mkdir()
@@ -137,7 +136,7 @@ JUNK_LINES = ["5", '"text"', "[1, 2]", "null", '{"type": "eval", "step": 1}', '{
 
 
 def test_metrics_log_truncate_skips_lines_that_are_not_records(tmp_path):
-    from mlmtune.metrics import MetricsLog, read_metrics
+    from mlmtune.run.metrics_log import MetricsLog, read_metrics
 
     path = tmp_path / "metrics.jsonl"
     good = [{"type": "eval", "step": 0, "perplexity": 90.0}, {"type": "train", "step": 2, "loss": 4.0},
@@ -231,7 +230,7 @@ def test_python_api_works_again_and_again(tiny_bert, news_folder, tmp_path):
 
     small = dict(chunk_size=32, eval_size=8, seed=0, precision="fp32")
     perplexities = []
-    for i in range(3):  # interleaved: importing mlmtune.train/.evaluate must not replace the functions
+    for i in range(3):  # interleaved: importing the stages must not replace the functions
         results = mlmtune.train(model=tiny_bert, data=[news_folder], output_dir=str(tmp_path / f"run{i}"),
                                 batch_size=4, max_steps=1, report=False, **small)
         assert results["steps"] == 1 and (tmp_path / f"run{i}" / "model.safetensors").is_file()
@@ -251,9 +250,9 @@ def test_python_api_works_again_and_again(tiny_bert, news_folder, tmp_path):
     with pytest.raises(MlmtuneError):
         mlmtune.evaluate(tiny_bert, str(tmp_path / "missing.txt"), **small)
     # the submodules stay importable
-    from mlmtune.train import fit
+    from mlmtune.training.fit import fit
 
-    assert callable(fit) and mlmtune.train is not sys.modules["mlmtune.train"]
+    assert callable(fit) and "mlmtune.train" not in sys.modules  # no module of the API function's name
 
 
 def test_python_api_in_a_fresh_process_without_torch_at_import(tmp_path):

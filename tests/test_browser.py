@@ -37,7 +37,7 @@ def _sync_playwright():
 @pytest.fixture(scope="module")
 def server_url(tiny_bert, tiny_encoder, tmp_path_factory):
     """`python -m mlmtune serve --port 0` in a subprocess; its printed URL, once /health answers."""
-    from mlmtune.serve import spawn, stop
+    from mlmtune.serve.app import spawn, stop
 
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     with log.open("w") as stderr:
@@ -322,7 +322,7 @@ def test_focus_ring_and_input_borders_reach_3_to_1(server_url, browser, scheme):
 
 def test_report_fits_a_phone(browser, tiny_bert, tmp_path):
     """report.html at 390 px: no sideways scrolling, with long paths, a long probe and every table."""
-    from mlmtune.report import write_report
+    from mlmtune.run.report import write_report
 
     out = tmp_path / ("run-with-a-long-folder-name-" + "x" * 60)
     shutil.copytree(tiny_bert, out)  # the tuned model: tiny_bert's files; its base: tiny_bert itself

@@ -6,13 +6,12 @@ from pathlib import Path
 
 import pytest
 from huggingface_hub import ModelCard
-
-from mlmtune.card import MARKER, card_text, hub_base, hub_datasets, human_seconds, write_card
-from mlmtune.cli import main
-from mlmtune.config import build_config
-from mlmtune.train import fit
-
 from test_bad_input import run_cli
+
+from mlmtune.config import build_config
+from mlmtune.run.card import card_text, hub_base, hub_datasets, human_seconds, write_card
+from mlmtune.run.layout import MARKER
+from mlmtune.training.fit import fit
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from mlmtune.chunking import Blocks, cut, prepare, tokenize
-from mlmtune.corpus import Documents
+from mlmtune.data.blocks import Blocks, cut, prepare, tokenize
+from mlmtune.data.sources import Documents
 from mlmtune.errors import DataError
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mlmtune.metrics import read_metrics
+from mlmtune.run.metrics_log import read_metrics
 
 pytestmark = pytest.mark.slow
 

@@ -10,15 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import bbc_files, save_tiny, tiny_bert_config
 from test_bad_input import run_cli
+
 from mlmtune.config import build_config
-from mlmtune.corpus import Documents, bbc_news_folder, read_corpus
+from mlmtune.data.sources import Documents, bbc_news_folder, read_corpus
 from mlmtune.errors import ConfigError, DataError, ModelError
-from mlmtune.evaluate import compare, format_table, run_comparison
-from mlmtune.probes import (ClozeItem, cloze_accuracy, cloze_hit, heldout_documents, linear_probe, parse_cloze,
-                            probe_documents, read_cloze_file)
+from mlmtune.eval.cloze import ClozeItem, cloze_accuracy, cloze_hit, parse_cloze, read_cloze_file
+from mlmtune.eval.compare import compare, format_table, run_comparison
+from mlmtune.eval.linear_probe import heldout_documents, linear_probe, probe_documents
 
 SMALL = dict(chunk_size=32, eval_size=16, seed=0, precision="fp32")
 SMALL_ARGS = ["--chunk-size", "32", "--eval-size", "16", "--seed", "0", "--precision", "fp32"]
@@ -181,7 +181,7 @@ def test_cloze_scoring_on_given_predictions():
 
 def test_cloze_hits_what_the_model_predicts(tiny_bert, news_folder, tmp_path):
     """Answers built from the model's own fill-mask ranking must score 100% / 0% exactly."""
-    from mlmtune.predict import FillMask
+    from mlmtune.model.fill_mask import FillMask
 
     sentences = [line.split("\t")[0] for line in CLOZE_NEWS.read_text(encoding="utf-8").splitlines()
                  if line and not line.startswith("#")][:20]
@@ -266,7 +266,7 @@ def test_probe_documents_checks_classes_and_caps(tmp_path):
 
 
 def test_heldout_documents_are_the_ones_prepare_holds_out(tokenizer):
-    from mlmtune.chunking import prepare
+    from mlmtune.data.blocks import prepare
 
     texts = [f"document number {i} " + "word " * (3 + i % 7) for i in range(30)]
     crlf = ["\ufeff" + t + "\r\n" for t in texts[4:6]]  # repeats too, as chunking sees them (BOM, CRLF)
@@ -414,7 +414,7 @@ def test_evaluate_a_model_with_another_tokenizer_is_refused(capsys, tiny_bert, s
 def test_evaluate_repeats_the_numbers_training_logged_in_bf16(tiny_encoder, news_folder, tmp_path, capsys):
     """`mlmtune evaluate --config OUT/run.json --model BASE --model OUT` gives exactly metrics.jsonl's
     step-0 and final evaluations, in bf16 too, where attention implementations round differently."""
-    from mlmtune.metrics import read_metrics
+    from mlmtune.run.metrics_log import read_metrics
 
     out = tmp_path / "run"
     code, _, err = run_cli(capsys, "train", "--model", tiny_encoder, "--data", news_folder, "--output-dir", out,

@@ -11,11 +11,13 @@ import shlex
 from pathlib import Path
 
 import pytest
-
-from mlmtune.chunking import cut, fingerprint, tokenize
-from mlmtune.cli import build_parser, config_from_args
-from mlmtune.metrics import read_metrics
 from test_bad_input import assert_clean_error, assert_ok, run_cli
+
+from mlmtune.cli import build_parser
+from mlmtune.cli.args import config_from_args
+from mlmtune.config import resolve
+from mlmtune.data.blocks import cut, fingerprint, tokenize
+from mlmtune.run.metrics_log import read_metrics
 
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
@@ -67,8 +69,8 @@ def test_eval_data_is_the_whole_eval_set_and_nothing_is_held_out_of_data(eval_da
 
 
 def test_eval_data_drops_repeats_and_training_text_and_is_capped_by_eval_size(split_news, tokenizer, tmp_path):
-    from mlmtune.chunking import splits_from_config
     from mlmtune.config import build_config
+    from mlmtune.data.blocks import splits_from_config
 
     train, valid = split_news
     copy = tmp_path / "valid-plus.txt"  # one validation article twice, one training article
@@ -273,7 +275,7 @@ def test_run_json_command_runs_as_written(tiny_bert, split_news, tmp_path, capsy
     words = shlex.split(run["command"])
     assert words[:2] == ["mlmtune", "train"] and "--overwrite" not in words
     parsed = build_parser().parse_args(words[1:])
-    assert config_from_args(parsed).to_dict() == run["config"]
+    assert resolve(config_from_args(parsed)).to_dict() == run["config"]  # run.json holds the resolved config
 
 
 def test_to_command_round_trips_every_kind_of_field():
@@ -319,7 +321,7 @@ def test_line_by_line_says_how_many_lines_it_cut(tiny_bert, tokenizer, tmp_path,
 
 
 def test_a_tsv_file_is_read_as_a_table(tmp_path):
-    from mlmtune.corpus import read_corpus
+    from mlmtune.data.sources import read_corpus
 
     path = tmp_path / "reviews.tsv"
     rows = ['He said "fine", then left.', "Commas, stay; in the text", "'single' and \"double\" quotes"]
@@ -332,7 +334,7 @@ def test_a_tsv_file_is_read_as_a_table(tmp_path):
 
 
 def test_a_tsv_file_streams_as_a_table(tmp_path):
-    from mlmtune.streaming import open_documents
+    from mlmtune.data.streaming import open_documents
 
     path = tmp_path / "reviews.tsv"
     path.write_text('text\tlabel\nA "quoted" start\t1\nsecond row\t0\n', encoding="utf-8")
@@ -372,7 +374,7 @@ def test_trackers_get_lr_eval_loss_and_grad_norm(tiny_bert, split_news, tmp_path
     from accelerate import Accelerator
 
     from mlmtune.config import build_config
-    from mlmtune.train import fit
+    from mlmtune.training.fit import fit
 
     logged: dict[str, list] = {}
     original = Accelerator.log

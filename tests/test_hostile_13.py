@@ -7,13 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
-
-from mlmtune.card import MARKER
-from mlmtune.config import build_config
-from mlmtune.train import fit
-
 from test_bad_input import assert_clean_error, run_cli
 from test_hub import hub  # noqa: F401  the stand-in Hub, this process pointed at it
+
+from mlmtune.config import build_config
+from mlmtune.run.layout import MARKER
+from mlmtune.training.fit import fit
 
 
 def tiny_run(tiny_bert, news_folder, out: Path, **overrides) -> dict:
@@ -69,7 +68,7 @@ def test_sentence_files_never_come_from_outside_the_base(tmp_path, tiny_encoder)
     (to ~/.ssh, say) was copied into the output, and --push-to-hub would have published it."""
     import shutil
 
-    from mlmtune.sentence import sentence_layout
+    from mlmtune.run.sentence import sentence_layout
 
     base = tmp_path / "encoder"
     shutil.copytree(tiny_encoder, base)
@@ -94,7 +93,7 @@ def test_sentence_files_of_a_hub_cache_snapshot_are_read_through_its_links(tmp_p
     """The Hugging Face cache keeps a snapshot's files as links into ../../blobs: those are the base's own."""
     import shutil
 
-    from mlmtune.sentence import sentence_layout
+    from mlmtune.run.sentence import sentence_layout
 
     repo = tmp_path / "models--org--enc"
     snapshot = repo / "snapshots" / "abc123"
@@ -223,7 +222,7 @@ def test_push_of_an_edited_card_with_broken_metadata_names_the_card(tiny_bert, n
 def test_a_card_from_a_results_json_with_an_impossible_time(when):
     """results.json is read back by `mlmtune report` and `push`: a finished_at of 1e30 raised
     OverflowError (a traceback) while writing the card."""
-    from mlmtune.card import card_text
+    from mlmtune.run.card import card_text
 
     text = card_text(Path("nowhere"), run={}, results={"started_at": when, "finished_at": when}, records=[])
     assert "## Training" in text

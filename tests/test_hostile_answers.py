@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from mlmtune.errors import InputError
-from mlmtune.predict import FillMask
+from mlmtune.model.fill_mask import FillMask
 
 API = "/v1/fill-mask"
 
@@ -108,7 +108,7 @@ def test_unusable_targets_are_an_input_error(tiny_bert, targets):
 
 @pytest.fixture(scope="module")
 def client(tiny_bert):
-    from mlmtune.serve import create_app
+    from mlmtune.serve.app import create_app
 
     with TestClient(create_app(tiny_bert)) as c:
         yield c
@@ -153,14 +153,14 @@ def test_inputs_null_is_named(client):
                                           (123456789012345.0, "123,456,789,012,345")])
 def test_huge_numbers_keep_four_figures(value, shown):
     """1e300 was written out as 301 digits of float noise ("1,000,000,000,000,000,052,504,760,...")."""
-    from mlmtune.report import _fmt
+    from mlmtune.run.report import _fmt
 
     assert _fmt(value) == shown
 
 
 def test_report_of_a_diverged_run_is_written(tmp_path):
     """A perplexity near float's limit (a loss of ~690) crashed the plot: "Axis limits cannot be NaN or Inf"."""
-    from mlmtune.report import write_report
+    from mlmtune.run.report import write_report
 
     (tmp_path / "run.json").write_text(json.dumps({"config": {"model": "minilm"}}))
     records = [{"type": "eval", "step": 0, "loss": 690.0, "perplexity": 1e300, "accuracy": 0.0},
@@ -184,7 +184,7 @@ def test_continues_word_knows_each_tokenizers_pieces(tiny_bert, tiny_roberta):
 
 def test_the_api_says_which_predictions_are_pieces(tiny_roberta):
     """The page took RoBERTa's "s" (no word-start space) for a word: mlmtune's answer now names the pieces."""
-    from mlmtune.serve import create_app
+    from mlmtune.serve.app import create_app
 
     fm = FillMask(tiny_roberta)
     with TestClient(create_app(tiny_roberta)) as c:
@@ -217,8 +217,8 @@ def test_the_package_fill_mask_takes_targets(tiny_bert):
 
 def test_the_reports_fill_mask_table_shows_pieces_as_pieces(tiny_bert, tiny_roberta):
     """The report listed "##iv" where the page shows "…iv" (and RoBERTa's piece "s" as if a word)."""
-    from mlmtune.predict import Prediction
-    from mlmtune.report import _predictions_html
+    from mlmtune.model.fill_mask import Prediction
+    from mlmtune.run.report import _predictions_html
 
     class Fixed(FillMask):
         def predict(self, texts, top_k=5, *, sequences=True):

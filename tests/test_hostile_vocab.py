@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from mlmtune.modeling import load_tokenizer
-
 from test_bad_input import assert_clean_error, assert_ok, run_cli
 from test_vocab import RARE, domain_folder, train_args, vocab_run  # noqa: F401 (fixtures)
+
+from mlmtune.model.tokenizer import load_tokenizer
 
 
 def test_decode_spaces_an_added_word_as_the_base_spaces_its_pieces(vocab_run, tiny_bert):
@@ -48,7 +47,7 @@ def test_side_by_side_with_only_eval_data_does_not_read_the_default_data(capsys,
                                                                           tiny_bert, news_folder):
     """`evaluate --eval-data E` without --data reads E alone; the model with added words made its own
     evaluation set from --data's default (bbc-news) as well, a training part it does not need."""
-    import mlmtune.corpus as corpus
+    import mlmtune.data.sources as corpus
 
     read = []
     original = corpus.read_corpus
@@ -72,8 +71,9 @@ def test_new_token_lr_reaches_the_rows_through_accumulation_and_bf16(tmp_path, t
     """End to end (accelerate's optimizer wrapper, 2 micro-batches a step, bf16, weight decay): with a
     vanishing --new-token-lr the new rows end where they started, the mean of their pieces' base rows,
     while the old rows moved."""
-    from mlmtune.cli import main
     from transformers import AutoModelForMaskedLM
+
+    from mlmtune.cli import main
 
     out = tmp_path / "run"
     args = [str(a) for a in train_args(tiny_bert, domain_folder, out, "--add-tokens", _words_file(tmp_path),
@@ -97,13 +97,14 @@ def test_pieces_per_word_after_is_what_the_saved_tokenizer_gives(vocab_run, tiny
     """The line 'pieces per word ... before -> after' must describe the tokenizer the run saved."""
     from transformers import AutoTokenizer
 
-    from mlmtune.chunking import documents_from_config
     from mlmtune.config import build_config, load_config_file
-    from mlmtune import vocab
+    from mlmtune.data.sources import documents_from_config
+    from mlmtune.data.split import training_texts
+    from mlmtune.model import vocabulary as vocab
 
     recorded = json.loads((vocab_run / "run.json").read_text())["vocabulary"]
     cfg = build_config(load_config_file(vocab_run / "run.json"))
-    texts = vocab.training_texts(documents_from_config(cfg), eval_fraction=cfg.eval_fraction, seed=cfg.seed)
+    texts = training_texts(documents_from_config(cfg), eval_fraction=cfg.eval_fraction, seed=cfg.seed)
     for tok, key in ((load_tokenizer(tiny_bert), "pieces_per_word_before"),
                      (AutoTokenizer.from_pretrained(vocab_run), "pieces_per_word_after")):
         cutter = vocab.WordCutter(tok)
@@ -195,8 +196,8 @@ def test_a_word_longer_than_the_tokenizer_cuts_is_named_as_too_long(capsys, tmp_
 
 
 def test_the_table_footnote_holds_whichever_model_comes_first(vocab_run, tiny_bert):
-    from mlmtune.evaluate import ModelScores, format_table
-    from mlmtune.metrics import EvalResult
+    from mlmtune.eval.compare import ModelScores, format_table
+    from mlmtune.eval.metrics import EvalResult
 
     rows = [ModelScores(str(vocab_run), EvalResult.from_sums(10.0, 5, 2)),
             ModelScores(tiny_bert, EvalResult.from_sums(12.0, 6, 2), own_tokens=True)]
@@ -218,7 +219,7 @@ def test_resume_with_added_words_continues_as_if_never_stopped(capsys, tmp_path,
     code, _, err = run_cli(capsys, *train_args(tiny_bert, domain_folder, straight, *common))
     assert_ok(code, err)
     shutil.copytree(straight, resumed)
-    from mlmtune.checkpoints import complete_checkpoints
+    from mlmtune.run.layout import complete_checkpoints
 
     found = complete_checkpoints(resumed)
     assert [int(p.name.split("-")[1]) for p in found] == [2, 4]
@@ -262,8 +263,8 @@ def test_evaluate_with_tokenizer_scores_a_run_with_its_added_words(capsys, tmp_p
 
 def test_the_footnote_does_not_point_to_a_masked_word_column_that_is_not_there(vocab_run, tiny_bert):
     """A corpus under 10 documents has no masked-word measure: 'rank by the masked words' pointed nowhere."""
-    from mlmtune.evaluate import ModelScores, format_table
-    from mlmtune.metrics import EvalResult
+    from mlmtune.eval.compare import ModelScores, format_table
+    from mlmtune.eval.metrics import EvalResult
 
     rows = [ModelScores(tiny_bert, EvalResult.from_sums(10.0, 5, 2)),
             ModelScores(str(vocab_run), EvalResult.from_sums(12.0, 6, 2), own_tokens=True)]

@@ -9,13 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from hub_standin import HubStandIn
 from huggingface_hub import ModelCard, constants
+from test_bad_input import assert_clean_error, run_cli
 
 from mlmtune.config import build_config
-from mlmtune.train import fit
-
-from hub_standin import HubStandIn
-from test_bad_input import assert_clean_error, run_cli
+from mlmtune.training.fit import fit
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -79,7 +78,7 @@ def test_a_card_that_cannot_be_rewritten_is_uploaded_as_it_is(finished_run, hub,
     def read_only(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr("mlmtune.card.write_card", read_only)
+    monkeypatch.setattr("mlmtune.run.hub.write_card", read_only)
     code, out, err = run_cli(capsys, "push", finished_run, "me/read-only")
     assert code == 0, err
     assert "cannot be rewritten" in out

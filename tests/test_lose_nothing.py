@@ -17,10 +17,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from test_bad_input import assert_clean_error, assert_ok, prev_run, run_cli, run_copy, snapshot, train_argv  # noqa: F401
 
-from mlmtune.chunking import drop_duplicates, prepare
-from mlmtune.corpus import Documents, bbc_news_folder
-from test_bad_input import assert_clean_error, assert_ok, prev_run, run_copy, run_cli, snapshot, train_argv  # noqa: F401
+from mlmtune.data.blocks import prepare
+from mlmtune.data.sources import Documents, bbc_news_folder
+from mlmtune.data.split import drop_duplicates
 
 
 def strict_json(path: Path):
@@ -131,7 +132,7 @@ def test_non_finite_options_write_nothing(capsys, tmp_path, tiny_bert, news_fold
 
 
 def test_json_files_never_hold_nan(tmp_path):
-    from mlmtune.outputs import atomic_write_json
+    from mlmtune.run.files import atomic_write_json
 
     atomic_write_json(tmp_path / "x.json", {"a": float("inf"), "b": [float("nan"), 1.5], "c": {"d": -float("inf")}})
     assert strict_json(tmp_path / "x.json") == {"a": None, "b": [None, 1.5], "c": {"d": None}}
@@ -141,7 +142,7 @@ def test_weights_are_checked_finite_before_saving():
     import torch
 
     from mlmtune.errors import TrainingError
-    from mlmtune.train import check_finite_weights
+    from mlmtune.training.fit import check_finite_weights
 
     check_finite_weights({"a": torch.ones(3), "ids": torch.arange(3)}, [])
     with pytest.raises(TrainingError, match="b.weight holds NaN"):
@@ -310,7 +311,7 @@ def test_streaming_bad_file_leaves_nothing(capsys, tmp_path, tiny_bert, news_fol
 
 
 def test_sigterm_during_the_baseline_leaves_nothing(capsys, tmp_path, tiny_bert, news_folder, monkeypatch):
-    train_module = importlib.import_module("mlmtune.train")
+    train_module = importlib.import_module("mlmtune.training.evaluations")
 
     real = train_module.evaluate_batches
 
@@ -329,7 +330,7 @@ def test_sigterm_during_the_baseline_leaves_nothing(capsys, tmp_path, tiny_bert,
 
 def test_sigterm_during_preparation_keeps_the_old_run(capsys, run_copy, tiny_bert, news_folder, monkeypatch):
     """With --overwrite, the old run is only cleared once the new one is ready: a stop before keeps it."""
-    train_module = importlib.import_module("mlmtune.train")
+    train_module = importlib.import_module("mlmtune.training.prepare")
 
     def terminated(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGTERM)
@@ -425,7 +426,7 @@ def main_ok(capsys, *argv) -> bool:
 def test_a_tracker_that_cannot_start_keeps_the_old_run(capsys, run_copy, tiny_bert, news_folder, monkeypatch):
     from mlmtune.errors import ConfigError
 
-    train_module = importlib.import_module("mlmtune.train")
+    train_module = importlib.import_module("mlmtune.training.fit")
 
     def broken(*args, **kwargs):
         raise ConfigError("--report-to mlflow could not start: bogus: fix the tracker's settings")
@@ -468,7 +469,7 @@ def test_a_name_too_long_is_one_line(capsys, tmp_path, tiny_bert, news_folder, n
 
 
 def test_a_failed_new_run_leaves_no_empty_parents(capsys, tmp_path, tiny_bert, news_folder, monkeypatch):
-    train_module = importlib.import_module("mlmtune.train")
+    train_module = importlib.import_module("mlmtune.training.evaluations")
 
     def terminated(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGTERM)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from mlmtune.masking import IGNORE_INDEX, Masker, MaskingSpec
+from mlmtune.data.masking import IGNORE_INDEX, Masker, MaskingSpec
 
 
 def _batch(tokenizer, rows=64, length=128, seed=0):
@@ -176,17 +176,17 @@ def test_eval_masks_are_identical_in_a_fresh_process(tokenizer, news_folder):
     import sys
 
     code = (
-        "import hashlib, sys; from mlmtune.modeling import load_tokenizer; from mlmtune.corpus import read_corpus;"
-        "from mlmtune.chunking import prepare; from mlmtune.batching import eval_batches;"
-        "from mlmtune.masking import Masker, MaskingSpec;"
+        "import hashlib, sys; from mlmtune.model.tokenizer import load_tokenizer; from mlmtune.data.sources import read_corpus;"
+        "from mlmtune.data.blocks import prepare; from mlmtune.data.batching import eval_batches;"
+        "from mlmtune.data.masking import Masker, MaskingSpec;"
         "tok = load_tokenizer('minilm'); s = prepare(read_corpus([sys.argv[1]]), tok, chunk_size=64, eval_size=30, seed=9);"
         "bs = eval_batches(s.eval, Masker(tok, MaskingSpec()), seed=9, batch_size=8, pad_id=0);"
         "print(hashlib.sha256(b''.join(b.input_ids.numpy().tobytes() + b.labels.numpy().tobytes() for b in bs)).hexdigest())"
     )
     out = subprocess.run([sys.executable, "-c", code, news_folder], capture_output=True, text=True, check=True)
-    from mlmtune.batching import eval_batches
-    from mlmtune.chunking import prepare
-    from mlmtune.corpus import read_corpus
+    from mlmtune.data.batching import eval_batches
+    from mlmtune.data.blocks import prepare
+    from mlmtune.data.sources import read_corpus
 
     s = prepare(read_corpus([news_folder]), tokenizer, chunk_size=64, eval_size=30, seed=9)
     here = eval_batches(s.eval, Masker(tokenizer, MaskingSpec()), seed=9, batch_size=8, pad_id=0)

@@ -5,12 +5,20 @@ import torch
 import torch.nn.functional as F
 
 from mlmtune.errors import ModelError
-from mlmtune.modeling import MaskedLMObjective, load_masked_lm, load_tokenizer, max_positions, use_training_attention
+from mlmtune.model.load import load_masked_lm, max_positions, use_training_attention
+from mlmtune.model.objective import MaskedLMObjective
+from mlmtune.model.tokenizer import load_tokenizer
 
 
 def _tiny(kind: str):
-    from transformers import (BertConfig, BertForMaskedLM, DistilBertConfig, DistilBertForMaskedLM,
-                              RobertaConfig, RobertaForMaskedLM)
+    from transformers import (
+        BertConfig,
+        BertForMaskedLM,
+        DistilBertConfig,
+        DistilBertForMaskedLM,
+        RobertaConfig,
+        RobertaForMaskedLM,
+    )
 
     torch.manual_seed(0)
     if kind == "bert":
@@ -119,7 +127,7 @@ def test_max_positions_is_the_smaller_limit(tiny_bert, tokenizer):
 
 @pytest.mark.parametrize("native", [True, False])
 def test_auto_precision_takes_bf16_only_where_the_cpu_has_it(monkeypatch, native):
-    import mlmtune.modeling as modeling
+    import mlmtune.model.device as modeling
 
     monkeypatch.setattr(modeling.torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(modeling, "cpu_has_native_bf16", lambda: native)
@@ -134,7 +142,7 @@ def test_auto_precision_takes_bf16_only_where_the_cpu_has_it(monkeypatch, native
 
 
 def test_fp16_without_a_gpu_runs_fp32_and_says_so(monkeypatch):
-    import mlmtune.modeling as modeling
+    import mlmtune.model.device as modeling
 
     monkeypatch.setattr(modeling, "gpu_available", lambda: False)
     assert modeling.resolve_precision("fp16") == "no"  # what Accelerate really runs on a CPU (and run.json records)

@@ -11,7 +11,7 @@ import pytest
 
 from mlmtune.cli import main
 from mlmtune.errors import InputError
-from mlmtune.predict import FillMask, fill_mask
+from mlmtune.model.fill_mask import FillMask, fill_mask
 
 
 def same_answer(ours, theirs):

@@ -13,10 +13,10 @@ import pytest
 
 from mlmtune.cli import main
 from mlmtune.config import build_config
-from mlmtune.metrics import read_metrics
-from mlmtune.predict import FillMask
-from mlmtune.report import _fmt, _result_value, curves_figure, duration, write_report
-from mlmtune.train import fit
+from mlmtune.model.fill_mask import FillMask
+from mlmtune.run.metrics_log import read_metrics
+from mlmtune.run.report import _fmt, _result_value, curves_figure, duration, write_report
+from mlmtune.training.fit import fit
 
 PROBES = ["The [MASK] is happy.", "Shares in the company [MASK] sharply after the [MASK]."]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -163,7 +163,7 @@ def test_headless_base_with_its_own_tokenizer(tiny_encoder, tiny_bert, news_fold
 def test_a_probe_without_mask_is_refused_before_training(tiny_bert, news_folder, tmp_path):
     from mlmtune.config import build_config
     from mlmtune.errors import ConfigError
-    from mlmtune.train import fit
+    from mlmtune.training.fit import fit
 
     cfg = build_config(dict(model=tiny_bert, data=[news_folder], output_dir=str(tmp_path / "r"), chunk_size=64,
                             max_steps=2, probe=["no mask here"], precision="fp32"))
@@ -207,7 +207,7 @@ def test_side_by_side_shows_what_evaluate_scores(run_dir, tiny_bert, capsys):
 
 
 def test_report_with_a_cloze_file_adds_cloze_for_both(run_dir, tiny_bert, news_folder, tmp_path, capsys):
-    from mlmtune.evaluate import compare
+    from mlmtune.eval.compare import compare
 
     out = tmp_path / "run"
     shutil.copytree(run_dir, out)

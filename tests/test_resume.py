@@ -16,8 +16,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mlmtune.checkpoints import complete_checkpoints
-from mlmtune.metrics import read_metrics
+from mlmtune.run.layout import complete_checkpoints
+from mlmtune.run.metrics_log import read_metrics
 
 pytestmark = pytest.mark.slow
 
@@ -120,8 +120,8 @@ def test_signal_saves_a_checkpoint_and_says_how_to_resume(tiny_encoder, news_fol
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tiny_bert, news_folder, tmp_path, monkeypatch):
     from mlmtune.config import build_config
     from mlmtune.errors import TrainingError
-    from mlmtune.modeling import MaskedLMObjective
-    from mlmtune.train import fit
+    from mlmtune.model.objective import MaskedLMObjective
+    from mlmtune.training.fit import fit
 
     calls = {"n": 0}
     forward = MaskedLMObjective.forward

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mlmtune.config import build_config
-from mlmtune.train import fit
+from mlmtune.training.fit import fit
 
 pytest.importorskip("sentence_transformers")
 
@@ -23,9 +23,8 @@ MODULES = [
 @pytest.fixture(scope="module")
 def tiny_sentence_encoder(tmp_path_factory, tokenizer) -> str:
     """A BertModel (with its pooler) + modules.json + mean pooling + normalize, as minilm is laid out."""
-    from transformers import BertModel
-
     from conftest import save_tiny
+    from transformers import BertModel
 
     folder = tmp_path_factory.mktemp("tiny-sentence")
     save_tiny(folder, BertModel, tokenizer, seed=1)
@@ -109,7 +108,7 @@ def test_a_model_without_modules_json_gets_no_sentence_files(tiny_bert, news_fol
 
 
 def test_a_listed_name_never_leaves_the_folder(tmp_path):
-    from mlmtune.outputs import run_written
+    from mlmtune.run.layout import run_written
 
     out = tmp_path / "run"
     (out / "sub").mkdir(parents=True)
@@ -130,7 +129,7 @@ def test_a_listed_name_never_leaves_the_folder(tmp_path):
 def test_minilm_stays_a_normalised_sentence_encoder(tmp_path):
     from sentence_transformers import SentenceTransformer
 
-    from mlmtune.modeling import resolve_model
+    from mlmtune.model.load import resolve_model
 
     out = tmp_path / "run"
     fit(short_run("minilm", "bbc-news", out, max_steps=1, batch_size=2, train_size=4))

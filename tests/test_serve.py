@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from mlmtune.errors import InputError
-from mlmtune.predict import FillMask
-from mlmtune.serve import MAX_MASKS, MAX_TEXT_CHARS, MAX_TOP_K, bind_socket, create_app, make_server
+from mlmtune.model.fill_mask import FillMask
+from mlmtune.serve.app import MAX_MASKS, MAX_TEXT_CHARS, MAX_TOP_K, bind_socket, create_app, make_server
 
 API = "/v1/fill-mask"
 

@@ -10,10 +10,10 @@ import pytest
 from safetensors.torch import load_file
 
 from mlmtune.config import build_config
+from mlmtune.data.streaming import StreamingData, open_documents
 from mlmtune.errors import ConfigError
-from mlmtune.metrics import read_metrics
-from mlmtune.streaming import StreamingData, open_documents
-from mlmtune.train import fit
+from mlmtune.run.metrics_log import read_metrics
+from mlmtune.training.fit import fit
 
 
 def stream_cfg(model, data, out, **extra):

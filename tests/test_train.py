@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from mlmtune.chunking import cut, tokenize
 from mlmtune.config import build_config
-from mlmtune.metrics import read_metrics
-from mlmtune.modeling import load_tokenizer
-from mlmtune.train import fit
+from mlmtune.data.blocks import cut, tokenize
+from mlmtune.model.tokenizer import load_tokenizer
+from mlmtune.run.metrics_log import read_metrics
+from mlmtune.training.fit import fit
 
 
 def tiny_run(model, data, out, **extra):
@@ -60,7 +60,7 @@ def test_same_seed_same_run(tiny_encoder, news_folder, tmp_path):
 
 
 def test_evaluate_scores_the_runs_eval_set(tiny_bert, news_folder, tmp_path):
-    from mlmtune.evaluate import evaluate
+    from mlmtune.eval.compare import evaluate
 
     out = tmp_path / "run"
     results = fit(tiny_run(tiny_bert, news_folder, out, max_steps=4))
@@ -113,7 +113,7 @@ def test_accumulating_two_batches_of_8_equals_one_batch_of_16(no_dropout_bert, n
 
 @pytest.mark.slow
 def test_compiled_training_saves_real_weights(tiny_bert, news_folder, tmp_path):
-    from mlmtune.evaluate import evaluate
+    from mlmtune.eval.compare import evaluate
 
     out = tmp_path / "compiled"
     results = fit(tiny_run(tiny_bert, news_folder, out, max_steps=3, compile=True))

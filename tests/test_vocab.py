@@ -9,17 +9,19 @@ import math
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-
-from mlmtune import vocab, wordeval
-from mlmtune.config import build_config, load_config_file
-from mlmtune.corpus import read_corpus
-from mlmtune.errors import ConfigError, ModelError
-from mlmtune.modeling import MaskedLMObjective, load_masked_lm, load_tokenizer
-
 from test_bad_input import assert_clean_error, assert_ok, run_cli
+
+from mlmtune.config import build_config, load_config_file, parse_count
+from mlmtune.data.split import heldout_texts, training_texts
+from mlmtune.data.sources import read_corpus
+from mlmtune.errors import ConfigError, ModelError
+from mlmtune.eval import words as wordeval
+from mlmtune.model import vocabulary as vocab
+from mlmtune.model.load import load_masked_lm
+from mlmtune.model.objective import MaskedLMObjective
+from mlmtune.model.tokenizer import load_tokenizer
 
 RARE = ["glaxosmith", "zymurgist", "quizzify"]  # words minilm's WordPiece cuts into pieces
 
@@ -120,11 +122,11 @@ def test_new_rows_are_the_mean_of_their_pieces_and_the_decoder_stays_tied(tiny_b
 def test_predictions_do_not_jump_when_words_are_added(tiny_bert, news_folder):
     """On held-out text cut by the old tokenizer, the masked-token loss barely moves when the new words
     join the softmax with rows from their pieces; with a zero bias (a plain resize) it jumps."""
-    from mlmtune.batching import eval_batches
-    from mlmtune.chunking import cut, tokenize
-    from mlmtune.masking import Masker, MaskingSpec
-    from mlmtune.metrics import evaluate_batches
-    from mlmtune.warmstart import unigram_log_frequency
+    from mlmtune.data.batching import eval_batches
+    from mlmtune.data.blocks import cut, tokenize
+    from mlmtune.data.masking import Masker, MaskingSpec
+    from mlmtune.eval.metrics import evaluate_batches
+    from mlmtune.model.warmstart import unigram_log_frequency
 
     tok = fresh_tokenizer()
     texts = read_corpus([news_folder]).train
@@ -151,7 +153,7 @@ def test_predictions_do_not_jump_when_words_are_added(tiny_bert, news_folder):
 
 
 def test_new_token_lr_moves_the_new_rows_that_many_times_as_far(tiny_bert):
-    from mlmtune.runtime import build_optimizer
+    from mlmtune.training.optimizer import build_optimizer
 
     def one_step(factor: float | None):
         torch.manual_seed(0)
@@ -262,9 +264,9 @@ def test_evaluate_predict_and_report_work_on_the_run(capsys, vocab_run, tiny_ber
     code, out, err = run_cli(capsys, "predict", "--model", vocab_run, "The [MASK] report.")
     assert_ok(code, err)
     from fastapi.testclient import TestClient
-
-    from mlmtune.serve import create_app
     from test_serve import API
+
+    from mlmtune.serve.app import create_app
 
     with TestClient(create_app(str(vocab_run), compare=tiny_bert)) as client:  # serve: the run beside its base
         r = client.post(API, json={"text": "The [MASK] report.", "top_k": 3})
@@ -365,18 +367,18 @@ def test_yaml_takes_a_number_and_the_choice_is_on_training_documents_only(tmp_pa
     path = tmp_path / "run.yaml"
     path.write_text("add_tokens: 100\nmin_count: 3\n")
     cfg = build_config(load_config_file(path))
-    assert cfg.add_tokens == "100" and vocab.parse_count(cfg.add_tokens) == 100
+    assert cfg.add_tokens == "100" and parse_count(cfg.add_tokens) == 100
     docs = read_corpus([domain_folder])
-    train = vocab.training_texts(docs, eval_fraction=0.1, seed=42)
-    held = vocab.heldout_texts(docs, eval_fraction=0.1, seed=42)
+    train = training_texts(docs, eval_fraction=0.1, seed=42)
+    held = heldout_texts(docs, eval_fraction=0.1, seed=42)
     assert len(train) + len(held) == len(docs.train) and not set(train) & set(held) and len(held) == 4
     with pytest.raises(ConfigError, match="--add-tokens 0"):
-        vocab.parse_count("0")
+        parse_count("0")
 
 
 def test_add_tokens_n_takes_the_most_frequent_cut_words_of_the_training_documents(capsys, tiny_bert, domain_folder,
                                                                                     tmp_path):
-    from mlmtune.train import fit
+    from mlmtune.training.fit import fit
 
     out = tmp_path / "n-run"
     fit(build_config(dict(model=tiny_bert, data=[domain_folder], output_dir=str(out), chunk_size=64, batch_size=8,
@@ -385,7 +387,7 @@ def test_add_tokens_n_takes_the_most_frequent_cut_words_of_the_training_document
     # independently: cut every word of the training documents with the tokenizer itself
     tok = fresh_tokenizer()
     docs = read_corpus([domain_folder])
-    counts = Counter(w for text in vocab.training_texts(docs, eval_fraction=0.1, seed=42)
+    counts = Counter(w for text in training_texts(docs, eval_fraction=0.1, seed=42)
                      for w, _ in tok.backend_tokenizer.pre_tokenizer.pre_tokenize_str(
                          tok.backend_tokenizer.normalizer.normalize_str(text)))
     cut = sorted(((-c, w) for w, c in counts.items() if c >= 3 and len(tok.tokenize(w)) > 1
@@ -411,10 +413,10 @@ def test_add_tokens_refuses_a_tokenizer_that_is_not_wordpiece():
 def test_the_masked_word_measure_reads_the_eval_data_when_given(monkeypatch, tmp_path, tiny_bert, domain_folder):
     """With --eval-data nothing of --data is held out: the masked words come from the eval source, never
     from training documents (scoring those would flatter the model)."""
-    from mlmtune import wordeval
     from mlmtune.config import build_config
-    from mlmtune.chunking import documents_from_config
-    from mlmtune.evaluate import masked_word_sets
+    from mlmtune.data.sources import documents_from_config
+    from mlmtune.eval import words as wordeval
+    from mlmtune.eval.compare import masked_word_sets
 
     valid = tmp_path / "valid.txt"
     valid.write_text("The quizzify panel met on Tuesday.\n\nA zymurgist wrote to the board.\n", encoding="utf-8")

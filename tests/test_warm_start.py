@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from mlmtune.config import build_config
-from mlmtune.errors import ConfigError
-from mlmtune.schedule import BudgetSchedule, parse_duration
-from mlmtune.train import fit
-from mlmtune.warmstart import unigram_log_frequency
 from test_bad_input import assert_clean_error, assert_ok, run_cli, train_argv
+
+from mlmtune.config import build_config, parse_duration
+from mlmtune.errors import ConfigError
+from mlmtune.model.warmstart import unigram_log_frequency
+from mlmtune.training.fit import fit
+from mlmtune.training.optimizer import BudgetSchedule
 
 
 def tiny(model, data, out, **extra):
@@ -100,8 +100,8 @@ def test_head_init_warm_on_a_model_with_a_head_is_a_note(capsys, tmp_path, tiny_
 
 def test_the_prefit_trains_only_the_new_head(tmp_path, tiny_encoder, news_folder, monkeypatch):
     """The encoder is frozen during the pre-fit: only the new parameters change."""
-    import mlmtune.warmstart as w
-    from mlmtune.modeling import load_masked_lm
+    import mlmtune.model.warmstart as w
+    from mlmtune.model.load import load_masked_lm
 
     seen = {}
     real = w.warm_start_head
@@ -190,7 +190,7 @@ def test_a_budget_the_warm_start_spends_still_scores_the_saved_model(tmp_path, t
     """0 training steps: the final figures are the warm-started model's, not the fresh head's."""
     import time as time_module
 
-    import mlmtune.warmstart as w
+    import mlmtune.model.warmstart as w
 
     real = w.warm_start_head
 
@@ -209,7 +209,7 @@ def test_a_budget_the_warm_start_spends_still_scores_the_saved_model(tmp_path, t
 
 
 def test_the_last_line_says_higher_when_it_is():
-    from mlmtune.cli import done_line
+    from mlmtune.cli.train import done_line
 
     base = {"train_tokens_per_second": 1.0, "train_seconds": 1.0, "steps": 3, "eval_accuracy": 0.1}
     assert "(1.5x higher than the warm start)" in done_line({**base, "baseline_perplexity": 900.0,

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
+import shlex
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -19,6 +21,8 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+
+STREAMING_EVAL_SIZE = 1000  # --eval-size none with --streaming: a stream's evaluation set is held in memory
 
 DEFAULT_PROBES = [
     "The [MASK] is happy.",
@@ -62,7 +66,10 @@ class DataConfig:
         None, "longest example in --line-by-line mode, longer lines are truncated (default: model maximum)"
     )
     train_size: int | None = _opt(None, "keep this many training examples, drawn with --seed (default: all)")
-    eval_size: int | None = _opt(1000, "keep at most this many evaluation examples, drawn with --seed")
+    eval_size: int | None = _opt(
+        1000, "keep at most this many evaluation examples, drawn with --seed (none: all of them; with --streaming "
+        f"{STREAMING_EVAL_SIZE})"
+    )
     eval_fraction: float = _opt(
         0.1, "share of documents held out for evaluation when the source has no eval split"
     )
@@ -165,11 +172,14 @@ GROUPS: dict[str, type] = {  # attribute names differ from field names (`data`, 
     "training": TrainConfig,
 }
 
+
 # Fields that may change between a run and its --resume: they do not change what is learned.
 RESUMABLE_CHANGES = {
     "resume", "overwrite", "output_dir", "log_every", "save_every", "keep_checkpoints",
     "report_to", "report", "probe", "eval_every", "eval_batch_size", "push_to_hub",
 }
+
+
 # The planned length may change too: a --resume with a larger total trains further (continuation.py).
 TOTALS = {"max_steps", "epochs", "max_time"}
 
@@ -201,7 +211,11 @@ class Config:
 
 
 FIELDS: dict[str, dataclasses.Field] = {}
+
+
 FIELD_GROUP: dict[str, str] = {}
+
+
 for _group, _cls in GROUPS.items():
     for _f in fields(_cls):
         FIELDS[_f.name] = _f
@@ -324,13 +338,13 @@ def to_command(cfg: Config, command: str = "train") -> str:
     """The config as a command that runs as written: `mlmtune train` and a flag for every value that
     differs from its default, each shell-quoted (`--flag=value`, so a value that starts with '-' stays
     a value). Never --overwrite or --resume: like run.json, it does not replace or continue a run."""
-    import shlex
-
     words = ["mlmtune", command]
-    for name, value in cfg.to_dict().items():
+    values = cfg.to_dict()
+    implied = dependent_defaults({**values, **dict.fromkeys(FOLLOWING)})  # a value that follows the others: no flag
+    for name, value in values.items():
         f = FIELDS[name]
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        if value == default or name in ("overwrite", "resume"):
+        if value == default or name in ("overwrite", "resume") or (name in implied and value == implied[name]):
             continue
         flag = "--" + name.replace("_", "-")
         if isinstance(value, bool):
@@ -404,7 +418,6 @@ def validate(cfg: Config, *, training: bool = True) -> None:
         check(not (cfg.streaming and cfg.max_steps is None and cfg.max_time is None),
               "--streaming needs --max-steps or --max-time (a stream has no length)")
         if cfg.max_time is not None:
-            from .schedule import parse_duration
 
             try:
                 parse_duration(cfg.max_time)
@@ -433,7 +446,6 @@ def eval_data_problems(cfg: Config) -> list[str]:
 
 def vocabulary_problems(cfg: Config) -> list[str]:
     """--add-tokens, --min-count, --new-token-lr (the file itself is read with the tokenizer, in train)."""
-    from .vocab import parse_count
 
     problems = []
     if cfg.min_count < 1:
@@ -454,23 +466,92 @@ def vocabulary_problems(cfg: Config) -> list[str]:
     return problems
 
 
-def _same_duration(a, b) -> bool:
-    from .schedule import parse_duration
+# Options whose default (None) follows other options; dependent_defaults fills them in.
+FOLLOWING = ("head_init", "eval_batch_size", "new_token_lr")
 
-    try:
-        return a is not None and b is not None and parse_duration(a) == parse_duration(b)
-    except ConfigError:
-        return False
+
+def dependent_defaults(values: dict[str, Any]) -> dict[str, Any]:
+    """The options left to follow others (None in `values`, a flat config), filled in from the others: the
+    one place these defaults are decided."""
+    out: dict[str, Any] = {}
+    if values.get("head_init") is None:
+        out["head_init"] = "warm"  # only a grown head is started; a model's own head is left as it is
+    batch = values.get("batch_size")
+    if values.get("eval_batch_size") is None and isinstance(batch, int) and batch > 0:
+        out["eval_batch_size"] = 2 * batch  # no gradients to keep: twice the training batch fits
+    if values.get("new_token_lr") is None and values.get("add_tokens") is not None:
+        out["new_token_lr"] = values.get("head_lr")
+    if values.get("eval_size") is None and values.get("streaming"):
+        out["eval_size"] = STREAMING_EVAL_SIZE
+    return out
+
+
+def resolve(cfg: Config) -> Config:
+    """`cfg` with every dependent default filled in (dependent_defaults), once, before anything runs:
+    what --print-config shows, run.json records, and every phase of a run reads."""
+    changes = dependent_defaults(cfg.to_dict())
+    return cfg.replace(**changes) if changes else cfg
 
 
 def resume_mismatch(saved: dict[str, Any], current: Config) -> str | None:
     """The first field that differs between a checkpoint's config and this run's, or None."""
     now = current.to_dict()
+    saved = {**saved, **dependent_defaults(saved)}  # a run.json that left them to follow others
+    now = {**now, **dependent_defaults(now)}
     for key, value in now.items():
         if key in RESUMABLE_CHANGES or key in TOTALS:
             continue
         if key in saved and saved[key] != value:
-            if key == "max_time" and _same_duration(saved[key], value):
-                continue
             return f"{key} was {saved[key]!r} in the checkpoint, now {value!r}"
     return None
+
+
+def parse_count(value: str | None) -> int | None:
+    """--add-tokens N -> N; a FILE -> None. A whole number below 1 is a ConfigError."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    if re.fullmatch(r"[+-]?\d+", text):
+        n = int(text)
+        if Path(text).is_file():  # `--add-tokens 5` beside a file named 5: which one was meant?
+            raise ConfigError(f"--add-tokens {text} is a number of words and also a file in this folder: write "
+                              f"./{text} for the file, or a number with no file of that name")
+        if n < 1:
+            raise ConfigError(f"--add-tokens {text} adds no word: give a number of words of at least 1 (e.g. 100), "
+                              "or a file with one word a line")
+        return n
+    if not text:
+        raise ConfigError("--add-tokens is empty: give a number of words (e.g. 100) or a file with one word a line")
+    return None
+
+
+# The options `evaluate` reads; the rest of a config (optimizer, schedule, output) is ignored.
+EVALUATE_FIELDS = [
+    "data", "data_split", "eval_split", "eval_data", "text_column", "encoding", "line_by_line", "chunk_size",
+    "max_length", "eval_size", "eval_fraction", "eval_mlm_probability", "mask_replace_prob",
+    "random_replace_prob", "whole_word_mask", "model", "tokenizer", "precision", "seed",
+    "eval_batch_size", "batch_size",
+]
+
+
+_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(s|sec|m|min|h|hr|d)?\s*$")
+
+
+_UNIT = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400}
+
+
+MAX_BUDGET = 30 * 86400  # 30 days: anything longer is a typo
+
+
+def parse_duration(text: str, flag: str = "--max-time") -> float:
+    """'90s', '6m', '1.5h', '2d' or plain seconds -> seconds (positive, finite, at most 30 days)."""
+    match = _DURATION.match(str(text))
+    if not match:
+        raise ConfigError(f"{flag} {text!r} is not a duration: write it as 90s, 6m or 1.5h")
+    seconds = float(match.group(1)) * _UNIT[match.group(2)]
+    if not math.isfinite(seconds) or seconds < 1 or seconds > MAX_BUDGET:
+        raise ConfigError(f"{flag} {text!r} must be at least 1 second and at most 30 days: write it as 90s, 6m or 1.5h")
+    return seconds
+
+
+VOCAB_FIELDS = ["data", "data_split", "text_column", "encoding", "model", "tokenizer", "min_count"]

@@ -1,0 +1,112 @@
+"""`mlmtune evaluate`: several models on the same fixed masks; a run's run.json scores its own model."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from ..config import EVALUATE_FIELDS, load_config_file
+from ..errors import ConfigError
+from ..run.layout import is_run
+from .args import add_config_flags, config_from_args
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("evaluate", help="perplexity and accuracy on the held-out part of a corpus, fixed masks; "
+                                        "several models side by side")
+    p.add_argument("--config", help="YAML or run.json file (its data and masking options are used); the run.json "
+                                    "of a finished run scores that run's own model unless --model is given")
+    p.add_argument("--json", action="store_true",
+                   help='one JSON object per model and line: {"model", "perplexity", "accuracy", "masked_tokens", ...}')
+    p.add_argument("--model", dest="models", action="append", default=None, metavar="MODEL",
+                   help="model folder or Hugging Face id, repeatable: every model is scored on the same masks, made "
+                        "with the first one's tokenizer; a model with another tokenizer, or one given twice, is "
+                        "refused (default: the config's model, minilm)")
+    p.add_argument("--probes", metavar="FILE",
+                   help="cloze TSV (a sentence with one [MASK], a tab, accepted answers separated by |; # comments): "
+                        "adds top-1 and top-5 cloze accuracy, e.g. benchmarks/cloze_news.tsv")
+    p.add_argument("--label-column", metavar="COLUMN",
+                   help="adds a linear probe: 5-fold cross-validated logistic regression on mean-pooled features of "
+                        "the held-out documents (at most 1,000) against this column (bbc-news: label, its topic)")
+    add_config_flags(p, [f for f in EVALUATE_FIELDS if f != "model"])
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..eval.compare import format_table, run_comparison
+
+    cfg = config_from_args(args, only=EVALUATE_FIELDS)
+    models = getattr(args, "models", None)  # --model, repeatable; else the run's own model, else the config's
+    if not models and (own := run_folder_model(getattr(args, "config", None))):
+        print(f"note: scoring the run's own model in {own} (trained from {cfg.model}) on its evaluation set; "
+              f"--model {cfg.model} scores the base", file=sys.stderr)
+        models = [own]
+        if load_config_file(args.config).get("streaming"):
+            print("note: that run streamed and evaluated on the first documents of its stream; evaluate reads the "
+                  "text whole and draws its evaluation examples with --seed, so its numbers are not the run's",
+                  file=sys.stderr)
+    elif not models and args.config and Path(args.config).name == "run.json" and is_run(Path(args.config).parent):
+        folder = Path(args.config).parent  # its run has not saved a model: scoring the base instead would mislead
+        raise ConfigError(f"{folder} holds no finished model yet (no results.json): let the run finish or resume it "
+                          f"(mlmtune train --config {args.config} --resume), or give --model {cfg.model} to score "
+                          "the base model")
+    models = models or [cfg.model]
+    cfg = cfg.replace(model=models[0], **run_relative_paths(args, cfg))
+    # With --eval-data, --data is read only when it was given: its text is then dropped from the
+    # evaluation set as train drops it; the default corpus is not read for nothing.
+    data_given = "data" in vars(args) or (bool(args.config) and "data" in load_config_file(args.config))
+    rows = run_comparison(cfg, models, probes=args.probes, label_column=args.label_column,
+                          say=lambda m: print(m, file=sys.stderr), read_train=data_given or not cfg.eval_data)
+    if os.environ.get("RANK", "0") != "0":
+        return 0
+    if args.json:  # one object per model, one per line
+        for row in rows:
+            print(json.dumps(row.as_dict()))
+    else:
+        print(format_table(rows))
+    return 0
+
+
+def run_folder_model(config_path: str | None) -> str | None:
+    """The output folder of a run, when `config_path` is that run's run.json and the folder holds
+    its saved model (config.json and results.json, written last): what `evaluate --config` scores."""
+    if not config_path:
+        return None
+    path = Path(config_path)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not (isinstance(record, dict) and "config" in record and "versions" in record):
+        return None
+    folder = path.parent
+    return str(folder) if (folder / "config.json").is_file() and (folder / "results.json").is_file() else None
+
+
+def run_relative_paths(args, cfg) -> dict:
+    """A run.json's relative paths (--data news) were relative to where the run was started, not to
+    where evaluate runs: read from elsewhere, they named nothing, or another folder of that name (a
+    silently different evaluation set). Where the run's folder shows where it started (run.json in
+    OUTPUT, with OUTPUT relative), the run's paths that exist there are used; flags are as given."""
+    if not args.config or Path(args.config).name != "run.json" or not is_run(Path(args.config).parent):
+        return {}
+    output_dir = load_config_file(args.config).get("output_dir")
+    if not isinstance(output_dir, str) or not output_dir or os.path.isabs(output_dir):
+        return {}
+    parts, folder = Path(os.path.normpath(output_dir)).parts, Path(args.config).resolve().parent.parts
+    if ".." in parts or folder[len(folder) - len(parts):] != parts:
+        return {}
+    started = Path(*folder[:len(folder) - len(parts)])
+
+    def rebased(value: str) -> str:
+        return str(started / value) if not os.path.isabs(value) and (started / value).exists() else value
+
+    changes = {}
+    for name in ("data", "eval_data"):
+        if name not in vars(args) and getattr(cfg, name):
+            changes[name] = [rebased(v) for v in getattr(cfg, name)]
+    if "tokenizer" not in vars(args) and cfg.tokenizer:
+        changes["tokenizer"] = rebased(cfg.tokenizer)
+    return changes

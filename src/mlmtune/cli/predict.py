@@ -1,0 +1,78 @@
+"""`mlmtune predict`: the top-k fillers of every mask, a second model beside the first."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from ..errors import InputError
+from .args import positive_int
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("predict", help="top-k fillers for each [MASK] in TEXT")
+    p.add_argument("--model", required=True, help="model folder or Hugging Face id (minilm: the offline encoder)")
+    p.add_argument("--compare", metavar="BASE", help="a second model shown beside the first, e.g. the base")
+    p.add_argument("--top-k", type=positive_int, default=5, help="predictions per mask (default: 5)")
+    p.add_argument("--json", action="store_true", help="one JSON object per text")
+    p.add_argument("texts", nargs="+", metavar="TEXT", help="sentences with [MASK]; - reads one per line from stdin")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..model.fill_mask import GENERIC_MASK, FillMask
+
+    texts = read_texts(args.texts)
+    models = [FillMask(args.model)] + ([FillMask(args.compare)] if args.compare else [])
+    for m in models:
+        if m.grown_head:
+            print(f"note: {m.name} has no MLM head; its predictions come from an untrained head", file=sys.stderr)
+    asked = texts  # any model's own mask (<mask>) is a mask for each model, as in serve: [MASK] is understood by all
+    for token in {m.tokenizer.mask_token for m in models} - {GENERIC_MASK}:
+        asked = [t.replace(token, GENERIC_MASK) for t in asked]
+    results = [m.predict(asked, top_k=args.top_k, sequences=args.json) for m in models]
+    for i, text in enumerate(texts):
+        if args.json:
+            record = {"text": text, "masks": [[p.as_dict() for p in mask] for mask in results[0][i]]}
+            if args.compare:
+                record["compare"] = {"model": args.compare,
+                                     "masks": [[p.as_dict() for p in mask] for mask in results[1][i]]}
+            print(json.dumps(record))
+        else:  # the base (--compare) on the left, so a row reads before -> after
+            columns = [(m.name, r[i]) for m, r in zip(models, results)]
+            print(format_columns(text, columns[::-1]))
+    return 0
+
+
+def read_texts(texts: list[str]) -> list[str]:
+    """The TEXT arguments, or stdin's non-blank lines for `-`; text that is not UTF-8 is an InputError."""
+    from ..model.fill_mask import require_utf8
+
+    named = [(f"TEXT {n}", text) for n, text in enumerate(texts, 1)]
+    if texts == ["-"]:
+        try:
+            named = [(f"stdin line {n}", line.rstrip("\n")) for n, line in enumerate(sys.stdin, 1) if line.strip()]
+        except UnicodeDecodeError as exc:
+            raise InputError(f"stdin is not valid {exc.encoding.upper()} (byte 0x{exc.object[exc.start]:02x}): "
+                             "pipe in UTF-8 text, e.g. iconv -f latin1 -t utf-8 FILE | mlmtune predict ... -") from None
+    if not named:
+        raise InputError("no text given: pass sentences with [MASK], or - to read them from stdin")
+    for name, text in named:  # argv bytes that are not UTF-8 arrive as surrogate escapes, so may stdin's
+        require_utf8(text, name)
+    return [text for _, text in named]
+
+
+def format_columns(text: str, columns: list[tuple[str, list[list]]]) -> str:
+    """A text and, per mask, the predictions of each model side by side."""
+    lines = [text]
+    width = 28
+    n_masks = len(columns[0][1])
+    for m in range(n_masks):
+        lines.append(f"  mask {m + 1}/{n_masks}:  " + "".join(f"{name[:width]:<{width}}" for name, _ in columns).rstrip())
+        for rank in range(len(columns[0][1][m])):
+            cells = []
+            for _, masks in columns:
+                p = masks[m][rank]
+                cells.append(f"{p.token[:16]:<16} {p.score:>7.2%}".ljust(width))
+            lines.append(f"  {rank + 1:>9}   " + "".join(cells).rstrip())
+    return "\n".join(lines)

@@ -1,0 +1,185 @@
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..model.load import resolve_model
+from .files import TEMP_PREFIX
+from .layout import CARD, complete_checkpoints, has_content, inside, is_ours, is_run, remove_path, run_written
+
+
+def _check_writable(folder: Path) -> None:
+    """Create and remove a probe folder where the run will write: read-only file systems, /proc,
+    permissions and dangling symlinks fail here, before anything is written."""
+    if folder.is_symlink() and not folder.exists():
+        raise ConfigError(f"--output-dir {folder} is a symbolic link to {os.readlink(folder)}, which does not "
+                          "exist: create its target or choose another folder")
+    existing = folder
+    while not existing.exists():
+        if existing.is_symlink():
+            raise ConfigError(f"--output-dir {folder}: {existing} is a dangling symbolic link: "
+                              "create its target or choose another folder")
+        if len(os.fsencode(existing.name)) > 255:
+            raise ConfigError(f"--output-dir {folder}: the name {existing.name[:40]}... is longer than the "
+                              "255 bytes a file name may have: choose a shorter name")
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"--output-dir {folder}: {existing} is a file, not a folder: choose another folder")
+    try:
+        probe = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}probe-", dir=existing)
+        os.rmdir(probe)
+    except OSError as exc:
+        raise ConfigError(f"--output-dir {folder} cannot be written ({exc.strerror or exc}): "
+                          "choose a folder you can write to") from None
+
+
+def check_output_dir(folder: Path, *, overwrite: bool, resume: bool,
+                     inputs: list[tuple[str, str]] | tuple = ()) -> None:
+    """Refuse, before anything is written, an output folder that would lose a user's files.
+
+    - the folder must not be, or hold, an input of the run (`inputs`: (flag, path) pairs of
+      --data, --model, --tokenizer), whatever the other flags say;
+    - a folder with content that is not an mlmtune run (no run.json) is refused, --overwrite or not;
+    - a run's folder needs --overwrite (replace the files a run writes) or --resume (continue it).
+    """
+    if not str(folder).strip():
+        raise ConfigError("--output-dir is empty: name a folder for the model and metrics, e.g. runs/mine")
+    try:
+        _check_output_dir(folder, overwrite=overwrite, resume=resume, inputs=inputs)
+    except OSError as exc:  # a name too long, a loop of links, ...: the OS says no before anything is written
+        raise ConfigError(f"--output-dir {folder} cannot be used ({exc.strerror or exc}): choose another "
+                          "folder") from None
+
+
+def _check_output_dir(folder: Path, *, overwrite: bool, resume: bool, inputs) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"--output-dir {folder} is a file: pick a folder name")
+    here = folder.resolve()
+    for flag, given in inputs:
+        path = Path(os.path.expanduser(given))
+        if path.exists() and inside(path.resolve(), here):
+            what = "is" if path.resolve() == here else "holds"
+            raise ConfigError(f"--output-dir {folder} {what} the {flag} {given}: mlmtune never writes over its "
+                              "inputs; choose another --output-dir")
+    _check_writable(folder)
+    if resume:
+        if (folder / "run.json").exists() and not is_run(folder):
+            raise ConfigError(f"--resume: {folder / 'run.json'} is damaged (not the run.json mlmtune wrote): restore "
+                              "it, or start a new run in another --output-dir")
+        if not is_run(folder):
+            raise ConfigError(f"--resume: {folder} holds no run (no run.json): start without --resume")
+        return
+    if not has_content(folder):
+        return
+    if not is_run(folder):
+        raise ConfigError(
+            f"--output-dir {folder} holds files that are not an mlmtune run (it has no run.json mlmtune wrote), "
+            "and mlmtune replaces only its own runs: choose a new or empty folder"
+        )
+    if not overwrite:
+        raise ConfigError(
+            f"--output-dir {folder} already holds a run: pass --overwrite to replace it (other files in "
+            "the folder are kept), --resume to continue it, or choose another folder"
+        )
+
+
+def set_aside_old_run(folder: Path) -> Path | None:
+    """--overwrite, once the new run's inputs are all valid: move what the earlier run wrote into a
+    hidden folder (a rename each), so a failure while the new run starts can put it back
+    (`put_back`); `discard` removes it once the new run has started. Returns that folder."""
+    if not folder.is_dir():
+        return None
+
+    # a card the user edited (its marker removed, as the card says) or linked is theirs now: it stays
+    old = [p for p in run_written(folder) if not p.name.startswith(TEMP_PREFIX)
+           and not (p == folder / CARD and not is_ours(p))]
+    if not old:
+        return None
+    aside = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}old-", dir=folder))
+    for p in sorted(old, key=lambda p: p.name == "run.json"):  # run.json last: still a run if cut short
+        target = aside / p.relative_to(folder)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(p, target)
+    for p in old:  # a module folder (1_Pooling/) emptied by the moves goes too, so put_back can restore it
+        if p.parent != folder:
+            with contextlib.suppress(OSError):
+                p.parent.rmdir()
+    checkpoints = folder / "checkpoints"
+    if checkpoints.is_dir() and not checkpoints.is_symlink() and not any(checkpoints.iterdir()):
+        checkpoints.rmdir()
+    return aside
+
+
+def put_back(aside: Path | None, folder: Path) -> None:
+    """Undo set_aside_old_run: the earlier run's files return where they were (top-level entries,
+    and the step folders of checkpoints/)."""
+    if aside is None or not aside.is_dir():
+        return
+    for p in aside.iterdir():
+        target = folder / p.name
+        if p.name == "checkpoints" and p.is_dir() and not p.is_symlink():
+            target.mkdir(exist_ok=True)
+            for q in p.iterdir():
+                if not (target / q.name).exists():
+                    os.replace(q, target / q.name)
+        elif not target.exists() and not target.is_symlink():
+            os.replace(p, target)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def discard(aside: Path | None) -> None:
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def run_inputs(cfg) -> list[tuple[str, str]]:
+    """The local files and folders a run reads: --output-dir may never be or hold one of them."""
+
+    inputs = [("--data", d) for d in cfg.data if d.strip()]
+    try:
+        inputs.append(("--model", resolve_model(cfg.model)))
+    except Exception:  # a missing built-in model fails later, with its own message
+        inputs.append(("--model", cfg.model))
+    if cfg.tokenizer:
+        inputs.append(("--tokenizer", cfg.tokenizer))
+    return inputs
+
+
+def first_missing(folder: Path) -> Path | None:
+    """The outermost folder of `folder`'s path that does not exist yet (what a run would create)."""
+    missing = None
+    for p in [folder, *folder.parents]:
+        if p.exists() or p.is_symlink():
+            break
+        missing = p
+    return missing
+
+
+def undo_new_run(out: Path, created: Path | None) -> None:
+    """A new run that failed before its first checkpoint and its final model: remove what it wrote,
+    and the folders it created (`created`: the outermost), so the same command can simply run again."""
+
+    if complete_checkpoints(out) or (out / "results.json").exists():
+        return
+    for p in sorted(run_written(out), key=lambda p: p.name == "run.json"):
+        remove_path(p)
+    checkpoints = out / "checkpoints"
+    with contextlib.suppress(OSError):
+        if checkpoints.is_dir() and not checkpoints.is_symlink() and not any(checkpoints.iterdir()):
+            checkpoints.rmdir()
+    remove_created_folders(out, created)
+
+
+def remove_created_folders(out: Path, created: Path | None) -> None:
+    """rmdir `out` and its parents up to `created` (the outermost the run made), where empty."""
+    if created is None:
+        return
+    for p in [out, *out.parents]:
+        with contextlib.suppress(OSError):
+            p.rmdir()  # only when empty
+        if p == created:
+            break

@@ -1,0 +1,599 @@
+"""`mlmtune serve`: a fill-mask web page and JSON API for a tuned model and, beside it, its base.
+
+    POST /v1/fill-mask  {"text": "The [MASK] is happy.", "top_k": 5}
+        -> {"text", "models": [{"name", "role": "tuned"|"base", "grown_head",
+                                "masks": [[{"score", "token", "token_str", "sequence"}]], "pieces": [[bool]]}]}
+    POST /v1/fill-mask  {"inputs": "The [MASK] is happy.", "parameters": {"top_k": 5, "targets": [...]}}   (the Hub's)
+        -> [{"score", "token", "token_str", "sequence"}, ...]   (the tuned model's, as the fill-mask pipeline)
+    GET  /health        -> {"status": "ok", "models": [...]}
+    GET  /              the page (static/index.html)
+    GET  /docs          OpenAPI docs
+
+Each model is loaded once as a FillMask. Inference runs in the thread pool, never on the event loop;
+FillMask serialises its forward passes with a lock, so concurrent requests are safe. Every problem
+with a request is a 422 whose `detail` is one sentence a person can act on (413 for a body over
+64 kB, however it is sent; 404/405 for a wrong path or method), always JSON.
+
+The server closes a connection whose request is not all in within --timeout-request seconds, an idle
+one after --timeout-keep-alive, and answers 503 beyond --max-connections (uvicorn's own plain-text
+503).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import functools
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from importlib import resources
+from typing import Literal
+
+import h11
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from ..errors import InputError, MlmtuneError
+from ..model.fill_mask import GENERIC_MASK, FillMask, pipeline_shape, require_utf8
+from ..version import __version__
+
+MAX_TEXT_CHARS = 2000
+
+
+MAX_MASKS = 8
+
+
+MAX_TOP_K = 50
+
+
+TOP_K = 5  # predictions per mask when a request names none
+
+
+MAX_INPUTS = 16  # texts in one Hub-shaped request (each within the text limits)
+
+
+MAX_TARGETS = 100  # words in the Hub request's parameters.targets
+
+
+MAX_BODY_BYTES = 64 * 1024  # 2,000 characters are at most ~24 kB of JSON, even all \u-escaped
+
+
+EXAMPLE = "The [MASK] is happy."
+
+
+class HubParameters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    top_k: int = Field(TOP_K, ge=1, le=MAX_TOP_K, strict=True, description="predictions per mask")
+    targets: str | list[str] | None = Field(None, description=f"only these words are scored (as the pipeline's "
+                                                              f"targets): a word or a list of 1 to {MAX_TARGETS}")
+
+
+class FillMaskRequest(BaseModel):
+    """Either mlmtune's request (`text`, `top_k`: every served model answers) or the Hugging Face Hub's
+    inference request (`inputs`, `parameters`: the tuned model answers as the fill-mask pipeline)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"text": EXAMPLE, "top_k": 5}, {"inputs": EXAMPLE, "parameters": {"top_k": 5}}]})
+
+    text: str | None = Field(None, min_length=1, max_length=MAX_TEXT_CHARS,
+                             description=f"a sentence with 1 to {MAX_MASKS} [MASK] (or the model's own mask token)")
+    top_k: int = Field(TOP_K, ge=1, le=MAX_TOP_K, strict=True,  # strict: true is not 1, "5" is not 5
+                       description="predictions per mask")
+    inputs: str | list[str] | None = Field(None, description=f"the Hub's request: a text, or a list of up to "
+                                                             f"{MAX_INPUTS}, each as `text`")
+    parameters: HubParameters | None = Field(None, description="with inputs: {\"top_k\": 5}, optionally \"targets\"")
+
+
+class TokenScore(BaseModel):
+    """One prediction, as transformers' fill-mask pipeline gives it."""
+
+    score: float = Field(description="probability under the model, 0..1")
+    token: int = Field(description="the token's id")
+    token_str: str = Field(description="the token, decoded by the tokenizer ('##s' for a word piece)")
+    sequence: str = Field(description="the text with this token in place of its mask (as the tokenizer decodes it)")
+
+
+class ModelInfo(BaseModel):
+    name: str
+    role: Literal["tuned", "base"]
+    grown_head: bool = Field(description="the checkpoint had no MLM head: its predictions come from an untrained one")
+    mask_token: str
+
+
+class ModelResult(BaseModel):
+    name: str
+    role: Literal["tuned", "base"]
+    grown_head: bool
+    masks: list[list[TokenScore]] = Field(description="per mask, in the order of the text, the top_k predictions")
+    pieces: list[list[bool]] = Field(description="beside masks: whether each prediction continues the word before it "
+                                                 "(\"##s\", or RoBERTa's \"s\" without its word-start space)")
+
+
+class FillMaskResponse(BaseModel):
+    text: str
+    models: list[ModelResult]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    models: list[ModelInfo]
+
+
+class ErrorBody(BaseModel):
+    detail: str
+
+
+_BODY_HINT = (f'send a JSON object such as {{"text": "{EXAMPLE}", "top_k": 5}} '
+              f'or {{"inputs": "{EXAMPLE}", "parameters": {{"top_k": 5}}}}')
+
+
+def _message(error: dict) -> str:
+    """One pydantic/FastAPI validation error -> a sentence a person understands."""
+    loc = _loc(error)
+    field = loc[0] if loc else None
+    kind = error.get("type", "")
+    value = error.get("input")
+    if kind == "json_invalid":
+        return f"the request body is not valid JSON ({error.get('ctx', {}).get('error', 'parse error')}): {_BODY_HINT}"
+    if field is None or (kind in ("model_attributes_type", "dict_type", "model_type") and field != "parameters"):
+        return f"the request body is missing or not a JSON object (Content-Type: application/json): {_BODY_HINT}"
+    if kind == "extra_forbidden":
+        if field == "parameters" and len(loc) > 1:
+            return f"unknown parameter {loc[1]!r}: the parameters are top_k and targets"
+        return f"unknown field {field!r}: the fields are text and top_k, or inputs and parameters"
+    if field == "inputs":
+        return f"inputs must be a text or a list of texts, got {type(value).__name__}: {_BODY_HINT}"
+    if field == "parameters" and loc[1:2] == ["targets"]:
+        return (f"parameters.targets must be a word or a list of 1 to {MAX_TARGETS} words, got "
+                f"{type(value).__name__}: send e.g. \"targets\": [\"happy\", \"sad\"]")
+    if field == "parameters" and loc[1:2] != ["top_k"]:
+        return f'parameters must be a JSON object such as {{"top_k": 5}}, got {type(value).__name__}'
+    if field == "text":
+        if kind == "missing":
+            return f"text is missing: {_BODY_HINT}"
+        if kind == "string_too_long":
+            return (f"text is too long: {len(value):,} characters, the limit is {MAX_TEXT_CHARS:,}: "
+                    "shorten it to the sentence around the mask")
+        if kind == "string_too_short":
+            return f"text is empty: write a sentence with [MASK] where a word should be filled in, e.g. {EXAMPLE!r}"
+        if kind == "string_unicode":
+            return f"text {_surrogate(value)}"
+        return f"text must be a string, got {type(value).__name__}: {_BODY_HINT}"
+    if field == "top_k" or loc[1:2] == ["top_k"]:
+        shown = json.dumps(value) if isinstance(value, bool) or value is None else (
+            value if isinstance(value, (int, float)) else repr(value))
+        return (f"{'.'.join(loc)} must be a whole number from 1 to {MAX_TOP_K}, got {shown}: "
+                "send a whole number, e.g. \"top_k\": 5")
+    return f"{'.'.join(loc)}: {error.get('msg', 'invalid value')}"
+
+
+def _surrogate(value) -> str:
+    """JSON's "\\ud800" alone: half of a pair, not a character."""
+    bad = next((f" \\u{ord(c):04x}" for c in str(value) if 0xD800 <= ord(c) <= 0xDFFF), "")
+    return (f"contains a lone surrogate{bad}, which is not a character: escape a character "
+            "beyond \\uffff as a pair (\\ud83d\\ude00) or send it unescaped in UTF-8")
+
+
+def _loc(error: dict) -> list[str]:
+    """Where an error lies, without "body" and pydantic's names of the branches of `inputs` (str, list[str])."""
+    return [str(p) for p in error.get("loc", ()) if p not in ("body", "str", "list[str]")]
+
+
+def _field(error: dict) -> str:
+    loc = _loc(error)
+    return "body" if not loc or error.get("type") == "json_invalid" else ".".join(loc)
+
+
+def _error_response(status: int, detail: str, headers: dict | None = None, **extra) -> JSONResponse:
+    return JSONResponse({"detail": detail, **extra}, status_code=status, headers=headers)
+
+
+def _body_error(detail: str) -> JSONResponse:
+    return _error_response(422, detail, errors=[{"field": "body", "message": detail}])
+
+
+class BodySizeLimit:
+    """Refuse a body larger than MAX_BODY_BYTES (413): at once when its Content-Length says so, else
+    (a chunked body has no Content-Length) as soon as the bytes received pass the limit, so no more
+    than the limit is ever read. The connection is closed after the 413: the rest is not wanted."""
+
+    def __init__(self, app, limit: int = MAX_BODY_BYTES):
+        self.app, self.limit = app, limit
+        self.detail = (f"the request body is larger than {limit // 1024} kB: "
+                       f"text is limited to {MAX_TEXT_CHARS:,} characters")
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            await _error_response(413, self.detail, headers={"Connection": "close"})(scope, receive, send)
+            return
+        received = 0
+
+        async def receive_counted():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:  # an HTTPException passes FastAPI's body reading to our handler
+                    raise HTTPException(413, self.detail, headers={"Connection": "close"})
+            return message
+
+        await self.app(scope, receive_counted, send)
+
+
+class Served:
+    """A loaded FillMask and how the API names it."""
+
+    def __init__(self, fm: FillMask, name: str, role: str):
+        self.fm, self.name, self.role = fm, name, role
+
+    def info(self) -> dict:
+        return {"name": self.name, "role": self.role, "grown_head": self.fm.grown_head,
+                "mask_token": self.fm.tokenizer.mask_token}
+
+
+def load_models(model: str, compare: str | None = None, say=None) -> list[Served]:
+    say = say or (lambda m: None)
+    say(f"loading {model} ...")
+    tuned = FillMask(model)
+    served = [Served(tuned, model, "tuned")]
+    if compare:
+        if compare != model:
+            say(f"loading {compare} ...")
+        served.append(Served(tuned if compare == model else FillMask(compare), compare, "base"))
+    for s in served:
+        if s.fm.grown_head:
+            say(f"note: {s.name} has no MLM head; its predictions come from an untrained head")
+    return served
+
+
+def _count_masks(text: str, models: list[Served]) -> tuple[str, int]:
+    """`[MASK]` or any served model's own mask token -> `[MASK]`, so every model sees every mask."""
+    for s in models:
+        token = s.fm.tokenizer.mask_token
+        if token != GENERIC_MASK:
+            text = text.replace(token, GENERIC_MASK)
+    return text, text.count(GENERIC_MASK)
+
+
+def _page() -> str:
+    return resources.files("mlmtune.serve").joinpath("static", "index.html").read_text(encoding="utf-8")
+
+
+def create_app(model: str, compare: str | None = None, *, models: list[Served] | None = None,
+               say=None) -> FastAPI:
+    """The FastAPI app serving `model` (role "tuned") and, if given, `compare` (role "base").
+
+    `models` lets a caller pass models already loaded by `load_models` (the server loads them
+    before it binds the port)."""
+    served = models if models is not None else load_models(model, compare, say=say)
+    page = _page()
+    mask_tokens = sorted({GENERIC_MASK} | {s.fm.tokenizer.mask_token for s in served})
+
+    app = FastAPI(
+        title="mlmtune fill-mask",
+        version=_version(),
+        summary="Top-k fillers for every [MASK] in a sentence, from a tuned masked LM and its base.",
+        description=(f"Limits: text up to {MAX_TEXT_CHARS:,} characters with 1 to {MAX_MASKS} masks "
+                     f"({' or '.join(mask_tokens)}), top_k from 1 to {MAX_TOP_K}. "
+                     "Every problem with a request is a 422 with a one-sentence `detail`."),
+    )
+    app.state.models = served
+    app.add_middleware(BodySizeLimit)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        errors = exc.errors()
+        messages = list(dict.fromkeys(_message(e) for e in errors))  # keep order, drop repeats
+        fields = [{"field": _field(e), "message": _message(e)} for e in errors]
+        return _error_response(422, "; ".join(messages), errors=fields)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        """FastAPI's and Starlette's HTTP errors, with a detail that says what to do instead."""
+        cause = exc.__cause__  # FastAPI: "There was an error parsing the body" from the real error
+        if exc.status_code == 400 and isinstance(cause, UnicodeDecodeError):
+            return _body_error(f"the request body is not valid UTF-8 (byte 0x{cause.object[cause.start]:02x} at "
+                               f"offset {cause.start}): send the JSON encoded as UTF-8")
+        if exc.status_code == 400 and isinstance(cause, RecursionError):
+            return _body_error(f"the request body is nested too deeply to parse: {_BODY_HINT}")
+        detail = exc.detail
+        if exc.status_code == 400 and cause is not None:
+            detail = f"the request body could not be read ({type(cause).__name__}): {_BODY_HINT}"
+        elif exc.status_code == 404:
+            detail = f"there is no {request.url.path}: the page is /, the API POST /v1/fill-mask, its docs /docs"
+        elif exc.status_code == 405:
+            allowed = (exc.headers or {}).get("Allow", "another method")
+            detail = f"{request.method} is not allowed on {request.url.path}: use {allowed}"
+        return _error_response(exc.status_code, detail, headers=exc.headers)
+
+    @app.exception_handler(MlmtuneError)
+    async def input_error(request: Request, exc: MlmtuneError):  # FillMask's InputError and kin
+        return _error_response(422 if isinstance(exc, InputError) else 400, str(exc))
+
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, exc: Exception):
+        return _error_response(500, f"the server failed on this request ({type(exc).__name__}): "
+                                    "see the server's log; try a shorter text")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index() -> HTMLResponse:
+        return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
+
+    @app.get("/health", response_model=Health, tags=["service"])
+    async def health() -> dict:
+        """Liveness and the models being served."""
+        return {"status": "ok", "models": [s.info() for s in served]}
+
+    @app.post("/v1/fill-mask", response_model=FillMaskResponse, tags=["fill-mask"],
+              responses={422: {"model": ErrorBody, "description": "the text or top_k is unusable; `detail` says why"}})
+    async def fill_mask(body: FillMaskRequest):
+        """The top_k tokens and their probabilities for every mask, from each served model.
+
+        The Hub's request `{"inputs": TEXT or [TEXT, ...], "parameters": {"top_k": 5}}` is answered by the
+        tuned model alone, as transformers' fill-mask pipeline answers: for one text with one mask a list
+        of `{score, token, token_str, sequence}`, with several masks a list of those per mask, for a list
+        of texts one such answer per text."""
+        if body.inputs is not None:
+            return JSONResponse(await _hub_answer(body, served))
+        if body.text is None and "inputs" in body.model_fields_set:  # "inputs": null
+            raise HTTPException(422, f"inputs is null: send a text or a list of texts, e.g. "
+                                     f'{{"inputs": "{EXAMPLE}"}}')
+        if body.text is None:
+            raise HTTPException(422, f"text is missing: {_BODY_HINT}")
+        if "inputs" in body.model_fields_set or "parameters" in body.model_fields_set:
+            raise HTTPException(422, "send either text and top_k or inputs and parameters, not both: "
+                                     f"{_BODY_HINT}")
+        text = _checked_text(body.text, served)
+        results = await run_in_threadpool(_predict_all, served, text, body.top_k)
+        return {"text": body.text, "models": results}
+
+    return app
+
+
+def _checked_text(text: str, served: list[Served], what: str = "the text") -> str:
+    """The text with every mask written as [MASK]; a text without a mask or with too many is a 422."""
+    text, n_masks = _count_masks(text, served)
+    if n_masks == 0:
+        raise HTTPException(422, f"{what} has no mask: write [MASK] where a word should be filled in, "
+                                 f"e.g. {EXAMPLE!r}")
+    if n_masks > MAX_MASKS:
+        raise HTTPException(422, f"{what} has {n_masks} masks, the limit is {MAX_MASKS}: "
+                                 "remove some [MASK]s or split the text")
+    return text
+
+
+async def _hub_answer(body: FillMaskRequest, served: list[Served]) -> list:
+    """The Hub's request -> the tuned model's answer in the pipeline's shape (a str: that text's answer)."""
+    if body.text is not None or "top_k" in body.model_fields_set:
+        raise HTTPException(422, "send either text and top_k or inputs and parameters, not both: "
+                                 'with inputs, top_k goes in "parameters": {"top_k": 5}')
+    single = isinstance(body.inputs, str)
+    texts = [body.inputs] if single else body.inputs
+    if not 1 <= len(texts) <= MAX_INPUTS:
+        raise HTTPException(422, f"inputs holds {len(texts)} texts, the limit is 1 to {MAX_INPUTS}: "
+                                 f"send at most {MAX_INPUTS} texts per request")
+    checked = []
+    for i, text in enumerate(texts):
+        what = "inputs" if single else f"inputs[{i}]"
+        if not text:
+            raise HTTPException(422, f"{what} is empty: write a sentence with [MASK], e.g. {EXAMPLE!r}")
+        if len(text) > MAX_TEXT_CHARS:
+            raise HTTPException(422, f"{what} is too long: {len(text):,} characters, the limit is "
+                                     f"{MAX_TEXT_CHARS:,}: shorten it to the sentence around the mask")
+        require_utf8(text, what)  # a lone surrogate passes pydantic's str | list[str]
+        checked.append(_checked_text(text, served, what))
+    top_k = body.parameters.top_k if body.parameters else TOP_K
+    targets = body.parameters.targets if body.parameters else None
+    if targets is not None and not 1 <= (1 if isinstance(targets, str) else len(targets)) <= MAX_TARGETS:
+        raise HTTPException(422, f"parameters.targets holds {len(targets)} words, the limit is 1 to {MAX_TARGETS}: "
+                                 'send e.g. "targets": ["happy", "sad"]')
+    tuned = served[0]
+    per_text = await run_in_threadpool(functools.partial(tuned.fm.predict, checked, top_k, targets=targets))
+    answers = [pipeline_shape(masks) for masks in per_text]
+    return answers[0] if single or len(answers) == 1 else answers  # as the pipeline: a list of one is that one
+
+
+def _predict_all(served: list[Served], text: str, top_k: int) -> list[dict]:
+    """Runs in a worker thread: each model in turn (a forward already uses every core)."""
+    out = []
+    for s in served:
+        (masks,) = s.fm.predict([text], top_k=top_k)
+        out.append({"name": s.name, "role": s.role, "grown_head": s.fm.grown_head,
+                    "masks": [[p.as_dict() for p in mask] for mask in masks],
+                    "pieces": [[s.fm.continues_word(p.token_id) for p in mask] for mask in masks]})
+    return out
+
+
+def _version() -> str:
+
+    return __version__
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port (port 0: a free one); a clear error when it is taken."""
+    if not 0 <= port <= 65535:  # the OS would wrap 99999 to 34463
+        raise InputError(f"{port} is not a port: pass --port from 0 to 65535 (0 picks a free one)")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise InputError(f"cannot use --host {host!r} ({exc.strerror}): give an address such as 127.0.0.1") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        if port and exc.errno == errno.EADDRINUSE:
+            raise InputError(f"port {port} on {host} is in use: pass another --port, e.g. --port {port + 1}") from None
+        raise InputError(f"cannot listen on {host}:{port} ({exc.strerror}): pass another --host or --port") from None
+    sock.listen(2048)
+    return sock
+
+
+def url_for(sock: socket.socket) -> str:
+    """http://HOST:PORT/ of a bound socket (this machine's name when it listens on every interface)."""
+    host, port = sock.getsockname()[:2]
+    if host in ("0.0.0.0", "::"):
+        host = socket.gethostname()
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+class RequestDeadline(H11Protocol):
+    """uvicorn's h11 protocol plus a deadline for receiving each request, headers and body.
+
+    uvicorn has none (its issue #157): the keep-alive timer covers only the wait after a response and
+    any byte cancels it, so a client that connects and sends nothing, or trickles a request in a byte
+    at a time, holds its connection (and a --max-connections place) for ever. The deadline starts
+    with the connection, or with the first byte of the next request on it, and ends when the whole
+    request is in; a request still incomplete then has its connection closed."""
+
+    def __init__(self, *args, timeout_request: float, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.timeout_request = timeout_request
+        self.request_deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self._watch_request()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self._watch_request()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # may start a pipelined request already buffered
+        if self.conn.their_state is h11.SEND_BODY or self.conn.trailing_data[0]:
+            self._watch_request()
+
+    def connection_lost(self, exc) -> None:
+        self._stop_watching()
+        super().connection_lost(exc)
+
+    def _watch_request(self) -> None:
+        receiving = self.conn.their_state in (h11.IDLE, h11.SEND_BODY) and not self.transport.is_closing()
+        if not receiving:
+            self._stop_watching()
+        elif self.request_deadline is None:
+            self.request_deadline = self.loop.call_later(self.timeout_request, self._request_too_slow)
+
+    def _stop_watching(self) -> None:
+        if self.request_deadline is not None:
+            self.request_deadline.cancel()
+            self.request_deadline = None
+
+    def _request_too_slow(self) -> None:
+        self.request_deadline = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+
+def make_server(app: FastAPI, *, log_level: str = "warning", access_log: bool = False, timeout_request: float = 10,
+                timeout_keep_alive: float = 5, max_connections: int = 256):
+    import uvicorn
+
+    config = uvicorn.Config(app, log_level=log_level, access_log=access_log, timeout_graceful_shutdown=5,
+                            http=functools.partial(RequestDeadline, timeout_request=timeout_request),
+                            timeout_keep_alive=timeout_keep_alive,
+                            limit_concurrency=max_connections + 1)  # uvicorn counts the asking connection too
+    return uvicorn.Server(config)
+
+
+def run_server(model: str, compare: str | None = None, host: str = "127.0.0.1", port: int = 8000, *,
+               timeout_request: float = 10, timeout_keep_alive: float = 5, max_connections: int = 256) -> int:
+    """Load the models, listen on host:port (loopback by default), serve until Ctrl+C. Returns an exit code."""
+
+    def say(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    sock = bind_socket(host, port)  # fail fast on a taken port, before loading models
+    try:
+        app = create_app(model, compare, say=say)
+        server = make_server(app, timeout_request=timeout_request, timeout_keep_alive=timeout_keep_alive,
+                             max_connections=max_connections)
+        url = url_for(sock)
+        print(f"mlmtune serve: {url}  (API: POST {url}v1/fill-mask, docs: {url}docs; Ctrl+C stops)", flush=True)
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            say("note: listening beyond loopback: anyone who can reach this machine can use the models")
+        with _stop_quietly():
+            server.run(sockets=[sock])
+    finally:
+        sock.close()
+    return 0 if server.started else 1
+
+
+class _Stopped(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _stop_quietly():
+    """Ctrl+C or SIGTERM: uvicorn shuts down gracefully, then re-raises the signal; end with exit 0
+    instead of a KeyboardInterrupt (exit 130) or death by SIGTERM (143)."""
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        def stop(signum, frame):
+            raise _Stopped(signum)
+
+        previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    except (KeyboardInterrupt, _Stopped):
+        pass
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def spawn(model: str, compare: str | None = None, *, stderr, timeout: float = 300,
+          env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    """`python -m mlmtune serve --port 0` in a subprocess, for tests and benchmarks: the process and
+    the URL it printed once listening. Raises RuntimeError (after killing it) when no URL comes."""
+
+    cmd = [sys.executable, "-m", "mlmtune", "serve", "--model", model, "--host", "127.0.0.1", "--port", "0"]
+    if compare:
+        cmd += ["--compare", compare]
+    env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
+    found: list[str] = []
+    ready = threading.Event()
+
+    def read() -> None:
+        for line in proc.stdout:
+            match = re.search(r"http://127\.0\.0\.1:\d+/", line)
+            if match and not found:
+                found.append(match.group(0))
+                ready.set()
+        ready.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    if not ready.wait(timeout) or not found:
+        stop(proc)
+        raise RuntimeError("mlmtune serve printed no URL")
+    return proc, found[0]
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Terminate a spawned server, killing it if it does not stop within 15 s."""
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
