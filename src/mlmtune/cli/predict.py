@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
+from ..config import DEFAULT_PROBES
 from ..errors import InputError
+from ..run.files import read_json
+from ..run.layout import is_run
 from .args import positive_int
 
 
@@ -15,14 +19,16 @@ def add_parser(sub) -> None:
     p.add_argument("--compare", metavar="BASE", help="a second model shown beside the first, e.g. the base")
     p.add_argument("--top-k", type=positive_int, default=5, help="predictions per mask (default: 5)")
     p.add_argument("--json", action="store_true", help="one JSON object per text")
-    p.add_argument("texts", nargs="+", metavar="TEXT", help="sentences with [MASK]; - reads one per line from stdin")
+    p.add_argument("texts", nargs="*", metavar="TEXT",
+                   help="sentences with [MASK]; - reads one per line from stdin (none: the run's --probe sentences, "
+                        "or the default probes)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from ..model.fill_mask import GENERIC_MASK, FillMask
 
-    texts = read_texts(args.texts)
+    texts = read_texts(args.texts) if args.texts else run_probes(args.model)
     models = [FillMask(args.model)] + ([FillMask(args.compare)] if args.compare else [])
     for m in models:
         if m.grown_head:
@@ -42,6 +48,15 @@ def run(args) -> int:
             columns = [(m.name, r[i]) for m, r in zip(models, results)]
             print(format_columns(text, columns[::-1]))
     return 0
+
+
+def run_probes(model: str) -> list[str]:
+    """The probe sentences of the run in folder `model` (its run.json), else the default probes."""
+    record = read_json(Path(model) / "run.json")
+    probes = record.get("config", {}).get("probe") if isinstance(record, dict) and is_run(Path(model)) else None
+    if isinstance(probes, list) and probes and all(isinstance(p, str) for p in probes):
+        return probes
+    return list(DEFAULT_PROBES)
 
 
 def read_texts(texts: list[str]) -> list[str]:

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import ConfigError, DataError
 from .sources import Documents, documents_from_config
-from .split import document_holdout, drop_duplicates, same_text
+from .split import split_documents
 
 
 @dataclass
@@ -189,46 +189,34 @@ class Splits:
 def prepare(documents: Documents, tokenizer, *, chunk_size: int = 128, line_by_line: bool = False,
             max_length: int | None = None, train_size: int | None = None, eval_size: int | None = None,
             eval_fraction: float = 0.1, seed: int = 42, eval_source: str = "split", need_train: bool = True) -> Splits:
-    """Drop repeated documents, tokenize once, hold out evaluation text, then make blocks and
-    downsample each side. A document that occurs twice could land on both sides of the split (BBC
-    News holds 98 repeated articles), so repeats go first: the eval set never holds training text.
-    `eval_source` names where `documents.eval` came from ("split" or "eval-data"); `need_train=False`
+    """Split the documents (data/split.py: repeats dropped, whole documents held out), tokenize them
+    once, make blocks of each side (a source too small to hold out documents: the tail of its blocks
+    is the evaluation part) and downsample each side. `eval_source` names where `documents.eval` came from ("split" or "eval-data"); `need_train=False`
     (evaluate) asks for the evaluation set only, so an empty training part is no error."""
-    train_texts, duplicates = drop_duplicates(documents.train)
-    seen = {same_text(t) for t in train_texts}
-    eval_texts = None
-    if documents.eval is not None:  # the source's own eval split: drop what training also holds
-        eval_texts, eval_duplicates = drop_duplicates(documents.eval, seen)
-        duplicates += eval_duplicates
-    n_train_docs = len(train_texts)
-    texts = train_texts + (eval_texts or [])
+    split = split_documents(documents, eval_fraction=eval_fraction, seed=seed)
+    texts = split.train + split.eval
     stats: dict = {}
     docs = tokenize(texts, tokenizer, truncate_to=max_length if line_by_line else None, stats=stats)
 
     def to_blocks(d: Blocks) -> Blocks:
         return d if line_by_line else cut(d, chunk_size)
 
-    if eval_texts is not None:
-        holdout = eval_source
-        train = to_blocks(docs.take(np.arange(n_train_docs)))
-        eval_ = to_blocks(docs.take(np.arange(n_train_docs, len(docs))))
-    elif (split := document_holdout(n_train_docs, eval_fraction=eval_fraction, seed=seed)) is not None:
-        holdout = "documents"
-        eval_ = to_blocks(docs.take(split[0]))
-        train = to_blocks(docs.take(split[1]))
-    else:
-        holdout = "tail"
+    holdout = eval_source if split.holdout == "split" else split.holdout
+    if split.holdout == "tail":
         blocks = to_blocks(docs)
         n_eval = max(1, round(eval_fraction * len(blocks)))
         train = blocks.take(np.arange(0, max(0, len(blocks) - n_eval)))
         eval_ = blocks.take(np.arange(max(0, len(blocks) - n_eval), len(blocks)))
+    else:
+        train = to_blocks(docs.take(np.arange(len(split.train))))
+        eval_ = to_blocks(docs.take(np.arange(len(split.train), len(docs))))
 
     unit = "lines" if line_by_line else f"blocks of {chunk_size} tokens"
     if (len(train) == 0 and need_train) or len(eval_) == 0:
         fix = "add text: at least 2 non-empty lines" if line_by_line else "add text or lower --chunk-size"
         if len(train) == 0 and holdout != "split" and eval_fraction >= 0.5:
             fix = f"lower --eval-fraction ({eval_fraction:g} holds out nearly everything; 0.1 is usual)"
-        elif len(eval_) == 0 and eval_texts is not None and not eval_texts:
+        elif len(eval_) == 0 and split.holdout == "split" and not split.eval:
             fix = ("the --eval-data text is all --data text too: give evaluation text that --data does not hold"
                    if eval_source == "eval-data" else
                    "the evaluation split holds only text that training holds too: choose another --eval-split")
@@ -241,7 +229,7 @@ def prepare(documents: Documents, tokenizer, *, chunk_size: int = 128, line_by_l
         eval=subsample(eval_, eval_size, seed, 2),
         documents=len(texts),
         holdout=holdout,
-        duplicates=duplicates,
+        duplicates=split.duplicates,
         truncated=stats.get("truncated", 0),
     )
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ..errors import DataError
 from ..model.fill_mask import GENERIC_MASK
+from ..model.objective import masked_logits
 
 CLOZE_K = (1, 5)
 
@@ -142,11 +143,7 @@ def cloze_predictions(model, head, tokenizer, items: list[ClozeItem], *, device,
             ids, attention = enc["input_ids"].to(device), enc["attention_mask"].to(device)
             picked = at_mask.to(device)
             with torch.no_grad(), autocast():
-                if head is not None:
-                    hidden = model.base_model(input_ids=ids, attention_mask=attention)[0]
-                    logits = head(hidden[picked])
-                else:
-                    logits = model(input_ids=ids, attention_mask=attention).logits[picked]
+                logits = masked_logits(model, head, ids, attention, picked)
             top = logits.float().topk(min(top_k, logits.shape[-1]), dim=-1).indices.tolist()  # one row per item
             out.extend([tokenizer.decode([t]) for t in row] for row in top)
     finally:

@@ -1,4 +1,4 @@
-"""Token-weighted evaluation and the metrics log.
+"""Token-weighted evaluation on the fixed masks.
 
 Perplexity is exp(total NLL / number of masked tokens) over the whole evaluation set, summed
 across processes. (The seed averages per-batch means, which weights a batch with 10 masked tokens

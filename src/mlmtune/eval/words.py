@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..model.objective import masked_positions_head
+from ..model.objective import masked_logits, masked_positions_head
 
 WORD = re.compile(r"[^\W_]+")
 
@@ -193,11 +193,7 @@ def score(model: torch.nn.Module, words: WordSet, device, autocast=None) -> Word
             ids, att = ids.to(device), att.to(device)
             picked = lab != -100
             with autocast() if autocast is not None else nullcontext():
-                if head is not None:
-                    hidden = model.base_model(input_ids=ids, attention_mask=att)[0]
-                    logits = head(hidden[picked.to(device)])
-                else:
-                    logits = model(input_ids=ids, attention_mask=att).logits[picked.to(device)]
+                logits = masked_logits(model, head, ids, att, picked.to(device))
             targets = lab[picked].to(device)
             token_nll = F.cross_entropy(logits.float(), targets, reduction="none").double().cpu()
             token_wrong = (logits.argmax(-1) != targets).long().cpu()

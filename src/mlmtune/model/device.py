@@ -1,3 +1,6 @@
+"""Where and in what precision a model runs: --precision resolved for the device, autocast, and the
+Accelerator every command (train, evaluate) runs on, processes and all."""
+
 from __future__ import annotations
 
 import contextlib

@@ -24,7 +24,7 @@ import torch
 
 from ..errors import InputError
 from .load import load_masked_lm, max_positions
-from .objective import masked_positions_head
+from .objective import masked_logits, masked_positions_head
 from .tokenizer import load_tokenizer
 
 GENERIC_MASK = "[MASK]"
@@ -132,11 +132,7 @@ class FillMask:
                                      f"{self.max_length} tokens (the text has {length}): shorten the text so that "
                                      f"every mask is within its first {self.max_length} tokens, or split it")
             ids, attention = enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
-            if self.head is not None:
-                hidden = self.model.base_model(input_ids=ids, attention_mask=attention)[0]  # (B, L, H)
-                logits = self.head(hidden[at_mask.to(self.device)]).float()  # (masks, V), in text order
-            else:
-                logits = self.model(input_ids=ids, attention_mask=attention).logits[at_mask.to(self.device)].float()
+            logits = masked_logits(self.model, self.head, ids, attention, at_mask.to(self.device)).float()  # (masks, V)
             probs = logits.softmax(-1)  # (masks, V): targets keep their share of the whole vocabulary, as the pipeline's
             chosen = None
             if targets is not None:

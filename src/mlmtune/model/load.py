@@ -1,10 +1,5 @@
-"""Load a tokenizer and a masked LM, grow a missing MLM head, and score only the masked positions.
-
-The vocabulary projection is the costliest layer of a small encoder: (tokens x hidden) @ (hidden x
-30k). Only ~15% of positions carry a label, so `MaskedLMObjective` runs the encoder, picks the
-hidden states at labelled positions and applies the head to those alone. The loss is the same sum
-as the full computation (tests check it to 1e-5 in fp32).
-"""
+"""Load a masked LM: resolve the name (minilm, a folder, a Hub id), grow a missing MLM head from the
+seed, and read the longest sequence the model takes. Every failure is one ModelError line."""
 
 from __future__ import annotations
 

@@ -1,3 +1,5 @@
+"""Load a model's tokenizer (or --tokenizer), and tell whether two tokenizers read the same token ids."""
+
 from __future__ import annotations
 
 from pathlib import Path

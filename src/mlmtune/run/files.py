@@ -1,12 +1,7 @@
-"""The output folder: who may write into it, and writing files so none is ever half-written.
+"""Writing into the output folder so that no file is ever half-written: a temporary name, then a rename.
 
-Layout of OUTPUT/ after `mlmtune train`:
-  config.json, model.safetensors, tokenizer.json, ...   the final model (Hugging Face layout)
-  run.json       resolved config, library versions, processes, data summary
-  metrics.jsonl  one record per evaluation and per --log-every training steps
-  results.json   final figures: throughput, time, eval perplexity/accuracy, peak memory
-  report.html    curves, config, results and before/after fill-mask (the plot also as curves.png)
-  checkpoints/step-NNNNNNN/   full training states for --resume
+Also the one JSON reader of run files (read_json, read_json_object), strict JSON out (no NaN), the
+final model's save (config.json moved last), and a failed write turned into one OutputError line.
 """
 
 from __future__ import annotations

@@ -1,3 +1,18 @@
+"""What an output folder holds, by name, in one place.
+
+  config.json, model.safetensors, tokenizer.json, ...   the final model (Hugging Face layout), listed
+                                                        in results.json's `files`
+  README.md      the model card (ours while it carries MARKER)
+  run.json       resolved config, library versions, processes, data summary
+  metrics.jsonl  one record per evaluation and per --log-every training steps
+  results.json   final figures: throughput, time, eval perplexity/accuracy, peak memory
+  report.html    curves, config, results and before/after fill-mask (the plot also as curves.png)
+  checkpoints/step-NNNNNNN/   full training states for --resume (STATE_FILE written last)
+
+Every temporary mlmtune makes in the folder starts with TEMP_PREFIX (a checkpoint's: .step-N.tmp);
+nothing else of a user's does, so the next run may remove them.
+"""
+
 from __future__ import annotations
 
 import json

@@ -1,3 +1,5 @@
+"""OUTPUT/metrics.jsonl: one JSON record per line, appended as the run goes, cut back on --resume."""
+
 from __future__ import annotations
 
 import json

@@ -1,3 +1,11 @@
+"""Which output folder a run may take, and leaving a user's files as they were.
+
+A run never writes over its inputs, never into a folder of someone else's files, and replaces an
+earlier run only with --overwrite (only the files that run wrote: run/layout.run_written). The old
+run is set aside by renames and put back if the new one cannot start; a new run that fails before
+its first checkpoint removes what it wrote, and the folders it created.
+"""
+
 from __future__ import annotations
 
 import contextlib

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import errno
 import functools
+import html
 import json
 import os
 import re
@@ -45,6 +46,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from ..config import DEFAULT_PROBES
 from ..errors import InputError, MlmtuneError
 from ..model.fill_mask import GENERIC_MASK, FillMask, pipeline_shape, require_utf8
 from ..version import __version__
@@ -271,8 +273,14 @@ def _count_masks(text: str, models: list[Served]) -> tuple[str, int]:
     return text, text.count(GENERIC_MASK)
 
 
+# The page's example sentences: the report's probes, and one with two masks.
+EXAMPLES = [*DEFAULT_PROBES, "The prime [MASK] met European [MASK] in Brussels."]
+
+
 def _page() -> str:
-    return resources.files("mlmtune.serve").joinpath("static", "index.html").read_text(encoding="utf-8")
+    page = resources.files("mlmtune.serve").joinpath("static", "index.html").read_text(encoding="utf-8")
+    buttons = "\n".join(f'      <button type="button" data-example>{html.escape(text)}</button>' for text in EXAMPLES)
+    return page.replace("      <!-- examples -->", buttons)
 
 
 def create_app(model: str, compare: str | None = None, *, models: list[Served] | None = None,

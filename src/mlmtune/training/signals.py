@@ -1,7 +1,5 @@
-"""The machinery a training run stands on: the Accelerator, trackers, the optimizer, signals.
-
-Components only; the recipe that uses them, phase by phase, is train.py.
-"""
+"""SIGINT and SIGTERM: inside the loop, finish the step and save a checkpoint (StopFlag); before and
+after it, stop like Ctrl-C (AbortOnSignal), so a failure's rules decide what stays."""
 
 from __future__ import annotations
 

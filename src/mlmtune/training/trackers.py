@@ -1,3 +1,5 @@
+"""--report-to: tensorboard or mlflow through Accelerate's trackers (metrics.jsonl is written either way)."""
+
 from __future__ import annotations
 
 import importlib.util

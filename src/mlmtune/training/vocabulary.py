@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from ..config import Config, parse_count
 from ..data.sources import Documents, documents_from_config
-from ..data.split import split_texts
+from ..data.split import split_documents
 from ..errors import CheckpointError
 from ..eval import words as wordeval
 from ..model import vocabulary as vocab
@@ -55,7 +55,8 @@ def add_vocabulary(cfg: Config, tokenizer, positions: int, *, saved_run: dict | 
     n = parse_count(cfg.add_tokens)
     chosen = None if n is not None else vocab.read_word_file(os.path.expanduser(cfg.add_tokens), cutter)
     documents = documents_from_config(cfg)  # --data, and --eval-data as its evaluation documents
-    training, heldout = split_texts(documents, eval_fraction=cfg.eval_fraction, seed=cfg.seed)
+    split = split_documents(documents, eval_fraction=cfg.eval_fraction, seed=cfg.seed)
+    training, heldout = split.train, split.eval
     counts = vocab.count_words(cutter, training)
     if chosen is None:
         chosen = vocab.choose_words(cutter, counts, n, cfg.min_count)
