@@ -304,6 +304,11 @@ def build_config(*layers: dict[str, Any]) -> Config:
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML or JSON config. The run.json of an output folder is accepted as it is."""
+    return config_layer(read_config_file(path))
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The mapping a YAML or JSON file holds, as it is (a run.json with its versions and data too)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist: give the path of a .yaml or run.json file")
@@ -317,9 +322,20 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         loaded = {}
     if not isinstance(loaded, dict):
         raise ConfigError(f"config file {path} must hold a mapping of option: value")
+    return loaded
+
+
+def is_run_record(loaded: Any) -> bool:
+    """A run.json mlmtune wrote: an object with a config and versions."""
+    return isinstance(loaded, dict) and isinstance(loaded.get("config"), dict) and isinstance(loaded.get("versions"), dict)
+
+
+def config_layer(loaded: dict[str, Any]) -> dict[str, Any]:
+    """The options of a config file's mapping: a run.json's `config`, less the per-invocation flags (a
+    config file never overwrites or resumes by itself)."""
     if "config" in loaded and "versions" in loaded:  # an output folder's run.json
         loaded = loaded["config"]
-        if isinstance(loaded, dict):  # per-invocation flags: a config file never overwrites or resumes by itself
+        if isinstance(loaded, dict):
             loaded = {k: v for k, v in loaded.items() if k not in ("overwrite", "resume")}
     return loaded
 

@@ -9,7 +9,7 @@ import argparse
 import math
 from dataclasses import MISSING, fields
 
-from ..config import FIELDS, GROUPS, _hint, build_config, load_config_file
+from ..config import FIELDS, GROUPS, _hint, build_config, config_layer, load_config_file
 
 
 class Parser(argparse.ArgumentParser):
@@ -47,11 +47,11 @@ def add_config_flags(parser: argparse.ArgumentParser, only: list[str] | None = N
                                **kwargs)
 
 
-def config_from_args(args: argparse.Namespace, only: list[str] | None = None):
-    """Defaults <- --config file <- flags."""
+def config_from_args(args: argparse.Namespace, only: list[str] | None = None, *, file: dict | None = None):
+    """Defaults <- --config file <- flags. `file`: the --config file's mapping when the caller read it already."""
     layers = []
     if getattr(args, "config", None):
-        loaded = load_config_file(args.config)
+        loaded = config_layer(file) if file is not None else load_config_file(args.config)
         if only is not None:  # evaluate reads a training config's relevant part; a typo still fails
             loaded = {k: v for k, v in loaded.items() if k in only or k not in FIELDS}
         layers.append(loaded)

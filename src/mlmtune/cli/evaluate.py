@@ -7,9 +7,8 @@ import os
 import sys
 from pathlib import Path
 
-from ..config import EVALUATE_FIELDS, load_config_file
+from ..config import EVALUATE_FIELDS, config_layer, is_run_record, read_config_file
 from ..errors import ConfigError
-from ..run.layout import is_run
 from .args import add_config_flags, config_from_args
 
 
@@ -37,26 +36,30 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..eval.compare import format_table, run_comparison
 
-    cfg = config_from_args(args, only=EVALUATE_FIELDS)
+    file = read_config_file(args.config) if args.config else None  # read once
+    run_folder = Path(args.config).parent if file is not None and Path(args.config).name == "run.json" \
+        and is_run_record(file) else None
+    options = config_layer(file) if file is not None else {}
+    cfg = config_from_args(args, only=EVALUATE_FIELDS, file=file)
     models = getattr(args, "models", None)  # --model, repeatable; else the run's own model, else the config's
-    if not models and (own := run_folder_model(getattr(args, "config", None))):
+    if not models and run_folder is not None and has_model(run_folder):
+        own = str(run_folder)
         print(f"note: scoring the run's own model in {own} (trained from {cfg.model}) on its evaluation set; "
               f"--model {cfg.model} scores the base", file=sys.stderr)
         models = [own]
-        if load_config_file(args.config).get("streaming"):
+        if options.get("streaming"):
             print("note: that run streamed and evaluated on the first documents of its stream; evaluate reads the "
                   "text whole and draws its evaluation examples with --seed, so its numbers are not the run's",
                   file=sys.stderr)
-    elif not models and args.config and Path(args.config).name == "run.json" and is_run(Path(args.config).parent):
-        folder = Path(args.config).parent  # its run has not saved a model: scoring the base instead would mislead
-        raise ConfigError(f"{folder} holds no finished model yet (no results.json): let the run finish or resume it "
-                          f"(mlmtune train --config {args.config} --resume), or give --model {cfg.model} to score "
+    elif not models and run_folder is not None:  # its run has not saved a model: scoring the base would mislead
+        raise ConfigError(f"{run_folder} holds no finished model yet (no results.json): let the run finish or resume "
+                          f"it (mlmtune train --config {args.config} --resume), or give --model {cfg.model} to score "
                           "the base model")
     models = models or [cfg.model]
-    cfg = cfg.replace(model=models[0], **run_relative_paths(args, cfg))
+    cfg = cfg.replace(model=models[0], **(run_relative_paths(args, cfg, options, run_folder) if run_folder else {}))
     # With --eval-data, --data is read only when it was given: its text is then dropped from the
     # evaluation set as train drops it; the default corpus is not read for nothing.
-    data_given = "data" in vars(args) or (bool(args.config) and "data" in load_config_file(args.config))
+    data_given = "data" in vars(args) or "data" in options
     rows = run_comparison(cfg, models, probes=args.probes, label_column=args.label_column,
                           say=lambda m: print(m, file=sys.stderr), read_train=data_given or not cfg.eval_data)
     if os.environ.get("RANK", "0") != "0":
@@ -69,33 +72,20 @@ def run(args) -> int:
     return 0
 
 
-def run_folder_model(config_path: str | None) -> str | None:
-    """The output folder of a run, when `config_path` is that run's run.json and the folder holds
-    its saved model (config.json and results.json, written last): what `evaluate --config` scores."""
-    if not config_path:
-        return None
-    path = Path(config_path)
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not (isinstance(record, dict) and "config" in record and "versions" in record):
-        return None
-    folder = path.parent
-    return str(folder) if (folder / "config.json").is_file() and (folder / "results.json").is_file() else None
+def has_model(folder: Path) -> bool:
+    """The run in `folder` saved its model (config.json and results.json, written last)."""
+    return (folder / "config.json").is_file() and (folder / "results.json").is_file()
 
 
-def run_relative_paths(args, cfg) -> dict:
+def run_relative_paths(args, cfg, options: dict, run_folder: Path) -> dict:
     """A run.json's relative paths (--data news) were relative to where the run was started, not to
     where evaluate runs: read from elsewhere, they named nothing, or another folder of that name (a
     silently different evaluation set). Where the run's folder shows where it started (run.json in
     OUTPUT, with OUTPUT relative), the run's paths that exist there are used; flags are as given."""
-    if not args.config or Path(args.config).name != "run.json" or not is_run(Path(args.config).parent):
-        return {}
-    output_dir = load_config_file(args.config).get("output_dir")
+    output_dir = options.get("output_dir")
     if not isinstance(output_dir, str) or not output_dir or os.path.isabs(output_dir):
         return {}
-    parts, folder = Path(os.path.normpath(output_dir)).parts, Path(args.config).resolve().parent.parts
+    parts, folder = Path(os.path.normpath(output_dir)).parts, run_folder.resolve().parts
     if ".." in parts or folder[len(folder) - len(parts):] != parts:
         return {}
     started = Path(*folder[:len(folder) - len(parts)])

@@ -20,6 +20,7 @@ import re
 import shutil
 from pathlib import Path
 
+from ..config import is_run_record
 from .files import TEMP_PREFIX, read_json
 
 # What a run writes into its folder, and so all that --overwrite may remove: these names, the
@@ -66,8 +67,7 @@ def remove_temporaries(folder: Path) -> None:
 def is_run(folder: Path) -> bool:
     """A folder mlmtune train wrote: its run.json is one mlmtune wrote (an object with a config and
     versions), not merely a file of that name."""
-    record = read_json(folder / "run.json")
-    return isinstance(record, dict) and isinstance(record.get("config"), dict) and isinstance(record.get("versions"), dict)
+    return is_run_record(read_json(folder / "run.json"))
 
 
 def has_content(folder: Path) -> bool:

@@ -14,10 +14,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from ..config import is_run_record
 from ..errors import ConfigError
 from ..model.load import resolve_model
-from .files import TEMP_PREFIX
-from .layout import CARD, complete_checkpoints, has_content, inside, is_ours, is_run, remove_path, run_written
+from .files import TEMP_PREFIX, read_json
+from .layout import CARD, complete_checkpoints, has_content, inside, is_ours, remove_path, run_written
 
 
 def _check_writable(folder: Path) -> None:
@@ -46,24 +47,26 @@ def _check_writable(folder: Path) -> None:
 
 
 def check_output_dir(folder: Path, *, overwrite: bool, resume: bool,
-                     inputs: list[tuple[str, str]] | tuple = ()) -> None:
+                     inputs: list[tuple[str, str]] | tuple = ()) -> dict | None:
     """Refuse, before anything is written, an output folder that would lose a user's files.
 
     - the folder must not be, or hold, an input of the run (`inputs`: (flag, path) pairs of
       --data, --model, --tokenizer), whatever the other flags say;
     - a folder with content that is not an mlmtune run (no run.json) is refused, --overwrite or not;
     - a run's folder needs --overwrite (replace the files a run writes) or --resume (continue it).
+
+    Returns the run.json of the run the folder holds (read once here), or None.
     """
     if not str(folder).strip():
         raise ConfigError("--output-dir is empty: name a folder for the model and metrics, e.g. runs/mine")
     try:
-        _check_output_dir(folder, overwrite=overwrite, resume=resume, inputs=inputs)
+        return _check_output_dir(folder, overwrite=overwrite, resume=resume, inputs=inputs)
     except OSError as exc:  # a name too long, a loop of links, ...: the OS says no before anything is written
         raise ConfigError(f"--output-dir {folder} cannot be used ({exc.strerror or exc}): choose another "
                           "folder") from None
 
 
-def _check_output_dir(folder: Path, *, overwrite: bool, resume: bool, inputs) -> None:
+def _check_output_dir(folder: Path, *, overwrite: bool, resume: bool, inputs) -> dict | None:
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"--output-dir {folder} is a file: pick a folder name")
     here = folder.resolve()
@@ -74,16 +77,18 @@ def _check_output_dir(folder: Path, *, overwrite: bool, resume: bool, inputs) ->
             raise ConfigError(f"--output-dir {folder} {what} the {flag} {given}: mlmtune never writes over its "
                               "inputs; choose another --output-dir")
     _check_writable(folder)
+    record = read_json(folder / "run.json")
+    run = record if is_run_record(record) else None
     if resume:
-        if (folder / "run.json").exists() and not is_run(folder):
+        if (folder / "run.json").exists() and run is None:
             raise ConfigError(f"--resume: {folder / 'run.json'} is damaged (not the run.json mlmtune wrote): restore "
                               "it, or start a new run in another --output-dir")
-        if not is_run(folder):
+        if run is None:
             raise ConfigError(f"--resume: {folder} holds no run (no run.json): start without --resume")
-        return
+        return run
     if not has_content(folder):
-        return
-    if not is_run(folder):
+        return None
+    if run is None:
         raise ConfigError(
             f"--output-dir {folder} holds files that are not an mlmtune run (it has no run.json mlmtune wrote), "
             "and mlmtune replaces only its own runs: choose a new or empty folder"
@@ -93,6 +98,7 @@ def _check_output_dir(folder: Path, *, overwrite: bool, resume: bool, inputs) ->
             f"--output-dir {folder} already holds a run: pass --overwrite to replace it (other files in "
             "the folder are kept), --resume to continue it, or choose another folder"
         )
+    return run
 
 
 def set_aside_old_run(folder: Path) -> Path | None:

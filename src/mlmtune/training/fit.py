@@ -76,8 +76,8 @@ def fit(cfg: Config) -> dict:
     check_tracker(cfg.report_to)
     check_hub_access(cfg.push_to_hub)  # offline or no token: say so before training, not after
     out = Path(os.path.expanduser(cfg.output_dir))
-    check_output_dir(out, overwrite=cfg.overwrite, resume=cfg.resume, inputs=run_inputs(cfg))
-    resume = find_resume(cfg, out) if cfg.resume else None
+    record = check_output_dir(out, overwrite=cfg.overwrite, resume=cfg.resume, inputs=run_inputs(cfg))
+    resume = find_resume(cfg, out, record) if cfg.resume else None
     created = first_missing(out)  # what a failed new run removes again
     folder = Folder(out)
     try:

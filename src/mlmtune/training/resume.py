@@ -23,7 +23,7 @@ from typing import Any
 from ..config import Config, build_config, resume_mismatch, to_command
 from ..errors import CheckpointError, ConfigError
 from ..run.checkpoints import read_state
-from ..run.files import atomic_write_json, read_json, writing
+from ..run.files import atomic_write_json, writing
 from ..run.layout import STATE_FILE, complete_checkpoints
 from .budget import Totals
 from .optimizer import set_progress
@@ -41,10 +41,10 @@ class Resume:
     state: dict  # the checkpoint's trainer_state.json, checked (run/checkpoints.read_state)
 
 
-def find_resume(cfg: Config, out: Path) -> Resume:
-    """The run in `out` to continue: its run.json must be mlmtune's, its config the same as this one but for
-    what may change (a longer plan, logging, output), planned the same way, with a complete checkpoint."""
-    run = read_json(out / "run.json")
+def find_resume(cfg: Config, out: Path, run: dict | None) -> Resume:
+    """The run in `out` to continue (`run`: its run.json, as run/ownership.check_output_dir read it): its
+    config the same as this one but for what may change (a longer plan, logging, output), planned the
+    same way, with a complete checkpoint."""
     saved = run.get("config") if isinstance(run, dict) else None
     if not isinstance(saved, dict):
         raise CheckpointError(f"{out / 'run.json'} is damaged: it must be the run.json mlmtune wrote; "
