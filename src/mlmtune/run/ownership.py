@@ -12,13 +12,24 @@ import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import is_run_record
-from ..errors import ConfigError
+from ..errors import ConfigError, OutputError
 from ..model.load import resolve_model
-from .files import TEMP_PREFIX, read_json
-from .layout import CARD, complete_checkpoints, has_content, inside, is_ours, remove_path, run_written
+from .files import TEMP_PREFIX, read_json, write_problem
+from .layout import (
+    CARD,
+    complete_checkpoints,
+    has_content,
+    inside,
+    is_ours,
+    remove_path,
+    remove_temporaries,
+    run_written,
+)
 
 
 def _check_writable(folder: Path) -> None:
@@ -197,3 +208,36 @@ def remove_created_folders(out: Path, created: Path | None) -> None:
             p.rmdir()  # only when empty
         if p == created:
             break
+
+
+@dataclass
+class Folder:
+    """The output folder of a run, and whether the run has taken it yet (its run.json and files are its own)."""
+
+    path: Path
+    taken: bool = False
+
+
+@contextlib.contextmanager
+def failure_rules(out: Path, *, resume: bool) -> Iterator[Folder]:
+    """What a run that fails leaves in `out` (the main process decides): before it took the folder, only
+    the temporaries and the empty folders it created go; after, a new run without a checkpoint or a final
+    model removes what it wrote (undo_new_run), a resumed one only its temporaries. A failed write is one
+    OutputError line naming the folder."""
+    created = first_missing(out)  # what a failed new run removes again
+    folder = Folder(out)
+    try:
+        yield folder
+    except BaseException as exc:
+        if os.environ.get("RANK", "0") == "0" and folder.taken:
+            remove_temporaries(out)
+            if not resume:
+                undo_new_run(out, created)
+        elif os.environ.get("RANK", "0") == "0" and out.is_dir():  # not started: only what it created, if empty
+            remove_temporaries(out)
+            remove_created_folders(out, created)
+        problem = write_problem(exc, out) if isinstance(exc, OSError) else None
+        if problem is not None:
+            raise OutputError(f"cannot write into {out}: {problem}; free space or fix the permissions, or choose "
+                              "another --output-dir") from None
+        raise

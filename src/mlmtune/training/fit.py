@@ -1,4 +1,4 @@
-"""`mlmtune train`: fit(config) -> results. The recipe, phase by phase (`run_recipe`):
+"""`mlmtune train`: fit(config) -> results. The recipe, phase by phase:
 
   1. prepare_data        read, deduplicate, split, cut; mask the evaluation set once        (prepare.py)
   2. load_model          the masked LM, a grown head, the added words' rows; build_trainable:
@@ -21,30 +21,20 @@ import os
 import resource
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..config import Config, build_config, resolve, to_command, validate
-from ..errors import OutputError, TrainingError
+from ..errors import TrainingError
 from ..model.device import make_accelerator, shutdown, unwrap
 from ..run.card import write_card
 from ..run.checkpoints import load_checkpoint, save_checkpoint
-from ..run.files import atomic_write_json, save_model, versions, write_problem, writing
+from ..run.files import atomic_write_json, save_model, versions, writing
 from ..run.hub import check_hub_access, push
 from ..run.layout import complete_checkpoints, remove_temporaries
 from ..run.metrics_log import MetricsLog, utc_iso
-from ..run.ownership import (
-    check_output_dir,
-    discard,
-    first_missing,
-    put_back,
-    remove_created_folders,
-    run_inputs,
-    set_aside_old_run,
-    undo_new_run,
-)
+from ..run.ownership import Folder, check_output_dir, discard, failure_rules, put_back, run_inputs, set_aside_old_run
 from ..run.report import write_report
 from ..run.sentence import keep_sentence_encoder, write_sentence_files
 from .budget import Totals, plan_totals
@@ -59,108 +49,82 @@ from .trackers import check_tracker, start_tracker
 from .vocabulary import add_rows
 
 
-@dataclass
-class Folder:
-    """The output folder, and whether this run has taken it (phase 4): what a failure may remove."""
-
-    path: Path
-    taken: bool = False
-
-
 def fit(cfg: Config) -> dict:
-    """Validate, check the output folder, then run the recipe. A new run that fails before it has a
-    checkpoint or a final model leaves nothing behind; a failed write is one error line."""
+    """Train as `cfg` says and return results.json's figures. Everything is checked before anything is
+    written; a new run that fails before it has a checkpoint or a final model leaves nothing behind
+    (run/ownership.failure_rules), and a failed write is one error line."""
     started = time.perf_counter()
-    cfg = resolve(cfg)
     validate(cfg)
+    cfg = resolve(cfg)
     check_tracker(cfg.report_to)
     check_hub_access(cfg.push_to_hub)  # offline or no token: say so before training, not after
     out = Path(os.path.expanduser(cfg.output_dir))
     record = check_output_dir(out, overwrite=cfg.overwrite, resume=cfg.resume, inputs=run_inputs(cfg))
     resume = find_resume(cfg, out, record) if cfg.resume else None
-    created = first_missing(out)  # what a failed new run removes again
-    folder = Folder(out)
-    try:
-        with AbortOnSignal():
-            return run_recipe(cfg, folder, resume, started)
-    except BaseException as exc:
-        if os.environ.get("RANK", "0") == "0" and folder.taken:
-            remove_temporaries(out)
-            if not cfg.resume:
-                undo_new_run(out, created)
-        elif os.environ.get("RANK", "0") == "0" and out.is_dir():  # not started: only what it created, if empty
-            remove_temporaries(out)
-            remove_created_folders(out, created)
-        problem = write_problem(exc, out) if isinstance(exc, OSError) else None
-        if problem is not None:
-            raise OutputError(f"cannot write into {out}: {problem}; free space or fix the permissions, or choose "
-                              "another --output-dir") from None
-        raise
+    with failure_rules(out, resume=cfg.resume) as folder, AbortOnSignal():
+        accelerator = make_accelerator(cfg, out)
+        say, world = accelerator.print, accelerator.num_processes
+        started_at = time.time()  # wall clock, for results.json's started_at
+        # 1. data
+        data = prepare_data(cfg, accelerator, resume, say)
+        totals = plan_totals(cfg, data.steps_per_epoch)
+        if resume is not None:  # training further is fine, a total below what is done is not
+            check_not_shorter(resume, totals, cfg)
+        say_data(data, cfg, world=world, say=say)
+        prepare_seconds = time.perf_counter() - started
+        state, baseline = TrainState(), Baseline()
+        evaluations = Evaluations(accelerator, data.eval_set, steps_per_epoch=data.steps_per_epoch,
+                                  words=data.vocabulary.tuned_words if data.vocabulary else None,
+                                  report_to=cfg.report_to, say=say)
+        # 2. model, optimizer, schedule
+        loaded = load_model(cfg, accelerator, data, say)
+        if data.vocabulary is not None:  # the base scored on the masked words once, with its own tokenizer
+            if resume is None:
+                baseline.word = score_base_words(loaded.model, data.vocabulary.base_words, accelerator, evaluations,
+                                                 vocabulary_size=data.vocabulary.first_id, say=say)
+            add_rows(loaded.model, data.vocabulary, len(data.tokenizer))
+        trainable = build_trainable(cfg, loaded, data, totals)
+        # 3. before training (nothing written yet)
+        if resume is None:
+            score_before_training(trainable, accelerator, evaluations, state, baseline)
+            warm_start(cfg, accelerator, data, loaded, trainable, evaluations, state, baseline, say)
+        # 4. the output folder becomes this run's
+        log = take_output_dir(cfg, accelerator, folder, trainable,
+                              record=lambda: run_record(cfg, accelerator, data, loaded.new_parameters, totals))
+        evaluations.attach(log)
+        # 5. resume
+        if resume is not None:
+            state, baseline = restore(cfg, accelerator, resume, trainable, totals, log, say)
+
+        def checkpoint(step: int) -> Path:
+            check_finite_weights(dict(unwrap(accelerator, trainable.objective).named_parameters()),
+                                 complete_checkpoints(out))
+            with writing(f"the checkpoint of step {step}", out):
+                return save_checkpoint(accelerator, out, step,
+                                       {**state.counters(), **baseline.record(), "config": cfg.to_dict(),
+                                        "data": data.summary}, cfg.keep_checkpoints)
+
+        # 6. the loop
+        batches = data.batches(cfg, state.step, rank=accelerator.process_index, world=world)
+        train_loop(accelerator, trainable.objective, trainable.optimizer, trainable.scheduler, batches, state, totals,
+                   cfg, out=out, log=log, checkpoint=checkpoint,
+                   evaluate=lambda step, when: evaluations(trainable.objective, step, when, state))
+        # 7. finish
+        if evaluations.last_step != state.step:  # no step ran in this session (a finished run resumed: its last
+            # eval is logged already; or a budget the warm start spent: its model is scored and logged here)
+            evaluations(trainable.objective, state.step, f"step {state.step}", state, log=resume is None)
+            if resume is None:
+                say("note: the warm start spent the whole --max-time budget, so no training step ran: give a "
+                    "larger budget")
+        results = results_record(accelerator, state, baseline, evaluations, totals, data,
+                                 prepare_seconds=prepare_seconds, started=started, started_at=started_at)
+        return finish(cfg, accelerator, out, trainable, data, results, say)
 
 
 def train(config: Config | dict | None = None, **overrides) -> dict:
     """Python API: `mlmtune.train(model="minilm", data=["bbc-news"], max_steps=100)`."""
     base = config.to_dict() if isinstance(config, Config) else dict(config or {})
     return fit(build_config(base, overrides))
-
-
-def run_recipe(cfg: Config, folder: Folder, resume: Resume | None, started: float) -> dict:
-    accelerator = make_accelerator(cfg, folder.path)
-    say, world = accelerator.print, accelerator.num_processes
-    started_at = time.time()  # wall clock, for results.json's started_at
-    # 1. data
-    data = prepare_data(cfg, accelerator, resume, say)
-    totals = plan_totals(cfg, data.steps_per_epoch)
-    if resume is not None:  # training further is fine, a total below what is done is not
-        check_not_shorter(resume, totals, cfg)
-    say_data(data, cfg, world=world, say=say)
-    prepare_seconds = time.perf_counter() - started
-    state, baseline = TrainState(), Baseline()
-    evaluations = Evaluations(accelerator, data.eval_set, steps_per_epoch=data.steps_per_epoch,
-                              words=data.vocabulary.tuned_words if data.vocabulary else None,
-                              report_to=cfg.report_to, say=say)
-    # 2. model, optimizer, schedule
-    loaded = load_model(cfg, accelerator, data, say)
-    if data.vocabulary is not None:  # the base scored on the masked words once, with its own tokenizer
-        if resume is None:
-            baseline.word = score_base_words(loaded.model, data.vocabulary.base_words, accelerator, evaluations,
-                                             vocabulary_size=data.vocabulary.first_id, say=say)
-        add_rows(loaded.model, data.vocabulary, len(data.tokenizer))
-    trainable = build_trainable(cfg, loaded, data, totals)
-    # 3. before training (nothing written yet)
-    if resume is None:
-        score_before_training(trainable, accelerator, evaluations, state, baseline)
-        warm_start(cfg, accelerator, data, loaded, trainable, evaluations, state, baseline, say)
-    # 4. the output folder becomes this run's
-    log = take_output_dir(cfg, accelerator, folder, trainable,
-                          record=lambda: run_record(cfg, accelerator, data, loaded.new_parameters, totals))
-    evaluations.attach(log)
-    # 5. resume
-    if resume is not None:
-        state, baseline = restore(cfg, accelerator, resume, trainable, totals, log, say)
-
-    def checkpoint(step: int) -> Path:
-        check_finite_weights(dict(unwrap(accelerator, trainable.objective).named_parameters()),
-                             complete_checkpoints(folder.path))
-        with writing(f"the checkpoint of step {step}", folder.path):
-            return save_checkpoint(accelerator, folder.path, step,
-                                   {**state.counters(), **baseline.record(), "config": cfg.to_dict(),
-                                    "data": data.summary}, cfg.keep_checkpoints)
-
-    # 6. the loop
-    batches = data.batches(cfg, state.step, rank=accelerator.process_index, world=world)
-    train_loop(accelerator, trainable.objective, trainable.optimizer, trainable.scheduler, batches, state, totals, cfg,
-               out=folder.path, log=log, checkpoint=checkpoint,
-               evaluate=lambda step, when: evaluations(trainable.objective, step, when, state))
-    # 7. finish
-    if evaluations.last_step != state.step:  # no step ran in this session (a finished run resumed: its last
-        # eval is logged already; or a budget the warm start spent: its model is scored and logged here)
-        evaluations(trainable.objective, state.step, f"step {state.step}", state, log=resume is None)
-        if resume is None:
-            say("note: the warm start spent the whole --max-time budget, so no training step ran: give a larger budget")
-    results = results_record(accelerator, state, baseline, evaluations, totals, data,
-                             prepare_seconds=prepare_seconds, started=started, started_at=started_at)
-    return finish(cfg, accelerator, folder.path, trainable, data, results, say)
 
 
 def results_record(accelerator, state: TrainState, baseline: Baseline, evaluations: Evaluations, totals: Totals,
