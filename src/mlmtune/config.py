@@ -211,11 +211,7 @@ class Config:
 
 
 FIELDS: dict[str, dataclasses.Field] = {}
-
-
 FIELD_GROUP: dict[str, str] = {}
-
-
 for _group, _cls in GROUPS.items():
     for _f in fields(_cls):
         FIELDS[_f.name] = _f
@@ -551,11 +547,7 @@ EVALUATE_FIELDS = [
 
 
 _DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(s|sec|m|min|h|hr|d)?\s*$")
-
-
 _UNIT = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400}
-
-
 MAX_BUDGET = 30 * 86400  # 30 days: anything longer is a typo
 
 

@@ -21,20 +21,11 @@ import numpy as np
 from ..errors import ConfigError, DataError
 
 IGNORE_INDEX = -100
-
-
 EVAL_STREAM = 0x7FFF_FFFF  # training streams are epoch numbers, far below this
 
-
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
-
-
 _M2 = np.uint64(0x94D049BB133111EB)
-
-
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-
-
 _PURPOSE_SELECT, _PURPOSE_ACTION, _PURPOSE_TOKEN = 1, 2, 3
 
 

@@ -24,14 +24,8 @@ from pathlib import Path
 from ..errors import DataError
 
 BUILTIN_CORPORA = {"bbc-news"}
-
-
 TABLE_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}
-
-
 TEXT_SUFFIXES = {".txt", ".text", ".md"}
-
-
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # owner/name, e.g. stanfordnlp/imdb
 
 
@@ -66,8 +60,6 @@ def bbc_news_folder() -> Path:
 
 
 _WIDE_ENCODINGS = ("utf16", "utf32")  # encodings whose text holds NUL bytes
-
-
 _BOMS = ((b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"),  # before UTF-16: same first bytes
          (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
 

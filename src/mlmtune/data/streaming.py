@@ -36,14 +36,8 @@ from .sources import (
 from .split import same_text
 
 SHUFFLE_DOCUMENTS = 1000  # documents in the datasets shuffle buffer
-
-
 SHUFFLE_BLOCKS = 2048  # blocks in our own shuffle buffer (blocks of one document would else sit together)
-
-
 TOKENIZE_BATCH = 256  # documents tokenized at a time
-
-
 HOLDOUT_BATCH = 8  # documents tokenized at a time while filling the evaluation set (few extra are held out)
 
 

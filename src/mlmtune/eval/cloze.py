@@ -29,6 +29,8 @@ CLOZE_K = (1, 5)
 FORMAT = "one item per line: a sentence with one [MASK], a tab, then the accepted answers separated by |"
 
 
+# --- the cloze file ----------------------------------------------------------------------------
+
 @dataclass(frozen=True)
 class ClozeItem:
     sentence: str  # with exactly one [MASK]
@@ -80,6 +82,8 @@ def parse_cloze(text: str, where: str = "the probes") -> list[ClozeItem]:
         raise DataError(f"{where} holds no cloze items (it is empty or only comments): add lines, {FORMAT}")
     return items
 
+
+# --- cloze scoring -----------------------------------------------------------------------------
 
 def normalise(token: str) -> str:
     return token.strip().casefold()

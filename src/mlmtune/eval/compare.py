@@ -253,6 +253,8 @@ def compare(models: list[str], data: str | list[str] = "bbc-news", *, probes=Non
     return [row.as_dict() for row in run_comparison(cfg, models, probes=probes, label_column=label_column, say=say)]
 
 
+# --- the table ---------------------------------------------------------------------------------
+
 def _pct(value) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{value:.1%}"
 

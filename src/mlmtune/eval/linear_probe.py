@@ -18,11 +18,7 @@ from ..data.split import MIN_DOCS_FOR_HOLDOUT, split_documents
 from ..errors import DataError
 
 PROBE_FOLDS = 5
-
-
 PROBE_MAX_DOCUMENTS = 1000  # held-out documents the linear probe uses at most, drawn with --seed
-
-
 PROBE_PURPOSE = 3  # the seed stream of that draw (chunking uses 0 for the split, 1 and 2 for sampling)
 
 

@@ -33,14 +33,8 @@ import torch.nn.functional as F
 from ..model.objective import masked_logits, masked_positions_head
 
 WORD = re.compile(r"[^\W_]+")
-
-
 WINDOW_WORDS = 64
-
-
 MASK_SHARE = 0.15
-
-
 MAX_WINDOWS = 256  # ~16k words, ~2,400 masked: a second or two of forward passes for minilm
 
 

@@ -35,14 +35,8 @@ SMOOTHING = 1.0  # add-one: a token never seen in the corpus still gets a finite
 # rows of 1024 then take the eval perplexity from 1,774 (the bias alone) to 907. 8 passes reach 768
 # and 96 batches x 8 passes 616, at 2x and 4x the cost; 1e-3 and 1e-2 were worse than 3e-3.
 PREFIT_EXAMPLES = 768
-
-
 PREFIT_PASSES = 4
-
-
 PREFIT_LR = 3e-3
-
-
 PREFIT_ROWS = 1024
 
 

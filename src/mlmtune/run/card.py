@@ -29,14 +29,8 @@ from .layout import CARD, MARKER, is_ours
 from .metrics_log import read_metrics
 
 BUILTIN_BASES = {"minilm": "sentence-transformers/all-MiniLM-L6-v2"}  # what modeling.resolve_model loads
-
-
 BUILTIN_DATA = {"bbc-news": "BBC News (2,225 articles of 2004-2005, the built-in offline corpus)"}
-
-
 HUB_CACHE_FOLDER = re.compile(r"models--([\w.-]+)--([\w.-]+)/snapshots/")
-
-
 HUB_REPO = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 

@@ -99,8 +99,6 @@ def read_json_object(path: Path, *, required: bool = False) -> dict:
 
 
 DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG}
-
-
 NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
 
 

@@ -27,18 +27,12 @@ from .files import TEMP_PREFIX, read_json
 # step-NNNNNNN folders in checkpoints/, the model and tokenizer files the run's results.json lists
 # (`files`), and a --report-to tensorboard log folder. Anything else (a user's notes, a .git) is kept.
 RUN_FILES = ("run.json", "metrics.jsonl", "results.json", "report.html", "curves.png")
-
-
 MODEL_FILE_PATTERNS = (  # only for a results.json of mlmtune 0.1.0, which did not list its files
     "config.json", "generation_config.json", "*.safetensors", "model.safetensors.index.json",
     "pytorch_model*.bin", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
     "added_tokens.json", "vocab.txt", "vocab.json", "merges.txt", "*.model", "chat_template.jinja",
 )
-
-
 _STEP = re.compile(r"^step-\d{7}$")
-
-
 _STEP_TMP = re.compile(r"^\.step-\d{7}\.tmp$")  # checkpoints.save_checkpoint's temporary folder
 
 
@@ -129,8 +123,6 @@ def _tracker_folder(folder: Path) -> Path | None:
 
 
 STATE_FILE = "trainer_state.json"
-
-
 _NAME = re.compile(r"^step-(\d+)$")
 
 
@@ -149,8 +141,6 @@ def complete_checkpoints(output_dir: Path) -> list[Path]:
 
 
 CARD = "README.md"
-
-
 MARKER = "<!-- mlmtune model card: written by mlmtune train / report / push; remove this line to keep your edits -->"
 
 

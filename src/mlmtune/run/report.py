@@ -336,8 +336,6 @@ def _cloze_scores(fill, items, precision: str | None) -> dict:
 
 # The parts of run.json the report reads, and the type each must have (None: may be missing or null).
 RUN_PARTS = {"config": dict, "data": dict, "versions": dict}
-
-
 CONFIG_FIELDS = {"model": str, "tokenizer": str, "seed": int, "probe": list, "precision": str}
 
 

@@ -28,8 +28,6 @@ from .layout import inside
 
 # Top-level files of a sentence-transformers folder, besides the module folders modules.json names.
 SENTENCE_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
-
-
 MODULE_FILE_LIMIT = 64 << 20  # a module folder holds configs and at most a small Dense layer
 
 

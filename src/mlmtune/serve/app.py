@@ -52,28 +52,16 @@ from ..model.fill_mask import GENERIC_MASK, FillMask, pipeline_shape, require_ut
 from ..version import __version__
 
 MAX_TEXT_CHARS = 2000
-
-
 MAX_MASKS = 8
-
-
 MAX_TOP_K = 50
-
-
 TOP_K = 5  # predictions per mask when a request names none
-
-
 MAX_INPUTS = 16  # texts in one Hub-shaped request (each within the text limits)
-
-
 MAX_TARGETS = 100  # words in the Hub request's parameters.targets
-
-
 MAX_BODY_BYTES = 64 * 1024  # 2,000 characters are at most ~24 kB of JSON, even all \u-escaped
-
-
 EXAMPLE = "The [MASK] is happy."
 
+
+# --- request and response bodies ---------------------------------------------------------------
 
 class HubParameters(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -137,6 +125,8 @@ class Health(BaseModel):
 class ErrorBody(BaseModel):
     detail: str
 
+
+# --- readable validation messages --------------------------------------------------------------
 
 _BODY_HINT = (f'send a JSON object such as {{"text": "{EXAMPLE}", "top_k": 5}} '
               f'or {{"inputs": "{EXAMPLE}", "parameters": {{"top_k": 5}}}}')
@@ -237,6 +227,8 @@ class BodySizeLimit:
 
         await self.app(scope, receive_counted, send)
 
+
+# --- the models --------------------------------------------------------------------------------
 
 class Served:
     """A loaded FillMask and how the API names it."""
