@@ -12,12 +12,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import random
+import shutil
 from pathlib import Path
 
 import pytest
 
-from mlmtune.data.sources import bbc_news_folder
+pytest.register_assert_rewrite("helpers")  # its asserts explain themselves as a test module's do
+
+from helpers import RARE, bbc_files, save_tiny, train_argv, vocab_train_args
+from hub_standin import HubStandIn
+from huggingface_hub import constants
+
+from mlmtune.cli import main
 from mlmtune.model.load import quiet_transformers
 from mlmtune.model.tokenizer import load_tokenizer
 
@@ -27,26 +33,6 @@ quiet_transformers()
 @pytest.fixture(scope="session")
 def tokenizer():
     return load_tokenizer("minilm")
-
-
-def tiny_bert_config(vocab_size: int, **overrides):
-    from transformers import BertConfig
-
-    values = dict(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                  intermediate_size=64, max_position_embeddings=128, type_vocab_size=2)
-    values.update(overrides)
-    return BertConfig(**values)
-
-
-def save_tiny(folder, model_class, tokenizer, *, seed: int = 0, **overrides) -> str:
-    """A tiny `model_class` (BertForMaskedLM, BertModel) with the tokenizer's vocabulary, weights drawn
-    from `seed`, saved with the tokenizer in `folder`."""
-    import torch
-
-    torch.manual_seed(seed)
-    model_class(tiny_bert_config(len(tokenizer), **overrides)).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
 
 
 @pytest.fixture(scope="session")
@@ -74,11 +60,6 @@ def tiny_encoder(tmp_path_factory, tokenizer) -> str:
     return save_tiny(tmp_path_factory.mktemp("tiny-encoder"), BertModel, tokenizer)
 
 
-def bbc_files(n: int, seed: int = 0) -> list[Path]:
-    files = sorted(bbc_news_folder().rglob("*.txt"))
-    return random.Random(seed).sample(files, n)
-
-
 @pytest.fixture(scope="session")
 def news_folder(tmp_path_factory) -> str:
     """40 BBC articles as a folder of .txt files (40 documents, ~20k tokens)."""
@@ -86,3 +67,63 @@ def news_folder(tmp_path_factory) -> str:
     for i, path in enumerate(bbc_files(40)):
         (folder / f"{i:03d}.txt").write_text(path.read_text(encoding="latin-1"), encoding="utf-8")
     return str(folder)
+
+
+# --- a previous tiny run (checkpoints at steps 1 and 2), copied by tests that need one ---------
+
+@pytest.fixture(scope="module")
+def prev_run(tmp_path_factory, tiny_bert, news_folder) -> Path:
+    out = tmp_path_factory.mktemp("prev") / "run"
+    code = main([str(a) for a in train_argv(tiny_bert, news_folder, out, "--max-steps", "2", "--save-every", "1")])
+    assert code == 0
+    assert len(list((out / "checkpoints").glob("step-*"))) == 2
+    return out
+
+
+@pytest.fixture
+def run_copy(prev_run, tmp_path) -> Path:
+    return Path(shutil.copytree(prev_run, tmp_path / "copy"))
+
+
+# --- the Hub: a local stand-in, or no token ------------------------------------------------------
+
+@pytest.fixture
+def hub(monkeypatch, tmp_path):
+    """The stand-in, and this process's huggingface_hub pointed at it with its token (HF_ENDPOINT and
+    HF_HUB_OFFLINE are read when huggingface_hub is imported, so the constants are patched)."""
+    with HubStandIn() as standin:
+        monkeypatch.setattr(constants, "ENDPOINT", standin.url)
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setenv("HF_TOKEN", standin.token)
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+        yield standin
+
+
+@pytest.fixture
+def no_token(monkeypatch, tmp_path):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "no-stored-tokens"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+
+
+# --- a domain corpus and a run that added words to the vocabulary ----------------------------------
+
+@pytest.fixture(scope="module")
+def domain_folder(tmp_path_factory, news_folder) -> str:
+    """The 40 news articles, each with a few made-up domain words that the tokenizer cuts."""
+    folder = tmp_path_factory.mktemp("domain")
+    for i, path in enumerate(sorted(Path(news_folder).glob("*.txt"))):
+        text = path.read_text(encoding="utf-8")
+        extra = " ".join(f"The {RARE[(i + k) % 3]} report." for k in range(4))
+        (folder / path.name).write_text(extra + "\n" + text, encoding="utf-8")
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def vocab_run(tmp_path_factory, tiny_bert, domain_folder) -> Path:
+    out = tmp_path_factory.mktemp("vocab-run") / "run"
+    words = tmp_path_factory.mktemp("words") / "words.txt"
+    words.write_text("\n".join(RARE) + "\n", encoding="utf-8")
+    assert main([str(a) for a in vocab_train_args(tiny_bert, domain_folder, out, "--add-tokens", words)]) == 0
+    return out

@@ -10,7 +10,6 @@ to prove the exit code is real and no traceback reaches stderr.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import os
@@ -21,76 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from mlmtune.cli import main
-
-FAST = ["--precision", "fp32", "--no-report"]
-
-
-# --- helpers -----------------------------------------------------------------------------------
-
-def run_cli(capsys, *argv) -> tuple[int, str, str]:
-    """main(argv) in-process -> (exit code, stdout, stderr). argparse errors exit via SystemExit."""
-    capsys.readouterr()  # drop what fixtures printed
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_clean_error(code, err: str, *needles: str) -> str:
-    """Exit code 2 and exactly one stderr line `error: ...` naming every needle (case-insensitive)."""
-    assert "Traceback" not in err, err
-    lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), f"stderr is not one error line:\n{err}"
-    assert code == 2, f"exit code {code} for {lines[0]}"
-    for needle in needles:
-        assert needle.lower() in lines[0].lower(), f"{needle!r} not in {lines[0]!r}"
-    return lines[0]
-
-
-def assert_ok(code, err: str) -> None:
-    assert code == 0, err
-    assert "Traceback" not in err and "error:" not in err, err
-
-
-def train_argv(model, data, out, *extra) -> list:
-    return ["train", "--model", model, "--data", data, "--output-dir", out, "--chunk-size", "32",
-            "--batch-size", "4", "--eval-size", "8", "--max-steps", "1", "--seed", "0", *FAST, *extra]
-
-
-def eval_argv(model, data, *extra) -> list:
-    return ["evaluate", "--model", model, "--data", data, "--chunk-size", "32", "--eval-size", "8",
-            "--seed", "0", "--precision", "fp32", *extra]
-
-
-def snapshot(folder: Path) -> dict[str, str]:
-    """Every file (hidden ones too) and folder below `folder`, with a hash of each file."""
-    folder = Path(folder)
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-            for p in sorted(folder.rglob("*"))}
-
-
-def news_text(news_folder: str, n: int = 5) -> str:
-    return "\n\n".join(p.read_text(encoding="utf-8") for p in sorted(Path(news_folder).glob("*.txt"))[:n])
-
-
-# --- a previous tiny run (checkpoints at steps 1 and 2), copied by tests that need one ---------
-
-@pytest.fixture(scope="module")
-def prev_run(tmp_path_factory, tiny_bert, news_folder) -> Path:
-    out = tmp_path_factory.mktemp("prev") / "run"
-    code = main([str(a) for a in train_argv(tiny_bert, news_folder, out, "--max-steps", "2", "--save-every", "1")])
-    assert code == 0
-    assert len(list((out / "checkpoints").glob("step-*"))) == 2
-    return out
-
-
-@pytest.fixture
-def run_copy(prev_run, tmp_path) -> Path:
-    return Path(shutil.copytree(prev_run, tmp_path / "copy"))
+from helpers import assert_clean_error, assert_ok, eval_argv, news_text, run_cli, snapshot, train_argv
 
 
 # --- data sources ------------------------------------------------------------------------------

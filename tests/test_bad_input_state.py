@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_bad_input import assert_clean_error, assert_ok, eval_argv, run_cli, snapshot, train_argv
+from helpers import JUNK_LINES, assert_clean_error, assert_ok, eval_argv, resume, run_cli, snapshot, train_argv
 
 from mlmtune.cli import main
 
@@ -36,10 +36,6 @@ def run_copy(prev_run, tmp_path) -> Path:
     return Path(shutil.copytree(prev_run, tmp_path / "copy"))
 
 
-def resume(capsys, run: Path):
-    return run_cli(capsys, "train", "--config", run / "run.json", "--output-dir", run, "--resume")
-
-
 # --- item 12: a tokenizer with more ids than the model has embeddings ----------------------------
 
 @pytest.fixture(scope="module")
@@ -47,7 +43,7 @@ def small_model(tmp_path_factory, tokenizer) -> dict[str, Path]:
     """A BERT with a 1,000-row vocabulary: alone (no tokenizer), and with the 30,522-token minilm
     tokenizer saved beside it (what `serve` and `predict` would load)."""
     import torch
-    from conftest import tiny_bert_config
+    from helpers import tiny_bert_config
     from transformers import BertForMaskedLM
 
     torch.manual_seed(0)
@@ -128,11 +124,6 @@ def test_resume_from_a_trainer_state_of_the_wrong_shape(capsys, run_copy, conten
     code, _, err = resume(capsys, run_copy)
     assert_clean_error(code, err, "damaged", newest.name, "trainer_state.json", "--overwrite")
     assert snapshot(run_copy) == before
-
-
-JUNK_LINES = ["5", '"text"', "[1, 2]", "null", '{"type": "eval", "step": 1}', '{"type": "eval", "step": "x", "perplexity": 9}',
-              '{"type": "eval", "step": 2, "perplexity": null}', '{"type": "train", "step": 3, "loss": "low"}',
-              '{"type": "eval", "step": 3, "perplexity": 0}', '{"type": "train", "loss": 2.0}', '{"type": "eval", "st']
 
 
 def test_metrics_log_truncate_skips_lines_that_are_not_records(tmp_path):

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers import REPO
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.browser
 

@@ -5,8 +5,8 @@ import math
 from pathlib import Path
 
 import pytest
+from helpers import run_cli
 from huggingface_hub import ModelCard
-from test_bad_input import run_cli
 
 from mlmtune.config import build_config
 from mlmtune.run.card import card_text, hub_base, hub_datasets, human_seconds, write_card

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import free_port
 
 from mlmtune.run.metrics_log import read_metrics
 
@@ -20,15 +21,6 @@ def train_args(model, data, out, batch_size):
     return ["train", "--model", model, "--data", data, "--output-dir", str(out), "--chunk-size", "64",
             "--batch-size", str(batch_size), "--eval-size", "40", "--lr", "3e-3", "--max-steps", "12",
             "--warmup-steps", "3", "--log-every", "1", "--precision", "fp32", "--no-report", "--seed", "3"]
-
-
-def free_port() -> str:
-    """A port no one listens on now (a fixed one fails when two test runs share the machine)."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return str(sock.getsockname()[1])
 
 
 def run(cmd):

@@ -10,8 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import bbc_files, save_tiny, tiny_bert_config
-from test_bad_input import run_cli
+from helpers import (
+    CLOZE_NEWS,
+    SMALL,
+    SMALL_ARGS,
+    assert_clean_error_no_stdout,
+    bbc_files,
+    run_cli,
+    save_tiny,
+    tiny_bert_config,
+)
 
 from mlmtune.config import build_config
 from mlmtune.data.sources import Documents, bbc_news_folder, read_corpus
@@ -19,23 +27,6 @@ from mlmtune.errors import ConfigError, DataError, ModelError
 from mlmtune.eval.cloze import ClozeItem, cloze_accuracy, cloze_hit, parse_cloze, read_cloze_file
 from mlmtune.eval.compare import compare, format_table, run_comparison
 from mlmtune.eval.linear_probe import heldout_documents, linear_probe, probe_documents
-
-SMALL = dict(chunk_size=32, eval_size=16, seed=0, precision="fp32")
-SMALL_ARGS = ["--chunk-size", "32", "--eval-size", "16", "--seed", "0", "--precision", "fp32"]
-CLOZE_NEWS = Path(__file__).resolve().parent.parent / "benchmarks" / "cloze_news.tsv"
-
-
-def assert_clean_error(code, out: str, err: str, *needles: str) -> str:
-    """Exit 2, exactly one stderr line `error: ...` naming every needle, and nothing on stdout."""
-    assert "Traceback" not in err, err
-    lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), f"stderr is not one error line:\n{err}"
-    assert code == 2, f"exit code {code} for {lines[0]}"
-    assert out == "", out
-    for needle in needles:
-        assert needle.lower() in lines[0].lower(), f"{needle!r} not in {lines[0]!r}"
-    return lines[0]
-
 
 # --- fixtures ----------------------------------------------------------------------------------
 
@@ -355,7 +346,7 @@ def test_evaluate_bad_probes_file(capsys, tiny_bert, news_folder, tmp_path, monk
     before = sorted(p.name for p in tmp_path.iterdir())
     code, out, err = run_cli(capsys, "evaluate", "--model", tiny_bert, "--data", news_folder, *SMALL_ARGS,
                              "--probes", path)
-    assert_clean_error(code, out, err, "--probes" if content is None else str(path), needle)
+    assert_clean_error_no_stdout(code, out, err, "--probes" if content is None else str(path), needle)
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
 
 
@@ -367,13 +358,13 @@ def test_evaluate_bad_probes_file(capsys, tiny_bert, news_folder, tmp_path, monk
 def test_evaluate_bad_label_column(capsys, tiny_bert, labelled_jsonl, column, extra, needle):
     code, out, err = run_cli(capsys, "evaluate", "--model", tiny_bert, "--data", labelled_jsonl, *SMALL_ARGS,
                              "--label-column", column, *extra)
-    assert_clean_error(code, out, err, "--label-column", needle)
+    assert_clean_error_no_stdout(code, out, err, "--label-column", needle)
 
 
 def test_evaluate_label_column_of_a_folder_is_refused(capsys, tiny_bert, news_folder):
     code, out, err = run_cli(capsys, "evaluate", "--model", tiny_bert, "--data", news_folder, *SMALL_ARGS,
                              "--label-column", "label")
-    assert_clean_error(code, out, err, "--label-column", "folder")
+    assert_clean_error_no_stdout(code, out, err, "--label-column", "folder")
 
 
 def test_evaluate_a_cloze_mask_beyond_the_model_is_refused(capsys, tiny_bert, news_folder, tmp_path):
@@ -381,16 +372,16 @@ def test_evaluate_a_cloze_mask_beyond_the_model_is_refused(capsys, tiny_bert, ne
     path.write_text("Short [MASK] here.\tfine\n" + "word " * 200 + "[MASK].\tend\n", encoding="utf-8")
     code, out, err = run_cli(capsys, "evaluate", "--model", tiny_bert, "--data", news_folder, *SMALL_ARGS,
                              "--probes", path)
-    assert_clean_error(code, out, err, "line 2", "beyond the model's 128 tokens", "shorten")
+    assert_clean_error_no_stdout(code, out, err, "line 2", "beyond the model's 128 tokens", "shorten")
 
 
 def test_evaluate_the_same_model_twice_is_refused(capsys, tiny_bert, news_folder):
     code, out, err = run_cli(capsys, "evaluate", "--model", tiny_bert, "--model", tiny_bert, "--data", news_folder,
                              *SMALL_ARGS)
-    assert_clean_error(code, out, err, f"--model {tiny_bert}", "twice", "once")
+    assert_clean_error_no_stdout(code, out, err, f"--model {tiny_bert}", "twice", "once")
     code, out, err = run_cli(capsys, "evaluate", "--model", tiny_bert, "--model", tiny_bert + "/", "--data",
                              news_folder, *SMALL_ARGS)
-    assert_clean_error(code, out, err, "twice")
+    assert_clean_error_no_stdout(code, out, err, "twice")
 
 
 @pytest.mark.parametrize("kind, needle", [("vocab", "vocabularies of 30,522 and 1,000 tokens"),
@@ -400,7 +391,7 @@ def test_evaluate_a_model_with_another_tokenizer_is_refused(capsys, tiny_bert, s
     other = small_vocab_bert if kind == "vocab" else cased_bert
     code, out, err = run_cli(capsys, "evaluate", "--model", tiny_bert, "--model", other, "--data", news_folder,
                              *SMALL_ARGS)
-    assert_clean_error(code, out, err, f"--model {other}", f"--model {tiny_bert}", needle, "on its own")
+    assert_clean_error_no_stdout(code, out, err, f"--model {other}", f"--model {tiny_bert}", needle, "on its own")
     with pytest.raises(ModelError):
         compare([tiny_bert, other], news_folder, **SMALL)
     if kind == "casing":  # on its own it evaluates (the 1,000-token one reads the news as [UNK]s, never masked)

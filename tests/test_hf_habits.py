@@ -11,7 +11,7 @@ import shlex
 from pathlib import Path
 
 import pytest
-from test_bad_input import assert_clean_error, assert_ok, run_cli
+from helpers import assert_clean_error, assert_ok, run_cli, texts_of, train_args
 
 from mlmtune.cli import build_parser
 from mlmtune.cli.args import config_from_args
@@ -32,15 +32,6 @@ def split_news(news_folder, tmp_path_factory) -> tuple[str, str]:
         for f in part:
             (root / name / f.name).write_text(f.read_text(encoding="utf-8"), encoding="utf-8")
     return str(root / "train"), str(root / "valid")
-
-
-def texts_of(folder: str) -> list[str]:
-    return [p.read_text(encoding="utf-8") for p in sorted(Path(folder).glob("*.txt"))]
-
-
-def train_args(model: str, out: Path, *extra) -> list:
-    return ["train", "--model", model, "--output-dir", out, "--chunk-size", 64, "--batch-size", 8,
-            "--lr", "3e-3", "--log-every", 1, "--precision", "fp32", "--no-report", "--seed", 3, *extra]
 
 
 @pytest.fixture(scope="module")

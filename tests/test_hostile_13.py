@@ -7,27 +7,18 @@ import json
 from pathlib import Path
 
 import pytest
-from test_bad_input import assert_clean_error, run_cli
-from test_hub import hub  # noqa: F401  the stand-in Hub, this process pointed at it
+from helpers import assert_clean_error, fit_tiny_run, run_cli
 
 from mlmtune.config import build_config
 from mlmtune.run.layout import MARKER
 from mlmtune.training.fit import fit
 
 
-def tiny_run(tiny_bert, news_folder, out: Path, **overrides) -> dict:
-    config = dict(model=tiny_bert, data=[news_folder], output_dir=str(out), chunk_size=32, batch_size=4,
-                  eval_size=8, train_size=16, max_steps=1, report=False, precision="fp32", seed=0)
-    config.update(overrides)
-    fit(build_config(config))
-    return config
-
-
 def test_an_edited_card_survives_overwrite(tiny_bert, news_folder, tmp_path, capsys):
     """The card says 'remove this line to keep your edits': a card so edited is the user's file, and
     --overwrite must not throw it away with the earlier run (it stays listed in results.json)."""
     out = tmp_path / "run"
-    config = tiny_run(tiny_bert, news_folder, out)
+    config = fit_tiny_run(tiny_bert, news_folder, out)
     card = out / "README.md"
     edited = card.read_text().replace(MARKER, "") + "\nMy own notes on this model.\n"
     card.write_text(edited)
@@ -41,7 +32,7 @@ def test_an_edited_card_survives_overwrite(tiny_bert, news_folder, tmp_path, cap
 def test_a_symlinked_readme_survives_overwrite(tiny_bert, news_folder, tmp_path):
     """A README.md linked to the user's notes elsewhere: the link stays, the notes are untouched."""
     out = tmp_path / "run"
-    config = tiny_run(tiny_bert, news_folder, out)
+    config = fit_tiny_run(tiny_bert, news_folder, out)
     notes = tmp_path / "notes.md"
     notes.write_text("# notes\n")
     (out / "README.md").unlink()
@@ -54,7 +45,7 @@ def test_evaluate_a_run_json_without_its_model_says_so(tiny_bert, news_folder, t
     """`evaluate --config OUT/run.json` of a run that has not saved its model (interrupted, or still
     running) silently scored the base model: it is an error naming both ways on."""
     out = tmp_path / "run"
-    tiny_run(tiny_bert, news_folder, out)
+    fit_tiny_run(tiny_bert, news_folder, out)
     (out / "results.json").unlink()  # as before the final save
     code, _, err = run_cli(capsys, "evaluate", "--config", out / "run.json")
     assert_clean_error(code, err, "no finished model", "--model")
@@ -112,7 +103,7 @@ def test_push_never_uploads_a_file_linked_from_outside_the_run(tiny_bert, news_f
     """A README.md the user replaced by a link to their private notes (still listed in results.json):
     push would publish the notes. Only files that resolve inside the output folder go up."""
     out = tmp_path / "run"
-    tiny_run(tiny_bert, news_folder, out)
+    fit_tiny_run(tiny_bert, news_folder, out)
     notes = tmp_path / "private.md"
     notes.write_text("PRIVATE notes")
     (out / "README.md").unlink()
@@ -131,7 +122,7 @@ def test_push_offline_does_not_say_leave_out_push(tiny_bert, news_folder, tmp_pa
     from huggingface_hub import constants
 
     out = tmp_path / "run"
-    tiny_run(tiny_bert, news_folder, out)
+    fit_tiny_run(tiny_bert, news_folder, out)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_TOKEN", "hf_any")
     code, _, err = run_cli(capsys, "push", out, "me/run")
@@ -161,7 +152,7 @@ def test_the_card_of_a_continued_run_says_it_was_continued(tiny_bert, news_folde
     from huggingface_hub import ModelCard
 
     out = tmp_path / "run"
-    config = tiny_run(tiny_bert, news_folder, out, save_every=1)
+    config = fit_tiny_run(tiny_bert, news_folder, out, save_every=1)
     fit(build_config({**config, "max_steps": 3, "resume": True}))
     card = ModelCard.load(out / "README.md")
     assert "--max-steps=3" in card.text and "--max-steps=1" not in card.text  # run.json's command: the run as it stands
@@ -182,7 +173,7 @@ def test_evaluate_a_run_json_from_another_folder_reads_the_runs_own_data(tiny_be
     for i in range(40):
         (elsewhere / "news" / f"{i}.txt").write_text(f"Completely different text number {i}, about cooking. " * 20)
     monkeypatch.chdir(here)
-    tiny_run(tiny_bert, news_folder, Path("runs/x"), data=["news"])
+    fit_tiny_run(tiny_bert, news_folder, Path("runs/x"), data=["news"])
     code, first, err = run_cli(capsys, "evaluate", "--config", "runs/x/run.json", "--json")
     assert code == 0, err
     monkeypatch.chdir(elsewhere)
@@ -199,7 +190,7 @@ def test_push_refuses_a_run_whose_listed_files_are_missing(tiny_bert, news_folde
     """A run whose weights were deleted or moved (results.json still lists model.safetensors) was
     uploaded without them: a repository the Hub shows as a model that no one can load."""
     out = tmp_path / "run"
-    tiny_run(tiny_bert, news_folder, out)
+    fit_tiny_run(tiny_bert, news_folder, out)
     (out / "model.safetensors").unlink()
     code, _, err = run_cli(capsys, "push", out, "me/run")
     assert_clean_error(code, err, "model.safetensors")
@@ -211,7 +202,7 @@ def test_push_of_an_edited_card_with_broken_metadata_names_the_card(tiny_bert, n
     """A card the user edited (marker removed) into metadata the Hub refuses: the upload failed with
     'check your network and HF_ENDPOINT', the wrong fix."""
     out = tmp_path / "run"
-    tiny_run(tiny_bert, news_folder, out)
+    fit_tiny_run(tiny_bert, news_folder, out)
     (out / "README.md").write_text("---\nlicense: [unclosed\n---\n# my card\n")
     code, _, err = run_cli(capsys, "push", out, "me/run")
     assert_clean_error(code, err, "README.md", "metadata")

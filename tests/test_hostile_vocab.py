@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_bad_input import assert_clean_error, assert_ok, run_cli
-from test_vocab import RARE, domain_folder, train_args, vocab_run  # noqa: F401 (fixtures)
+from helpers import assert_clean_error, assert_ok, run_cli, vocab_train_args, words_file
 
 from mlmtune.model.tokenizer import load_tokenizer
 
@@ -61,12 +60,6 @@ def test_side_by_side_with_only_eval_data_does_not_read_the_default_data(capsys,
     assert base["masked_words"] == tuned["masked_words"] > 0
 
 
-def _words_file(tmp_path) -> Path:
-    words = tmp_path / "words.txt"
-    words.write_text("\n".join(RARE) + "\n", encoding="utf-8")
-    return words
-
-
 def test_new_token_lr_reaches_the_rows_through_accumulation_and_bf16(tmp_path, tiny_bert, domain_folder):
     """End to end (accelerate's optimizer wrapper, 2 micro-batches a step, bf16, weight decay): with a
     vanishing --new-token-lr the new rows end where they started, the mean of their pieces' base rows,
@@ -76,7 +69,7 @@ def test_new_token_lr_reaches_the_rows_through_accumulation_and_bf16(tmp_path, t
     from mlmtune.cli import main
 
     out = tmp_path / "run"
-    args = [str(a) for a in train_args(tiny_bert, domain_folder, out, "--add-tokens", _words_file(tmp_path),
+    args = [str(a) for a in vocab_train_args(tiny_bert, domain_folder, out, "--add-tokens", words_file(tmp_path),
                                        "--new-token-lr", "1e-12", "--gradient-accumulation-steps", "2",
                                        "--max-steps", "3", "--weight-decay", "0.1")]
     args[args.index("fp32")] = "bf16"
@@ -117,10 +110,10 @@ def test_overwrite_a_run_with_added_words_by_one_without(capsys, tmp_path, tiny_
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
     out = tmp_path / "run"
-    code, _, err = run_cli(capsys, *train_args(tiny_bert, domain_folder, out, "--add-tokens", _words_file(tmp_path),
+    code, _, err = run_cli(capsys, *vocab_train_args(tiny_bert, domain_folder, out, "--add-tokens", words_file(tmp_path),
                                                "--max-steps", "1"))
     assert_ok(code, err)
-    code, _, err = run_cli(capsys, *train_args(tiny_bert, domain_folder, out, "--max-steps", "1", "--overwrite"))
+    code, _, err = run_cli(capsys, *vocab_train_args(tiny_bert, domain_folder, out, "--max-steps", "1", "--overwrite"))
     assert_ok(code, err)
     base = len(load_tokenizer(tiny_bert))
     assert len(AutoTokenizer.from_pretrained(out)) == base
@@ -138,8 +131,8 @@ def test_add_tokens_on_a_model_without_an_mlm_head(capsys, tmp_path, tiny_encode
     from transformers import pipeline
 
     out = tmp_path / "run"
-    code, _, err = run_cli(capsys, *train_args(tiny_encoder, domain_folder, out, "--add-tokens",
-                                               _words_file(tmp_path), "--max-steps", "1"))
+    code, _, err = run_cli(capsys, *vocab_train_args(tiny_encoder, domain_folder, out, "--add-tokens",
+                                               words_file(tmp_path), "--max-steps", "1"))
     assert_ok(code, err)
     fill = pipeline("fill-mask", model=str(out))
     tok = fill.tokenizer
@@ -167,11 +160,11 @@ def test_report_puts_the_base_cloze_on_the_row_of_the_base_with_its_own_vocabula
 
 def test_resume_without_add_tokens_of_a_run_that_added_words(capsys, tmp_path, tiny_bert, domain_folder):
     out = tmp_path / "run"
-    code, _, err = run_cli(capsys, *train_args(tiny_bert, domain_folder, out, "--add-tokens", _words_file(tmp_path),
+    code, _, err = run_cli(capsys, *vocab_train_args(tiny_bert, domain_folder, out, "--add-tokens", words_file(tmp_path),
                                                "--max-steps", "2", "--save-every", "1"))
     assert_ok(code, err)
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
-    code, _, err = run_cli(capsys, *train_args(tiny_bert, domain_folder, out, "--max-steps", "4", "--resume"))
+    code, _, err = run_cli(capsys, *vocab_train_args(tiny_bert, domain_folder, out, "--max-steps", "4", "--resume"))
     assert_clean_error(code, err, "add")
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
 
@@ -181,7 +174,7 @@ def test_a_number_that_is_also_a_file_name_is_refused(capsys, monkeypatch, tmp_p
     monkeypatch.chdir(tmp_path)
     (tmp_path / "5").write_text("glaxosmith\n", encoding="utf-8")
     out = tmp_path / "out"
-    code, _, err = run_cli(capsys, *train_args(tiny_bert, news_folder, out, "--add-tokens", "5"))
+    code, _, err = run_cli(capsys, *vocab_train_args(tiny_bert, news_folder, out, "--add-tokens", "5"))
     assert_clean_error(code, err, "./5")
     assert not out.exists()
 
@@ -190,7 +183,7 @@ def test_a_word_longer_than_the_tokenizer_cuts_is_named_as_too_long(capsys, tmp_
     words = tmp_path / "words.txt"
     words.write_text("pharmaco" * 20 + "\n", encoding="utf-8")
     out = tmp_path / "out"
-    code, _, err = run_cli(capsys, *train_args(tiny_bert, news_folder, out, "--add-tokens", words))
+    code, _, err = run_cli(capsys, *vocab_train_args(tiny_bert, news_folder, out, "--add-tokens", words))
     assert_clean_error(code, err, "longer than the 100 characters")
     assert not out.exists()
 
@@ -213,10 +206,10 @@ def test_resume_with_added_words_continues_as_if_never_stopped(capsys, tmp_path,
 
     from safetensors.torch import load_file
 
-    common = ("--add-tokens", _words_file(tmp_path), "--dropout", "0", "--new-token-lr", "1e-2", "--save-every", "2",
+    common = ("--add-tokens", words_file(tmp_path), "--dropout", "0", "--new-token-lr", "1e-2", "--save-every", "2",
               "--max-steps", "4", "--keep-checkpoints", "5")
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    code, _, err = run_cli(capsys, *train_args(tiny_bert, domain_folder, straight, *common))
+    code, _, err = run_cli(capsys, *vocab_train_args(tiny_bert, domain_folder, straight, *common))
     assert_ok(code, err)
     shutil.copytree(straight, resumed)
     from mlmtune.run.layout import complete_checkpoints
@@ -224,7 +217,7 @@ def test_resume_with_added_words_continues_as_if_never_stopped(capsys, tmp_path,
     found = complete_checkpoints(resumed)
     assert [int(p.name.split("-")[1]) for p in found] == [2, 4]
     shutil.rmtree(found[-1])  # back to step 2
-    code, out, err = run_cli(capsys, *train_args(tiny_bert, domain_folder, resumed, *common, "--resume"))
+    code, out, err = run_cli(capsys, *vocab_train_args(tiny_bert, domain_folder, resumed, *common, "--resume"))
     assert_ok(code, err)
     assert "resumed from" in out
     a, b = (json.loads((d / "results.json").read_text()) for d in (straight, resumed))
@@ -245,8 +238,8 @@ def test_evaluate_with_tokenizer_scores_a_run_with_its_added_words(capsys, tmp_p
     for name in ("config.json", "model.safetensors"):
         shutil.copy(Path(tiny_bert) / name, bare / name)
     out = tmp_path / "run"
-    code, _, err = run_cli(capsys, *train_args(str(bare), domain_folder, out, "--tokenizer", tiny_bert,
-                                               "--add-tokens", _words_file(tmp_path), "--max-steps", "2"))
+    code, _, err = run_cli(capsys, *vocab_train_args(str(bare), domain_folder, out, "--tokenizer", tiny_bert,
+                                               "--add-tokens", words_file(tmp_path), "--max-steps", "2"))
     assert_ok(code, err)
     final = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()
              if json.loads(line)["type"] == "eval"][-1]
@@ -290,16 +283,16 @@ def test_two_processes_add_the_same_words_and_match_one(tmp_path, tiny_bert, dom
     import subprocess
     import sys
 
-    from test_distributed import free_port
+    from helpers import free_port
 
     torchrun = Path(sys.executable).parent / "torchrun"
     if not torchrun.exists():
         pytest.skip("torchrun not installed")
-    words = _words_file(tmp_path)
+    words = words_file(tmp_path)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
     def args(out, batch):
-        return [str(a) for a in train_args(tiny_bert, domain_folder, out, "--add-tokens", words, "--dropout", "0",
+        return [str(a) for a in vocab_train_args(tiny_bert, domain_folder, out, "--add-tokens", words, "--dropout", "0",
                                            "--new-token-lr", "1e-2", "--max-steps", "3", "--batch-size", str(batch))]
 
     for cmd in ([str(torchrun), "--nproc_per_node", "2", "--master_port", free_port(), "-m", "mlmtune",

@@ -9,34 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import SRC, assert_clean_error, run_cli
 from hub_standin import HubStandIn
 from huggingface_hub import ModelCard, constants
-from test_bad_input import assert_clean_error, run_cli
 
 from mlmtune.config import build_config
 from mlmtune.training.fit import fit
-
-SRC = str(Path(__file__).resolve().parents[1] / "src")
-
-
-@pytest.fixture
-def hub(monkeypatch, tmp_path):
-    """The stand-in, and this process's huggingface_hub pointed at it with its token (HF_ENDPOINT and
-    HF_HUB_OFFLINE are read when huggingface_hub is imported, so the constants are patched)."""
-    with HubStandIn() as standin:
-        monkeypatch.setattr(constants, "ENDPOINT", standin.url)
-        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-        monkeypatch.setenv("HF_TOKEN", standin.token)
-        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-        yield standin
-
-
-@pytest.fixture
-def no_token(monkeypatch, tmp_path):
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
-    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "no-stored-tokens"))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
 
 
 @pytest.fixture(scope="module")

@@ -17,24 +17,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_bad_input import assert_clean_error, assert_ok, prev_run, run_cli, run_copy, snapshot, train_argv  # noqa: F401
+from helpers import assert_clean_error, assert_ok, error_after_bar, run_cli, snapshot, strict_json, train_argv
 
 from mlmtune.data.blocks import prepare
 from mlmtune.data.sources import Documents, bbc_news_folder
 from mlmtune.data.split import drop_duplicates
-
-
-def strict_json(path: Path):
-    """json.loads that refuses NaN and Infinity, as every JSON reader but Python's does."""
-    def refuse(name):
-        raise ValueError(f"{path} holds {name}")
-    return json.loads(Path(path).read_text(encoding="utf-8"), parse_constant=refuse)
-
-
-def error_after_bar(code, err: str, *needles: str) -> str:
-    """assert_clean_error for a failure during training: the progress bar's lines may come first."""
-    lines = [ln for ln in err.replace("\r", "\n").splitlines() if ln.strip() and not ln.startswith("train:")]
-    return assert_clean_error(code, "\n".join(lines) + "\n", *needles)
 
 
 def user_folder(tmp_path: Path, news_folder: str) -> Path:

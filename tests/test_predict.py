@@ -8,23 +8,11 @@ import subprocess
 import sys
 
 import pytest
+from helpers import ONE, TWO, same_answer
 
 from mlmtune.cli import main
 from mlmtune.errors import InputError
 from mlmtune.model.fill_mask import FillMask, fill_mask
-
-
-def same_answer(ours, theirs):
-    """Two fill-mask answers (any nesting) agree: the same structure, ids, strings, scores to 1e-5."""
-    if isinstance(theirs, dict):
-        assert set(ours) == {"score", "token", "token_str", "sequence"}
-        assert (ours["token"], ours["token_str"], ours["sequence"]) == (theirs["token"], theirs["token_str"],
-                                                                        theirs["sequence"])
-        assert ours["score"] == pytest.approx(theirs["score"], abs=1e-5)
-        return
-    assert isinstance(ours, list) and len(ours) == len(theirs)
-    for a, b in zip(ours, theirs):
-        same_answer(a, b)
 
 
 def without_cls_sep(answer):
@@ -32,9 +20,6 @@ def without_cls_sep(answer):
     if isinstance(answer, dict):
         return {**answer, "sequence": answer["sequence"].removeprefix("[CLS] ").removesuffix(" [SEP]")}
     return [without_cls_sep(a) for a in answer]
-
-
-ONE, TWO = "The [MASK] is happy.", "A much longer [MASK] where [MASK] sits."
 
 
 def test_answers_as_the_transformers_pipeline(tiny_bert):

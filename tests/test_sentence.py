@@ -23,7 +23,7 @@ MODULES = [
 @pytest.fixture(scope="module")
 def tiny_sentence_encoder(tmp_path_factory, tokenizer) -> str:
     """A BertModel (with its pooler) + modules.json + mean pooling + normalize, as minilm is laid out."""
-    from conftest import save_tiny
+    from helpers import save_tiny
     from transformers import BertModel
 
     folder = tmp_path_factory.mktemp("tiny-sentence")

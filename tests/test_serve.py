@@ -9,12 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from helpers import API
 
 from mlmtune.errors import InputError
 from mlmtune.model.fill_mask import FillMask
 from mlmtune.serve.app import MAX_MASKS, MAX_TEXT_CHARS, MAX_TOP_K, bind_socket, create_app, make_server
-
-API = "/v1/fill-mask"
 
 
 @pytest.fixture(scope="module")

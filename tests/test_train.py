@@ -5,19 +5,12 @@ import math
 from pathlib import Path
 
 import pytest
+from helpers import tiny_run
 
-from mlmtune.config import build_config
 from mlmtune.data.blocks import cut, tokenize
 from mlmtune.model.tokenizer import load_tokenizer
 from mlmtune.run.metrics_log import read_metrics
 from mlmtune.training.fit import fit
-
-
-def tiny_run(model, data, out, **extra):
-    values = dict(model=model, data=[data], output_dir=str(out), chunk_size=64, batch_size=8, eval_size=40,
-                  lr=3e-3, head_lr=3e-3, max_steps=30, log_every=5, report=False, precision="fp32", seed=0)
-    values.update(extra)
-    return build_config(values)
 
 
 def test_training_lowers_eval_perplexity_and_writes_a_complete_folder(tiny_bert, news_folder, tmp_path):

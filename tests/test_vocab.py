@@ -11,35 +11,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_bad_input import assert_clean_error, assert_ok, run_cli
+from helpers import RARE, assert_clean_error, assert_ok, fresh_tokenizer, run_cli, vocab_train_args
 
 from mlmtune.config import build_config, load_config_file, parse_count
-from mlmtune.data.split import heldout_texts, training_texts
 from mlmtune.data.sources import read_corpus
+from mlmtune.data.split import heldout_texts, training_texts
 from mlmtune.errors import ConfigError, ModelError
 from mlmtune.eval import words as wordeval
 from mlmtune.model import vocabulary as vocab
 from mlmtune.model.load import load_masked_lm
 from mlmtune.model.objective import MaskedLMObjective
 from mlmtune.model.tokenizer import load_tokenizer
-
-RARE = ["glaxosmith", "zymurgist", "quizzify"]  # words minilm's WordPiece cuts into pieces
-
-
-@pytest.fixture(scope="module")
-def domain_folder(tmp_path_factory, news_folder) -> str:
-    """The 40 news articles, each with a few made-up domain words that the tokenizer cuts."""
-    folder = tmp_path_factory.mktemp("domain")
-    for i, path in enumerate(sorted(Path(news_folder).glob("*.txt"))):
-        text = path.read_text(encoding="utf-8")
-        extra = " ".join(f"The {RARE[(i + k) % 3]} report." for k in range(4))
-        (folder / path.name).write_text(extra + "\n" + text, encoding="utf-8")
-    return str(folder)
-
-
-def fresh_tokenizer():
-    return load_tokenizer("minilm")
-
 
 # --- mlmtune vocab --------------------------------------------------------------------------------
 
@@ -212,21 +194,6 @@ def test_masked_words_are_the_same_for_two_tokenizers_and_scored_word_by_word(ti
 
 # --- train --add-tokens end to end -------------------------------------------------------------------
 
-def train_args(model, data, out, *extra):
-    return ["train", "--model", model, "--data", data, "--output-dir", out, "--chunk-size", "64", "--batch-size", "8",
-            "--eval-size", "24", "--max-steps", "6", "--no-report", "--precision", "fp32", "--lr", "3e-3", *extra]
-
-
-@pytest.fixture(scope="module")
-def vocab_run(tmp_path_factory, tiny_bert, domain_folder) -> Path:
-    from mlmtune.cli import main
-
-    out = tmp_path_factory.mktemp("vocab-run") / "run"
-    words = tmp_path_factory.mktemp("words") / "words.txt"
-    words.write_text("\n".join(RARE) + "\n", encoding="utf-8")
-    assert main([str(a) for a in train_args(tiny_bert, domain_folder, out, "--add-tokens", words)]) == 0
-    return out
-
 
 def test_added_words_are_recorded_measured_and_saved(vocab_run, tiny_bert):
     from transformers import AutoModelForMaskedLM, AutoTokenizer, pipeline
@@ -264,7 +231,7 @@ def test_evaluate_predict_and_report_work_on_the_run(capsys, vocab_run, tiny_ber
     code, out, err = run_cli(capsys, "predict", "--model", vocab_run, "The [MASK] report.")
     assert_ok(code, err)
     from fastapi.testclient import TestClient
-    from test_serve import API
+    from helpers import API
 
     from mlmtune.serve.app import create_app
 
@@ -317,7 +284,7 @@ def test_bad_word_files(capsys, tiny_bert, news_folder, tmp_path, content, needl
     elif content is not None:
         words.write_text(content, encoding="utf-8")
     out = tmp_path / "out"
-    code, _, err = run_cli(capsys, *train_args(tiny_bert, news_folder, out, "--add-tokens", words))
+    code, _, err = run_cli(capsys, *vocab_train_args(tiny_bert, news_folder, out, "--add-tokens", words))
     assert_clean_error(code, err, needle)
     assert not out.exists()
 
@@ -334,7 +301,7 @@ def test_bad_word_files(capsys, tiny_bert, news_folder, tmp_path, content, needl
 ])
 def test_bad_add_tokens_flags(capsys, tiny_bert, news_folder, tmp_path, extra, needle):
     out = tmp_path / "out"
-    code, _, err = run_cli(capsys, *train_args(tiny_bert, news_folder, out, *extra))
+    code, _, err = run_cli(capsys, *vocab_train_args(tiny_bert, news_folder, out, *extra))
     assert_clean_error(code, err, needle)
     assert not out.exists()
 
@@ -348,7 +315,7 @@ def test_add_tokens_with_another_tokenizer_is_refused(capsys, tiny_bert, news_fo
     first = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])[:5000]
     (small / "vocab.txt").write_text("".join(t + "\n" for t, _ in first), encoding="utf-8")
     out = tmp_path / "out"
-    code, _, err = run_cli(capsys, *train_args(tiny_bert, news_folder, out, "--add-tokens", "5", "--min-count", "2",
+    code, _, err = run_cli(capsys, *vocab_train_args(tiny_bert, news_folder, out, "--add-tokens", "5", "--min-count", "2",
                                                "--tokenizer", small))
     assert_clean_error(code, err, "--tokenizer", "differs")
     assert not out.exists()

@@ -5,30 +5,17 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from test_bad_input import assert_clean_error, assert_ok, run_cli, train_argv
+from helpers import assert_clean_error, assert_ok, records, run_cli, tiny, train_argv
 
 from mlmtune.config import build_config, parse_duration
 from mlmtune.errors import ConfigError
 from mlmtune.model.warmstart import unigram_log_frequency
 from mlmtune.training.fit import fit
 from mlmtune.training.optimizer import BudgetSchedule
-
-
-def tiny(model, data, out, **extra):
-    values = dict(model=model, data=[data], output_dir=str(out), chunk_size=32, batch_size=4, eval_size=8,
-                  precision="fp32", report=False, seed=0)
-    values.update(extra)
-    return build_config(values)
-
-
-def records(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
-
 
 # --- durations and the budget schedule ----------------------------------------------------------
 
