@@ -19,7 +19,7 @@ import pytest
 
 pytest.register_assert_rewrite("helpers")  # its asserts explain themselves as a test module's do
 
-from helpers import RARE, bbc_files, save_tiny, train_argv, vocab_train_args
+from helpers import RARE, bbc_files, save_tiny, snapshot, train_argv, vocab_train_args
 from hub_standin import HubStandIn
 from huggingface_hub import constants
 
@@ -69,20 +69,27 @@ def news_folder(tmp_path_factory) -> str:
     return str(folder)
 
 
-# --- a previous tiny run (checkpoints at steps 1 and 2), copied by tests that need one ---------
+# --- one finished run, trained once: read it, or change a copy of it --------------------------------
 
-@pytest.fixture(scope="module")
-def prev_run(tmp_path_factory, tiny_bert, news_folder) -> Path:
-    out = tmp_path_factory.mktemp("prev") / "run"
-    code = main([str(a) for a in train_argv(tiny_bert, news_folder, out, "--max-steps", "2", "--save-every", "1")])
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory, tiny_bert, news_folder) -> Path:
+    """A finished 2-step run of tiny_bert on news_folder: checkpoints at steps 1 and 2, a report and a
+    model card, in a folder named news-bert. Shared by every test that only reads a run: a test that
+    changes it takes run_copy (checked: the folder must be as trained when the session ends)."""
+    out = tmp_path_factory.mktemp("finished") / "news-bert"
+    code = main([str(a) for a in train_argv(tiny_bert, news_folder, out, "--max-steps", "2", "--save-every", "1",
+                                            "--report")])
     assert code == 0
     assert len(list((out / "checkpoints").glob("step-*"))) == 2
-    return out
+    trained = snapshot(out)
+    yield out
+    assert snapshot(out) == trained, "a test changed the shared finished_run: it should take run_copy"
 
 
 @pytest.fixture
-def run_copy(prev_run, tmp_path) -> Path:
-    return Path(shutil.copytree(prev_run, tmp_path / "copy"))
+def run_copy(finished_run, tmp_path) -> Path:
+    """A copy of finished_run of this test's own, to change."""
+    return Path(shutil.copytree(finished_run, tmp_path / "copy"))
 
 
 # --- the Hub: a local stand-in, or no token ------------------------------------------------------
@@ -109,7 +116,7 @@ def no_token(monkeypatch, tmp_path):
 
 # --- a domain corpus and a run that added words to the vocabulary ----------------------------------
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def domain_folder(tmp_path_factory, news_folder) -> str:
     """The 40 news articles, each with a few made-up domain words that the tokenizer cuts."""
     folder = tmp_path_factory.mktemp("domain")
@@ -120,10 +127,19 @@ def domain_folder(tmp_path_factory, news_folder) -> str:
     return str(folder)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def vocab_run(tmp_path_factory, tiny_bert, domain_folder) -> Path:
+    """A 6-step run on domain_folder that added RARE to the vocabulary. Shared: a test that changes it
+    takes vocab_run_copy."""
     out = tmp_path_factory.mktemp("vocab-run") / "run"
     words = tmp_path_factory.mktemp("words") / "words.txt"
     words.write_text("\n".join(RARE) + "\n", encoding="utf-8")
     assert main([str(a) for a in vocab_train_args(tiny_bert, domain_folder, out, "--add-tokens", words)]) == 0
-    return out
+    trained = snapshot(out)
+    yield out
+    assert snapshot(out) == trained, "a test changed the shared vocab_run: it should take vocab_run_copy"
+
+
+@pytest.fixture
+def vocab_run_copy(vocab_run, tmp_path) -> Path:
+    return Path(shutil.copytree(vocab_run, tmp_path / "vocab-run"))

@@ -530,14 +530,14 @@ def test_config_file_not_yaml_or_missing(capsys, tmp_path, name, content, needle
     assert out == ""
 
 
-def test_run_json_is_a_valid_config(capsys, prev_run, tmp_path):
+def test_run_json_is_a_valid_config(capsys, finished_run, tmp_path):
     new = tmp_path / "new"
-    code, _, err = run_cli(capsys, "train", "--config", prev_run / "run.json", "--output-dir", new)
+    code, _, err = run_cli(capsys, "train", "--config", finished_run / "run.json", "--output-dir", new)
     assert_ok(code, err)
-    old_cfg = json.loads((prev_run / "run.json").read_text())["config"]
+    old_cfg = json.loads((finished_run / "run.json").read_text())["config"]
     new_cfg = json.loads((new / "run.json").read_text())["config"]
     assert {k: v for k, v in new_cfg.items() if k != "output_dir"} == {k: v for k, v in old_cfg.items() if k != "output_dir"}
-    code, out, err = run_cli(capsys, "evaluate", "--config", prev_run / "run.json", "--json")
+    code, out, err = run_cli(capsys, "evaluate", "--config", finished_run / "run.json", "--json")
     assert_ok(code, err)
     assert json.loads(out)["masked_tokens"] > 0
 

@@ -18,22 +18,7 @@ from pathlib import Path
 import pytest
 from helpers import JUNK_LINES, assert_clean_error, assert_ok, eval_argv, resume, run_cli, snapshot, train_argv
 
-from mlmtune.cli import main
-
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(scope="module")
-def prev_run(tmp_path_factory, tiny_bert, news_folder) -> Path:
-    """A finished 2-step run with checkpoints at steps 1 and 2 (no report)."""
-    out = tmp_path_factory.mktemp("prev-state") / "run"
-    assert main([str(a) for a in train_argv(tiny_bert, news_folder, out, "--max-steps", "2", "--save-every", "1")]) == 0
-    return out
-
-
-@pytest.fixture
-def run_copy(prev_run, tmp_path) -> Path:
-    return Path(shutil.copytree(prev_run, tmp_path / "copy"))
 
 
 # --- item 12: a tokenizer with more ids than the model has embeddings ----------------------------

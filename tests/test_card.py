@@ -14,14 +14,6 @@ from mlmtune.run.layout import MARKER
 from mlmtune.training.fit import fit
 
 
-@pytest.fixture(scope="module")
-def finished_run(tiny_bert, news_folder, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("card") / "news-bert"
-    fit(build_config(dict(model=tiny_bert, data=[news_folder], output_dir=str(out), chunk_size=32, batch_size=4,
-                          eval_size=8, train_size=16, max_steps=2, report=False, precision="fp32", seed=0)))
-    return out
-
-
 def test_train_writes_a_card_the_hub_reads(finished_run, tiny_bert, news_folder):
     results = json.loads((finished_run / "results.json").read_text())
     card = ModelCard.load(finished_run / "README.md")
@@ -93,30 +85,30 @@ def test_human_seconds(seconds, text):
     assert human_seconds(seconds) == text
 
 
-def test_a_users_readme_is_kept(finished_run, capsys):
-    card = (finished_run / "README.md").read_text()
+def test_a_users_readme_is_kept(run_copy, capsys):
+    card = (run_copy / "README.md").read_text()
     try:
-        (finished_run / "README.md").write_text("# my own notes\n")
-        assert write_card(finished_run, say=print) == []
-        assert (finished_run / "README.md").read_text() == "# my own notes\n"
+        (run_copy / "README.md").write_text("# my own notes\n")
+        assert write_card(run_copy, say=print) == []
+        assert (run_copy / "README.md").read_text() == "# my own notes\n"
         assert "not a model card mlmtune wrote" in capsys.readouterr().out
     finally:
-        (finished_run / "README.md").write_text(card)
+        (run_copy / "README.md").write_text(card)
 
 
-def test_report_rewrites_the_card_and_lists_it(finished_run, capsys):
-    results_path = finished_run / "results.json"
+def test_report_rewrites_the_card_and_lists_it(run_copy, capsys):
+    results_path = run_copy / "results.json"
     saved = results_path.read_text()
     try:
         results = json.loads(saved)
         results["files"].remove("README.md")  # a run from before cards
         results_path.write_text(json.dumps(results))
-        (finished_run / "README.md").unlink()
-        code, out, err = run_cli(capsys, "report", finished_run)
+        (run_copy / "README.md").unlink()
+        code, out, err = run_cli(capsys, "report", run_copy)
         assert code == 0, err
-        assert MARKER in (finished_run / "README.md").read_text()
+        assert MARKER in (run_copy / "README.md").read_text()
         assert "README.md" in json.loads(results_path.read_text())["files"]
-        assert ModelCard.load(finished_run / "README.md").data.pipeline_tag == "fill-mask"
+        assert ModelCard.load(run_copy / "README.md").data.pipeline_tag == "fill-mask"
     finally:
         results_path.write_text(saved)
 

@@ -41,11 +41,10 @@ def test_a_symlinked_readme_survives_overwrite(tiny_bert, news_folder, tmp_path)
     assert (out / "README.md").is_symlink() and notes.read_text() == "# notes\n"
 
 
-def test_evaluate_a_run_json_without_its_model_says_so(tiny_bert, news_folder, tmp_path, capsys):
+def test_evaluate_a_run_json_without_its_model_says_so(run_copy, tiny_bert, capsys):
     """`evaluate --config OUT/run.json` of a run that has not saved its model (interrupted, or still
     running) silently scored the base model: it is an error naming both ways on."""
-    out = tmp_path / "run"
-    fit_tiny_run(tiny_bert, news_folder, out)
+    out = run_copy
     (out / "results.json").unlink()  # as before the final save
     code, _, err = run_cli(capsys, "evaluate", "--config", out / "run.json")
     assert_clean_error(code, err, "no finished model", "--model")
@@ -99,11 +98,10 @@ def test_sentence_files_of_a_hub_cache_snapshot_are_read_through_its_links(tmp_p
     assert sorted(sentence_layout(str(snapshot)).files) == ["1_Pooling/config.json", "modules.json"]
 
 
-def test_push_never_uploads_a_file_linked_from_outside_the_run(tiny_bert, news_folder, tmp_path, hub, capsys):
+def test_push_never_uploads_a_file_linked_from_outside_the_run(run_copy, tmp_path, hub, capsys):
     """A README.md the user replaced by a link to their private notes (still listed in results.json):
     push would publish the notes. Only files that resolve inside the output folder go up."""
-    out = tmp_path / "run"
-    fit_tiny_run(tiny_bert, news_folder, out)
+    out = run_copy
     notes = tmp_path / "private.md"
     notes.write_text("PRIVATE notes")
     (out / "README.md").unlink()
@@ -116,13 +114,12 @@ def test_push_never_uploads_a_file_linked_from_outside_the_run(tiny_bert, news_f
     assert notes.read_text() == "PRIVATE notes"
 
 
-def test_push_offline_does_not_say_leave_out_push(tiny_bert, news_folder, tmp_path, monkeypatch, capsys):
+def test_push_offline_does_not_say_leave_out_push(finished_run, monkeypatch, capsys):
     """`mlmtune push` offline said 'leave out push and upload later with mlmtune push': advice for
     train's --push-to-hub, nonsense for the push command itself."""
     from huggingface_hub import constants
 
-    out = tmp_path / "run"
-    fit_tiny_run(tiny_bert, news_folder, out)
+    out = finished_run
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_TOKEN", "hf_any")
     code, _, err = run_cli(capsys, "push", out, "me/run")
@@ -186,23 +183,20 @@ def test_evaluate_a_run_json_from_another_folder_reads_the_runs_own_data(tiny_be
     assert json.loads(third)["perplexity"] != pytest.approx(json.loads(first)["perplexity"])
 
 
-def test_push_refuses_a_run_whose_listed_files_are_missing(tiny_bert, news_folder, tmp_path, hub, capsys):
+def test_push_refuses_a_run_whose_listed_files_are_missing(run_copy, hub, capsys):
     """A run whose weights were deleted or moved (results.json still lists model.safetensors) was
     uploaded without them: a repository the Hub shows as a model that no one can load."""
-    out = tmp_path / "run"
-    fit_tiny_run(tiny_bert, news_folder, out)
+    out = run_copy
     (out / "model.safetensors").unlink()
     code, _, err = run_cli(capsys, "push", out, "me/run")
     assert_clean_error(code, err, "model.safetensors")
     assert "me/run" not in hub.repos
 
 
-def test_push_of_an_edited_card_with_broken_metadata_names_the_card(tiny_bert, news_folder, tmp_path, hub,
-                                                                      capsys):
+def test_push_of_an_edited_card_with_broken_metadata_names_the_card(run_copy, hub, capsys):
     """A card the user edited (marker removed) into metadata the Hub refuses: the upload failed with
     'check your network and HF_ENDPOINT', the wrong fix."""
-    out = tmp_path / "run"
-    fit_tiny_run(tiny_bert, news_folder, out)
+    out = run_copy
     (out / "README.md").write_text("---\nlicense: [unclosed\n---\n# my card\n")
     code, _, err = run_cli(capsys, "push", out, "me/run")
     assert_clean_error(code, err, "README.md", "metadata")

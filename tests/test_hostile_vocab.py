@@ -142,16 +142,16 @@ def test_add_tokens_on_a_model_without_an_mlm_head(capsys, tmp_path, tiny_encode
     assert bias[len(tok) - 3:].abs().sum() > 0  # the new words' bias was set, not left at zero
 
 
-def test_report_puts_the_base_cloze_on_the_row_of_the_base_with_its_own_vocabulary(capsys, tmp_path, vocab_run):
+def test_report_puts_the_base_cloze_on_the_row_of_the_base_with_its_own_vocabulary(capsys, tmp_path, vocab_run_copy):
     """The base is cloze-scored as it is (its own tokenizer); with --add-tokens the report's row "base"
     is the base *with the added words*, which nobody cloze-scored."""
     import re
 
     probes = tmp_path / "cloze.tsv"
     probes.write_text("The glaxosmith [MASK].\treport\n", encoding="utf-8")
-    code, _, err = run_cli(capsys, "report", vocab_run, "--probes", probes)
+    code, _, err = run_cli(capsys, "report", vocab_run_copy, "--probes", probes)
     assert_ok(code, err)
-    page = (vocab_run / "report.html").read_text()
+    page = (vocab_run_copy / "report.html").read_text()
     rows = {re.sub("<.*?>", "", r.split("</td>")[0]): r for r in re.findall(r"<tr><td>(.*?)</tr>", page)}
     own = next(r for label, r in rows.items() if "its own vocabulary" in label)
     with_words = next(r for label, r in rows.items() if "with the added words" in label)

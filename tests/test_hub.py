@@ -6,50 +6,38 @@ import os
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from helpers import SRC, assert_clean_error, run_cli
 from hub_standin import HubStandIn
 from huggingface_hub import ModelCard, constants
 
-from mlmtune.config import build_config
-from mlmtune.training.fit import fit
 
-
-@pytest.fixture(scope="module")
-def finished_run(tiny_bert, news_folder, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("push") / "run"
-    fit(build_config(dict(model=tiny_bert, data=[news_folder], output_dir=str(out), chunk_size=32, batch_size=4,
-                          eval_size=8, train_size=16, max_steps=2, save_every=1, precision="fp32", seed=0)))
-    return out
-
-
-def test_push_uploads_the_runs_files_and_a_card_naming_the_repo(finished_run, hub, capsys):
-    (finished_run / "notes.txt").write_text("my private notes")
+def test_push_uploads_the_runs_files_and_a_card_naming_the_repo(run_copy, hub, capsys):
+    (run_copy / "notes.txt").write_text("my private notes")
     try:
-        code, out, err = run_cli(capsys, "push", finished_run, "me/news-bert")
+        code, out, err = run_cli(capsys, "push", run_copy, "me/news-bert")
     finally:
-        (finished_run / "notes.txt").unlink()
+        (run_copy / "notes.txt").unlink()
     assert code == 0, err
     uploaded = hub.repos["me/news-bert"]
     for name in ("config.json", "model.safetensors", "tokenizer.json", "README.md", "report.html", "results.json",
                  "run.json", "metrics.jsonl"):
-        assert uploaded[name] == (finished_run / name).read_bytes(), name
+        assert uploaded[name] == (run_copy / name).read_bytes(), name
     assert not [n for n in uploaded if n.startswith("checkpoints/")]  # not unless asked
     assert "notes.txt" not in uploaded  # the user's file in the folder is not the run's
-    assert (finished_run / "checkpoints").is_dir()
+    assert (run_copy / "checkpoints").is_dir()
     card = ModelCard(uploaded["README.md"].decode())
     assert card.data.model_name == "me/news-bert" and 'model="me/news-bert"' in card.text
     assert hub.validated and hub.created[0]["name"] == "news-bert" and hub.created[0]["organization"] == "me"
     assert out.strip().splitlines()[-1].startswith(f"pushed to {hub.url}/me/news-bert")
 
 
-def test_push_checkpoints_when_asked(finished_run, hub, capsys):
-    code, _, err = run_cli(capsys, "push", finished_run, "me/with-states", "--checkpoints")
+def test_push_checkpoints_when_asked(run_copy, hub, capsys):
+    code, _, err = run_cli(capsys, "push", run_copy, "me/with-states", "--checkpoints")
     assert code == 0, err
     states = [n for n in hub.repos["me/with-states"] if n.startswith("checkpoints/step-")]
-    assert states and all((finished_run / n).is_file() for n in states)
+    assert states and all((run_copy / n).is_file() for n in states)
 
 
 def test_a_card_that_cannot_be_rewritten_is_uploaded_as_it_is(finished_run, hub, monkeypatch, capsys):
@@ -63,27 +51,27 @@ def test_a_card_that_cannot_be_rewritten_is_uploaded_as_it_is(finished_run, hub,
     assert hub.repos["me/read-only"]["README.md"] == (finished_run / "README.md").read_bytes()
 
 
-def test_a_second_push_updates_the_existing_repo(finished_run, hub, capsys):
-    assert run_cli(capsys, "push", finished_run, "me/twice")[0] == 0
-    assert run_cli(capsys, "push", finished_run, "me/twice")[0] == 0
+def test_a_second_push_updates_the_existing_repo(run_copy, hub, capsys):
+    assert run_cli(capsys, "push", run_copy, "me/twice")[0] == 0
+    assert run_cli(capsys, "push", run_copy, "me/twice")[0] == 0
     assert len(hub.commits) == 2
 
 
-def test_a_token_the_hub_refuses_is_one_line(finished_run, hub, monkeypatch, capsys):
+def test_a_token_the_hub_refuses_is_one_line(run_copy, hub, monkeypatch, capsys):
     monkeypatch.setenv("HF_TOKEN", "hf_wrong")
-    code, _, err = run_cli(capsys, "push", finished_run, "me/news-bert")
+    code, _, err = run_cli(capsys, "push", run_copy, "me/news-bert")
     assert_clean_error(code, err, "401", "write access", "mlmtune push")
     assert not hub.repos
 
 
-def test_an_unreachable_hub_is_one_line(finished_run, monkeypatch, no_token, capsys, tmp_path):
+def test_an_unreachable_hub_is_one_line(run_copy, monkeypatch, no_token, capsys, tmp_path):
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
     monkeypatch.setenv("HF_TOKEN", "hf_any")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    code, _, err = run_cli(capsys, "push", finished_run, "me/news-bert")
+    code, _, err = run_cli(capsys, "push", run_copy, "me/news-bert")
     assert_clean_error(code, err, "network", "stays complete")
 
 

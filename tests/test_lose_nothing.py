@@ -136,10 +136,10 @@ def test_weights_are_checked_finite_before_saving():
         check_finite_weights({"a": torch.ones(3), "b.weight": torch.tensor([1.0, float("nan")])}, [])
 
 
-def test_results_are_strict_json(prev_run):
+def test_results_are_strict_json(finished_run):
     for name in ("results.json", "run.json"):
-        strict_json(prev_run / name)
-    for line in (prev_run / "metrics.jsonl").read_text().splitlines():
+        strict_json(finished_run / name)
+    for line in (finished_run / "metrics.jsonl").read_text().splitlines():
         json.loads(line, parse_constant=lambda c: pytest.fail(f"metrics.jsonl holds {c}"))
 
 

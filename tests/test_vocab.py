@@ -218,29 +218,29 @@ def test_added_words_are_recorded_measured_and_saved(vocab_run, tiny_bert):
     assert set(RARE) <= predicted  # each new word is one prediction, not pieces
 
 
-def test_evaluate_predict_and_report_work_on_the_run(capsys, vocab_run, tiny_bert, domain_folder):
-    code, out, err = run_cli(capsys, "evaluate", "--model", tiny_bert, "--model", vocab_run, "--data", domain_folder,
-                             "--chunk-size", "64", "--eval-size", "24", "--precision", "fp32", "--json")
+def test_evaluate_predict_and_report_work_on_the_run(capsys, vocab_run_copy, tiny_bert, domain_folder):
+    code, out, err = run_cli(capsys, "evaluate", "--model", tiny_bert, "--model", vocab_run_copy, "--data",
+                             domain_folder, "--chunk-size", "64", "--eval-size", "24", "--precision", "fp32", "--json")
     assert_ok(code, err)
     base, tuned = (json.loads(line) for line in out.splitlines())
     assert tuned["own_tokenization"] and "own_tokenization" not in base
     assert base["masked_words"] == tuned["masked_words"] > 0  # the same words for both vocabularies
-    records = [json.loads(line) for line in (vocab_run / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (vocab_run_copy / "metrics.jsonl").read_text().splitlines()]
     final = [r for r in records if r["type"] == "eval"][-1]
     assert math.isclose(tuned["word_bits_per_char"], final["word_bits_per_char"], rel_tol=1e-4)
-    code, out, err = run_cli(capsys, "predict", "--model", vocab_run, "The [MASK] report.")
+    code, out, err = run_cli(capsys, "predict", "--model", vocab_run_copy, "The [MASK] report.")
     assert_ok(code, err)
     from fastapi.testclient import TestClient
     from helpers import API
 
     from mlmtune.serve.app import create_app
 
-    with TestClient(create_app(str(vocab_run), compare=tiny_bert)) as client:  # serve: the run beside its base
+    with TestClient(create_app(str(vocab_run_copy), compare=tiny_bert)) as client:  # serve: the run beside its base
         r = client.post(API, json={"text": "The [MASK] report.", "top_k": 3})
         assert r.status_code == 200 and len(r.json()["models"]) == 2
-    code, out, err = run_cli(capsys, "report", vocab_run)
+    code, out, err = run_cli(capsys, "report", vocab_run_copy)
     assert_ok(code, err)
-    page = (vocab_run / "report.html").read_text()
+    page = (vocab_run_copy / "report.html").read_text()
     assert "its own vocabulary" in page and "word bits/char" in page
 
 
