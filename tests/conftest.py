@@ -1,4 +1,7 @@
-"""Shared fixtures: tiny models built here (never downloaded), the minilm tokenizer, small corpora.
+"""Fixtures every folder of tests uses: tiny models built here (never downloaded), the minilm
+tokenizer, small corpora, and the runs that tests read (each trained once per session; a test that
+changes one takes a copy). Plain helpers are in helpers.py; a fixture only one folder uses is in that
+folder's conftest.py.
 
 HF_HUB_OFFLINE / HF_DATASETS_OFFLINE make any accidental Hub access fail at once instead of
 waiting on a network that is not there.
@@ -12,6 +15,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import json
 import shutil
 from pathlib import Path
 
@@ -19,9 +23,7 @@ import pytest
 
 pytest.register_assert_rewrite("helpers")  # its asserts explain themselves as a test module's do
 
-from helpers import RARE, bbc_files, save_tiny, snapshot, train_argv, vocab_train_args
-from hub_standin import HubStandIn
-from huggingface_hub import constants
+from helpers import RARE, bbc_files, save_tiny, snapshot, tiny_bert_config, train_args, train_argv, vocab_train_args
 
 from mlmtune.cli import main
 from mlmtune.model.load import quiet_transformers
@@ -92,28 +94,6 @@ def run_copy(finished_run, tmp_path) -> Path:
     return Path(shutil.copytree(finished_run, tmp_path / "copy"))
 
 
-# --- the Hub: a local stand-in, or no token ------------------------------------------------------
-
-@pytest.fixture
-def hub(monkeypatch, tmp_path):
-    """The stand-in, and this process's huggingface_hub pointed at it with its token (HF_ENDPOINT and
-    HF_HUB_OFFLINE are read when huggingface_hub is imported, so the constants are patched)."""
-    with HubStandIn() as standin:
-        monkeypatch.setattr(constants, "ENDPOINT", standin.url)
-        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-        monkeypatch.setenv("HF_TOKEN", standin.token)
-        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-        yield standin
-
-
-@pytest.fixture
-def no_token(monkeypatch, tmp_path):
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
-    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "no-stored-tokens"))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-
-
 # --- a domain corpus and a run that added words to the vocabulary ----------------------------------
 
 @pytest.fixture(scope="session")
@@ -143,3 +123,102 @@ def vocab_run(tmp_path_factory, tiny_bert, domain_folder) -> Path:
 @pytest.fixture
 def vocab_run_copy(vocab_run, tmp_path) -> Path:
     return Path(shutil.copytree(vocab_run, tmp_path / "vocab-run"))
+
+
+# --- more tiny models ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def small_model(tmp_path_factory, tokenizer) -> dict[str, Path]:
+    """A BERT with a 1,000-row vocabulary: alone (no tokenizer), and with the 30,522-token minilm
+    tokenizer saved beside it (what `serve` and `predict` would load)."""
+    import torch
+    from transformers import BertForMaskedLM
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("small")
+    model = BertForMaskedLM(tiny_bert_config(1000))
+    model.save_pretrained(folder / "small")
+    model.save_pretrained(folder / "with-big-tokenizer")
+    tokenizer.save_pretrained(folder / "with-big-tokenizer")
+    return {"alone": folder / "small", "with-tokenizer": folder / "with-big-tokenizer"}
+
+
+@pytest.fixture(scope="session")
+def tiny_roberta(tmp_path_factory) -> str:
+    """A 2-layer RobertaForMaskedLM with a byte-level BPE tokenizer trained here (mask token `<mask>`)."""
+    import torch
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import RobertaConfig, RobertaForMaskedLM, RobertaTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-roberta")
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(["The cat is happy. Shares in the company fell sharply. Café naïve 東京 über."] * 20,
+                            vocab_size=300, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    bpe.save_model(str(folder))
+    merges = [tuple(line.split()) for line in (folder / "merges.txt").read_text().splitlines()[1:] if line]
+    tokenizer = RobertaTokenizerFast(vocab=json.loads((folder / "vocab.json").read_text()), merges=merges,
+                                     model_max_length=64)
+    tokenizer.save_pretrained(folder)
+    torch.manual_seed(0)
+    config = RobertaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                           intermediate_size=64, max_position_embeddings=66, pad_token_id=tokenizer.pad_token_id,
+                           bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    RobertaForMaskedLM(config).save_pretrained(folder)
+    return str(folder)
+
+
+# --- separate validation text, and a run evaluated on it ------------------------------------------
+
+@pytest.fixture(scope="session")
+def split_news(news_folder, tmp_path_factory) -> tuple[str, str]:
+    """The 40 articles as a training folder of 30 and a validation folder of 10."""
+    root = tmp_path_factory.mktemp("split-news")
+    files = sorted(Path(news_folder).glob("*.txt"))
+    for name, part in (("train", files[:30]), ("valid", files[30:])):
+        (root / name).mkdir()
+        for f in part:
+            (root / name / f.name).write_text(f.read_text(encoding="utf-8"), encoding="utf-8")
+    return str(root / "train"), str(root / "valid")
+
+
+@pytest.fixture(scope="session")
+def eval_data_run(tiny_bert, split_news, tmp_path_factory):
+    """A 4-step run on the training folder, evaluated on the validation folder (the whole of it)."""
+    train, valid = split_news
+    out = tmp_path_factory.mktemp("eval-data") / "run"
+    code = main([str(a) for a in train_args(tiny_bert, out, "--data", train, "--eval-data", valid,
+                                            "--eval-size", "none", "--max-steps", 4)])
+    assert code == 0
+    trained = snapshot(out)
+    yield out
+    assert snapshot(out) == trained, "a test changed the shared eval_data_run: it should change a copy"
+
+
+# --- a headless browser: Debian's chromium driven by playwright --------------------------------------
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def _sync_playwright():
+    if not CHROMIUM.exists():
+        pytest.skip(f"Debian chromium is not installed at {CHROMIUM} (as root: apt-get install chromium, or make browser)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("the playwright package is not installed (pip install 'mlmtune[test]'); "
+                    "it drives /usr/bin/chromium, no browser download needed")
+    return sync_playwright
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Chromium, headless; the test is skipped (saying why) without /usr/bin/chromium or playwright."""
+    sync_playwright = _sync_playwright()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()

@@ -1,7 +1,15 @@
+"""Documents -> token blocks (data/blocks.py): tokenize keeping word ids, hold out evaluation text
+(whole documents, the tail of a small corpus, or all of --eval-data), concatenate and cut or take
+lines, downsample; and what does not fit: a corpus too small, blocks longer than the model."""
+
+import json
+import random
+
 import numpy as np
 import pytest
+from helpers import assert_clean_error, assert_ok, eval_argv, news_text, run_cli, texts_of, train_argv
 
-from mlmtune.data.blocks import Blocks, cut, prepare, tokenize
+from mlmtune.data.blocks import Blocks, cut, fingerprint, prepare, tokenize
 from mlmtune.data.sources import Documents
 from mlmtune.errors import DataError
 
@@ -93,3 +101,76 @@ def test_cut_of_two_million_tokens_in_many_documents_is_the_concatenation(tokeni
     assert np.array_equal(blocks.tokens, tokens[: (n // 128) * 128])
     assert np.array_equal(blocks.words, tokens[: (n // 128) * 128] % 97)
     assert np.array_equal(blocks.lengths, np.full(n // 128, 128))
+
+
+# --- a 10 MB line, a corpus too small, blocks longer than the model -------------------------------
+
+def test_one_10mb_line_evaluates(capsys, tiny_bert, news_folder, tmp_path):
+    words = news_text(news_folder, 10).split()
+    rng = random.Random(0)
+    pieces, size = [], 0
+    while size < 10_000_000:
+        w = rng.choice(words)
+        pieces.append(w)
+        size += len(w.encode("utf-8")) + 1
+    data = tmp_path / "one-line.txt"
+    data.write_text(" ".join(pieces))  # one line, no newline
+    assert data.stat().st_size >= 10_000_000
+    code, out, err = run_cli(capsys, *eval_argv(tiny_bert, data, "--chunk-size", "64", "--json"))
+    assert_ok(code, err)
+    result = json.loads(out)
+    assert result["masked_tokens"] > 0 and result["perplexity"] > 0
+
+
+def test_corpus_too_small(capsys, tiny_bert, tmp_path):
+    (tmp_path / "tiny.txt").write_text("Just one short sentence.")
+    code, _, err = run_cli(capsys, *train_argv(tiny_bert, tmp_path / "tiny.txt", tmp_path / "out"))
+    assert_clean_error(code, err, "too small", "--chunk-size")
+    code, _, err = run_cli(capsys, *train_argv(tiny_bert, tmp_path / "tiny.txt", tmp_path / "out", "--line-by-line"))
+    assert_clean_error(code, err, "too small", "lines")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("value", ["1000", "2"])
+def test_max_length_out_of_range(capsys, tiny_bert, news_folder, tmp_path, value):
+    out = tmp_path / "out"
+    code, _, err = run_cli(capsys, *train_argv(tiny_bert, news_folder, out, "--line-by-line", "--max-length", value))
+    line = assert_clean_error(code, err, "--max-length")
+    if value == "1000":
+        assert "128" in line
+    assert not out.exists()
+
+
+def test_eval_fraction_near_one_names_eval_fraction(capsys, tmp_path, tiny_bert, news_folder):
+    code, _, err = run_cli(capsys, *train_argv(tiny_bert, news_folder, tmp_path / "o", "--eval-fraction", "0.999"))
+    assert_clean_error(code, err, "lower --eval-fraction")
+
+
+# --- --eval-data ----------------------------------------------------------------------------------
+
+def test_eval_data_is_the_whole_eval_set_and_nothing_is_held_out_of_data(eval_data_run, split_news, tokenizer):
+    train, valid = split_news
+    data = json.loads((eval_data_run / "run.json").read_text())["data"]
+    assert data["holdout"] == "eval-data"
+    assert data["eval_fingerprint"] == fingerprint(cut(tokenize(texts_of(valid), tokenizer, progress=False), 64))
+    all_train = cut(tokenize(texts_of(train), tokenizer, progress=False), 64)
+    assert (data["train_examples"], data["train_fingerprint"]) == (len(all_train), fingerprint(all_train))
+    assert json.loads((eval_data_run / "run.json").read_text())["config"]["eval_data"] == [valid]
+
+
+def test_eval_data_drops_repeats_and_training_text_and_is_capped_by_eval_size(split_news, tokenizer, tmp_path):
+    from mlmtune.config import build_config
+    from mlmtune.data.blocks import splits_from_config
+
+    train, valid = split_news
+    copy = tmp_path / "valid-plus.txt"  # one validation article twice, one training article
+    copy.write_text(texts_of(valid)[0], encoding="utf-8")
+    leak = tmp_path / "leak.txt"
+    leak.write_text(texts_of(train)[0], encoding="utf-8")
+    cfg = build_config({"data": [train], "eval_data": [valid, str(copy), str(leak)], "chunk_size": 64,
+                        "eval_size": None})
+    splits = splits_from_config(cfg, tokenizer, 512)
+    assert splits.duplicates == 2
+    assert fingerprint(splits.eval) == fingerprint(cut(tokenize(texts_of(valid), tokenizer, progress=False), 64))
+    capped = splits_from_config(cfg.replace(eval_size=7), tokenizer, 512)
+    assert len(capped.eval) == 7

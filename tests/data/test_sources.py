@@ -1,29 +1,29 @@
-"""Bad input: one line `error: <problem>: <fix>` on stderr and exit code 2, or a correct result.
+"""Text sources -> documents (data/sources.py): .txt files and folders, tables (.jsonl, .json, .csv,
+.tsv, .parquet) and their label column, Hub datasets, bbc-news, --eval-data, and encodings.
 
-Nothing is half-written: a run whose input is invalid creates no output folder, and an existing
-output folder (a previous tiny run, hashed before and after) is left exactly as it was.
-
-Most cases call `mlmtune.cli.main([...])` in-process; `test_subprocess_*` run `python -m mlmtune`
-to prove the exit code is real and no traceback reaches stderr.
-"""
+Bad input is one line `error: <problem>: <fix>` on stderr and exit code 2, and nothing is written: a
+run whose input is invalid creates no output folder."""
 
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import random
 import shutil
-import subprocess
-import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
-from helpers import assert_clean_error, assert_ok, eval_argv, news_text, run_cli, snapshot, train_argv
+from helpers import assert_clean_error, assert_ok, eval_argv, news_text, run_cli, tiny_run, train_args, train_argv
 
+from mlmtune.data.blocks import cut, tokenize
+from mlmtune.data.sources import bbc_news_folder, read_corpus
+from mlmtune.errors import DataError
+from mlmtune.model.tokenizer import load_tokenizer
+from mlmtune.training.fit import fit
 
-# --- data sources ------------------------------------------------------------------------------
+# --- files, folders, tables -----------------------------------------------------------------------
 
 @pytest.mark.parametrize("source, needle", [
     ("/nonexistent/notes.txt", "no such file"),
@@ -108,23 +108,6 @@ def test_unknown_encoding(capsys, tiny_bert, news_folder, tmp_path):
     code, _, err = run_cli(capsys, *train_argv(tiny_bert, news_folder, out, "--encoding", "klingon"))
     assert_clean_error(code, err, "klingon")
     assert not out.exists()
-
-
-def test_one_10mb_line_evaluates(capsys, tiny_bert, news_folder, tmp_path):
-    words = news_text(news_folder, 10).split()
-    rng = random.Random(0)
-    pieces, size = [], 0
-    while size < 10_000_000:
-        w = rng.choice(words)
-        pieces.append(w)
-        size += len(w.encode("utf-8")) + 1
-    data = tmp_path / "one-line.txt"
-    data.write_text(" ".join(pieces))  # one line, no newline
-    assert data.stat().st_size >= 10_000_000
-    code, out, err = run_cli(capsys, *eval_argv(tiny_bert, data, "--chunk-size", "64", "--json"))
-    assert_ok(code, err)
-    result = json.loads(out)
-    assert result["masked_tokens"] > 0 and result["perplexity"] > 0
 
 
 def test_csv_with_missing_values_skips_them(capsys, tiny_bert, news_folder, tmp_path):
@@ -236,465 +219,151 @@ def test_eval_split_of_a_local_file(capsys, tiny_bert, news_folder, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_corpus_too_small(capsys, tiny_bert, tmp_path):
-    (tmp_path / "tiny.txt").write_text("Just one short sentence.")
-    code, _, err = run_cli(capsys, *train_argv(tiny_bert, tmp_path / "tiny.txt", tmp_path / "out"))
-    assert_clean_error(code, err, "too small", "--chunk-size")
-    code, _, err = run_cli(capsys, *train_argv(tiny_bert, tmp_path / "tiny.txt", tmp_path / "out", "--line-by-line"))
-    assert_clean_error(code, err, "too small", "lines")
-    assert not (tmp_path / "out").exists()
+# --- UTF-32, a FIFO, /dev/null --------------------------------------------------------------------
 
-
-def test_batch_larger_than_the_data(capsys, tiny_bert, news_folder, tmp_path):
-    code, _, err = run_cli(capsys, *train_argv(tiny_bert, news_folder, tmp_path / "out", "--batch-size", "100000"))
-    assert_clean_error(code, err, "--batch-size")
-    assert not (tmp_path / "out").exists()
-
-
-# --- models ------------------------------------------------------------------------------------
-
-@pytest.fixture
-def broken_models(tiny_bert, tmp_path) -> dict[str, Path]:
-    src = Path(tiny_bert)
-    made = {}
-    made["no-tokenizer"] = tmp_path / "no-tokenizer"
-    made["no-tokenizer"].mkdir()
-    for f in ("config.json", "model.safetensors"):
-        shutil.copy(src / f, made["no-tokenizer"] / f)
-    made["tokenizer-only"] = tmp_path / "tokenizer-only"
-    made["tokenizer-only"].mkdir()
-    for f in src.glob("tokenizer*"):
-        shutil.copy(f, made["tokenizer-only"] / f.name)
-    made["truncated-weights"] = Path(shutil.copytree(src, tmp_path / "truncated-weights"))
-    w = made["truncated-weights"] / "model.safetensors"
-    w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
-    made["broken-config"] = Path(shutil.copytree(src, tmp_path / "broken-config"))
-    (made["broken-config"] / "config.json").write_text('{"model_type": "bert", ')
-    made["a-file"] = tmp_path / "model.txt"
-    made["a-file"].write_text("not a model")
-    return made
-
-
-@pytest.mark.parametrize("kind, needles", [
-    ("no-tokenizer", ["no tokenizer", "--tokenizer"]),
-    ("tokenizer-only", ["tokenizer-only"]),
-    ("truncated-weights", ["truncated-weights"]),
-    ("broken-config", ["broken-config"]),
-    ("a-file", ["model.txt"]),
-])
-@pytest.mark.parametrize("command", ["predict", "evaluate"])
-def test_broken_model_folders(capsys, broken_models, news_folder, tmp_path, command, kind, needles):
-    model = broken_models[kind]
-    if command == "predict":
-        argv = ["predict", "--model", model, "The [MASK] is happy."]
-    else:
-        argv = eval_argv(model, news_folder)
-    code, _, err = run_cli(capsys, *argv)
-    assert_clean_error(code, err, *needles)
-
-
-def test_model_without_tokenizer_works_with_tokenizer_flag(capsys, broken_models, tiny_bert, news_folder):
-    code, _, err = run_cli(capsys, *eval_argv(broken_models["no-tokenizer"], news_folder, "--tokenizer", tiny_bert))
-    assert_ok(code, err)
-
-
-@pytest.mark.parametrize("model", ["/nonexistent/model", "./no-such-model-folder"])
-def test_model_path_that_does_not_exist(capsys, news_folder, tmp_path, monkeypatch, model):
-    monkeypatch.chdir(tmp_path)
-    code, _, err = run_cli(capsys, *train_argv(model, news_folder, tmp_path / "out"))
-    assert_clean_error(code, err, "does not exist", model)
-    assert not (tmp_path / "out").exists()
-    code, _, err = run_cli(capsys, "predict", "--model", model, "a [MASK] b")
-    assert_clean_error(code, err, "does not exist")
-
-
-@pytest.mark.parametrize("model", [
-    "no-such-model-mlmtune-test",
-    pytest.param("mlmtune-test/no-such-model"),
-])
-def test_hub_model_id_while_offline(capsys, news_folder, tmp_path, monkeypatch, model):
-    monkeypatch.chdir(tmp_path)
-    code, _, err = run_cli(capsys, *train_argv(model, news_folder, tmp_path / "out"))
-    line = assert_clean_error(code, err, model)
-    assert "hub" in line.lower() or "huggingface" in line.lower(), line
-    assert not (tmp_path / "out").exists()
-
-
-# --- predict -----------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("texts", [["The cat sat on the mat."], [""], ["a [MASK] b", "no mask here"],
-                                   ["<mask> is RoBERTa's token, not BERT's"]],
-                         ids=["no-mask", "empty", "one-of-two", "other-model-token"])
-def test_predict_text_without_mask(capsys, tiny_bert, texts):
-    code, _, err = run_cli(capsys, "predict", "--model", tiny_bert, *texts)
-    assert_clean_error(code, err, "no mask token", "[MASK]")
-
-
-def test_predict_several_masks_gives_one_list_per_mask(capsys, tiny_bert):
-    code, out, err = run_cli(capsys, "predict", "--model", tiny_bert, "--json", "--top-k", "3",
-                             "[MASK] went to the [MASK] to buy [MASK].", "One [MASK] only.")
-    assert_ok(code, err)
-    records = [json.loads(line) for line in out.splitlines()]
-    assert [len(r["masks"]) for r in records] == [3, 1]
-    assert all(len(mask) == 3 and all({"token", "score"} <= set(p) for p in mask) for r in records for mask in r["masks"])
-    code, out, err = run_cli(capsys, "predict", "--model", tiny_bert, "--top-k", "2", "A [MASK] and a [MASK].")
-    assert_ok(code, err)
-    assert "mask 1/2" in out and "mask 2/2" in out
-
-
-@pytest.mark.parametrize("stdin", ["", "\n   \n\n"], ids=["empty", "blank-lines"])
-def test_predict_stdin_without_text(capsys, tiny_bert, monkeypatch, stdin):
-    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-    code, _, err = run_cli(capsys, "predict", "--model", tiny_bert, "-")
-    assert_clean_error(code, err, "no text given")
-
-
-def test_predict_stdin_lines(capsys, tiny_bert, monkeypatch):
-    monkeypatch.setattr(sys, "stdin", io.StringIO("The [MASK] is happy.\n\nA [MASK] day.\n"))
-    code, out, err = run_cli(capsys, "predict", "--model", tiny_bert, "--json", "-")
-    assert_ok(code, err)
-    assert len(out.splitlines()) == 2
-
-
-@pytest.mark.parametrize("top_k, needle", [("0", "top-k"), ("-1", "top-k"), (str(10**9), "top-k"),
-                                           ("2.5", "--top-k"), ("abc", "--top-k"), ("", "--top-k")])
-def test_predict_bad_top_k(capsys, tiny_bert, top_k, needle):
-    code, _, err = run_cli(capsys, "predict", "--model", tiny_bert, f"--top-k={top_k}", "The [MASK] is happy.")
-    assert_clean_error(code, err, needle)
-
-
-def test_predict_text_longer_than_the_model(capsys, tiny_bert):
-    """The tiny model has 128 positions but its tokenizer says 512: a long text must not crash."""
-    long_tail = "The [MASK] said " + "word " * 300
-    code, out, err = run_cli(capsys, "predict", "--model", tiny_bert, "--json", long_tail)
-    assert_ok(code, err)
-    assert len(json.loads(out)["masks"]) == 1
-    code, _, err = run_cli(capsys, "predict", "--model", tiny_bert, "word " * 300 + "[MASK].")
-    assert_clean_error(code, err, "beyond the model's 128 tokens", "shorten")
-
-
-def test_predict_compare_model_missing(capsys, tiny_bert):
-    code, _, err = run_cli(capsys, "predict", "--model", tiny_bert, "--compare", "/nonexistent/base", "a [MASK] b")
-    assert_clean_error(code, err, "/nonexistent/base")
-
-
-# --- option values -----------------------------------------------------------------------------
-
-BAD_VALUES = [
-    ("chunk-size", "0"), ("chunk-size", "-1"), ("chunk-size", "abc"), ("chunk-size", "1.5"), ("chunk-size", "200"),
-    ("mlm-probability", "0"), ("mlm-probability", "1"), ("mlm-probability", "1.5"), ("mlm-probability", "-0.1"),
-    ("mlm-probability", "nan"), ("eval-mlm-probability", "nan"), ("eval-mlm-probability", "0"),
-    ("mask-replace-prob", "1.5"), ("random-replace-prob", "-0.1"), ("mask-replace-prob", "nan"),
-    ("batch-size", "0"), ("batch-size", "-1"), ("batch-size", "2.5"),
-    ("lr", "0"), ("lr", "-1"), ("lr", "-1e-5"), ("lr", "nan"), ("lr", "inf"), ("lr", "fast"),
-    ("epochs", "0"), ("epochs", "-1"), ("max-steps", "0"), ("eval-size", "0"), ("train-size", "-5"),
-    ("eval-fraction", "0"), ("eval-fraction", "1"), ("gradient-accumulation-steps", "0"), ("warmup-ratio", "1"),
-    ("keep-checkpoints", "0"), ("log-every", "0"), ("save-every", "0"), ("precision", "fp64"),
-]
-
-
-@pytest.mark.parametrize("flag, value", BAD_VALUES, ids=[f"{f}={v}" for f, v in BAD_VALUES])
-def test_train_bad_option_value(capsys, tiny_bert, news_folder, tmp_path, flag, value):
-    out = tmp_path / "out"
-    code, _, err = run_cli(capsys, *train_argv(tiny_bert, news_folder, out, f"--{flag}={value}"))
-    line = assert_clean_error(code, err, f"--{flag}")
-    if value == "200":
-        assert "128" in line  # the tiny model's positions
-    assert not out.exists()
-
-
-@pytest.mark.parametrize("flag, value", [("chunk-size", "0"), ("chunk-size", "200"), ("eval-mlm-probability", "nan"),
-                                         ("batch-size", "0"), ("eval-size", "-3")])
-def test_evaluate_bad_option_value(capsys, tiny_bert, news_folder, flag, value):
-    code, _, err = run_cli(capsys, *eval_argv(tiny_bert, news_folder, f"--{flag}={value}"))
-    assert_clean_error(code, err, f"--{flag}")
-
-
-@pytest.mark.parametrize("value", ["1000", "2"])
-def test_max_length_out_of_range(capsys, tiny_bert, news_folder, tmp_path, value):
-    out = tmp_path / "out"
-    code, _, err = run_cli(capsys, *train_argv(tiny_bert, news_folder, out, "--line-by-line", "--max-length", value))
-    line = assert_clean_error(code, err, "--max-length")
-    if value == "1000":
-        assert "128" in line
-    assert not out.exists()
-
-
-def test_mask_and_random_replace_above_one(capsys, tiny_bert, news_folder, tmp_path):
-    code, _, err = run_cli(capsys, *train_argv(tiny_bert, news_folder, tmp_path / "out",
-                                               "--mask-replace-prob", "0.8", "--random-replace-prob", "0.3"))
-    assert_clean_error(code, err, "--mask-replace-prob", "--random-replace-prob", "exceed 1")
-    assert not (tmp_path / "out").exists()
-
-
-def test_eval_masks_that_mask_nothing(capsys, tiny_bert, news_folder):
-    code, _, err = run_cli(capsys, *eval_argv(tiny_bert, news_folder, "--eval-size", "2",
-                                              "--eval-mlm-probability", "0.000001"))
-    assert_clean_error(code, err, "--eval-mlm-probability")
-
-
-def test_train_eval_masks_that_mask_nothing(capsys, tiny_bert, news_folder, tmp_path):
-    out = tmp_path / "out"
-    code, _, err = run_cli(capsys, *train_argv(tiny_bert, news_folder, out, "--eval-size", "2",
-                                               "--eval-mlm-probability", "0.000001"))
-    assert_clean_error(code, err, "--eval-mlm-probability")
-    assert not out.exists()
-
-
-@pytest.mark.parametrize("seed", ["-1", str(2**70)])
-def test_bad_seed(capsys, tiny_bert, news_folder, tmp_path, seed):
-    out = tmp_path / "out"
-    code, _, err = run_cli(capsys, *train_argv(tiny_bert, news_folder, out, f"--seed={seed}"))
-    assert_clean_error(code, err, "--seed")
-    assert not out.exists()
-
-
-@pytest.mark.parametrize("flag", ["--chunksize", "--learning-rate", "--no-such-flag"])
-def test_unknown_flag(capsys, tiny_bert, news_folder, tmp_path, flag):
-    code, _, err = run_cli(capsys, *train_argv(tiny_bert, news_folder, tmp_path / "out", flag, "5"))
-    assert_clean_error(code, err, "unrecognized arguments", flag)
-    assert not (tmp_path / "out").exists()
-
-
-def test_streaming_without_max_steps(capsys, tiny_bert, news_folder, tmp_path):
-    argv = train_argv(tiny_bert, news_folder, tmp_path / "out", "--streaming")
-    argv.remove("--max-steps")
-    argv.remove("1")
-    code, _, err = run_cli(capsys, *argv)
-    assert_clean_error(code, err, "--streaming", "--max-steps")
-    assert not (tmp_path / "out").exists()
-
-
-def test_streaming_malformed_jsonl(capsys, tiny_bert, tmp_path):
-    path = tmp_path / "bad.jsonl"
-    path.write_text('{"text": "fine"}\n{"text": "unterminated\n')
-    code, _, err = run_cli(capsys, *train_argv(tiny_bert, path, tmp_path / "out", "--streaming"))
-    assert_clean_error(code, err, "bad.jsonl")
-    assert not (tmp_path / "out").exists()
-
-
-# --- config files ------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("command", ["train", "evaluate"])
-@pytest.mark.parametrize("yaml_text, key", [
-    ("chunck_size: 64\n", "chunck_size"),
-    ("learning_rate: 0.1\n", "learning_rate"),
-    ("chunk_size: [1, 2]\n", "chunk_size"),
-    ("chunk_size: sixty-four\n", "chunk_size"),
-    ("data: 5\n", "data"),
-    ("line_by_line: maybe\n", "line_by_line"),
-    ("eval_size: 1.5\n", "eval_size"),
-])
-def test_config_unknown_key_or_wrong_type(capsys, tiny_bert, news_folder, tmp_path, command, yaml_text, key):
-    cfg = tmp_path / "run.yaml"
-    cfg.write_text(yaml_text)
-    if command == "train":
-        argv = ["train", "--config", cfg, "--print-config"]
-    else:
-        argv = eval_argv(tiny_bert, news_folder, "--config", cfg)
-    code, out, err = run_cli(capsys, *argv)
-    assert_clean_error(code, err, f"'{key}'")
-    assert out == ""
-
-
-@pytest.mark.parametrize("yaml_text, key", [
-    pytest.param("precision: fp64\n", "precision"),
-    pytest.param("1: 2\n", "1"),
-])
-def test_config_values_checked_in_config_py(capsys, tmp_path, yaml_text, key):
-    cfg = tmp_path / "run.yaml"
-    cfg.write_text(yaml_text)
-    code, _, err = run_cli(capsys, "train", "--config", cfg, "--print-config")
-    assert_clean_error(code, err, key)
-
-
-@pytest.mark.parametrize("name, content, needle", [
-    ("bad.yaml", "lr: [1, 2\n", "cannot be parsed"),
-    ("list.yaml", "- chunk_size\n- 64\n", "mapping"),
-    ("words.yaml", "just some words\n", "mapping"),
-    ("binary.yaml", b"\xff\xfe\x00\x01garbage\x00", "cannot be parsed"),
-    ("bad.json", '{"lr": 0.1,', "cannot be parsed"),
-    ("missing.yaml", None, "does not exist"),
-    ("folder.yaml", "DIR", "folder.yaml"),
-])
-def test_config_file_not_yaml_or_missing(capsys, tmp_path, name, content, needle):
-    path = tmp_path / name
-    if content == "DIR":
-        path.mkdir()
-    elif isinstance(content, bytes):
-        path.write_bytes(content)
-    elif content is not None:
-        path.write_text(content)
-    code, out, err = run_cli(capsys, "train", "--config", path, "--print-config")
-    assert_clean_error(code, err, needle)
-    assert out == ""
-
-
-def test_run_json_is_a_valid_config(capsys, finished_run, tmp_path):
-    new = tmp_path / "new"
-    code, _, err = run_cli(capsys, "train", "--config", finished_run / "run.json", "--output-dir", new)
-    assert_ok(code, err)
-    old_cfg = json.loads((finished_run / "run.json").read_text())["config"]
-    new_cfg = json.loads((new / "run.json").read_text())["config"]
-    assert {k: v for k, v in new_cfg.items() if k != "output_dir"} == {k: v for k, v in old_cfg.items() if k != "output_dir"}
-    code, out, err = run_cli(capsys, "evaluate", "--config", finished_run / "run.json", "--json")
+def test_utf32_file_is_named_as_utf32(capsys, tiny_bert, news_folder, tmp_path):
+    data = tmp_path / "wide.txt"
+    data.write_text("\n\n".join(p.read_text() for p in sorted(Path(news_folder).glob("*.txt"))[:3]), encoding="utf-32")
+    for extra in ([], ["--encoding", "utf-16"]):
+        code, _, err = run_cli(capsys, *eval_argv(tiny_bert, data, *extra))
+        line = assert_clean_error(code, err, "UTF-32", "--encoding utf-32")
+        assert "--encoding utf-16" not in line
+    code, out, err = run_cli(capsys, *eval_argv(tiny_bert, data, "--encoding", "utf-32", "--json"))
     assert_ok(code, err)
     assert json.loads(out)["masked_tokens"] > 0
 
 
-# --- output folders, resume, checkpoints ---------------------------------------------------------
-
-def test_output_folder_of_another_run_is_refused(capsys, run_copy):
-    before = snapshot(run_copy)
-    code, _, err = run_cli(capsys, "train", "--config", run_copy / "run.json", "--output-dir", run_copy)
-    assert_clean_error(code, err, "--overwrite", "--resume")
-    assert snapshot(run_copy) == before
-
-
-@pytest.mark.parametrize("bad", [["--data", "/nonexistent/notes.txt"], ["--chunk-size", "500"], ["--lr", "0"]],
-                         ids=["missing-data", "chunk-size", "lr"])
-def test_overwrite_with_bad_input_keeps_the_old_run(capsys, run_copy, bad):
-    """--overwrite clears the folder only once the new run's input is all valid."""
-    before = snapshot(run_copy)
-    argv = ["train", "--config", run_copy / "run.json", "--output-dir", run_copy, "--overwrite", *bad]
-    if bad[0] == "--data":  # replace the run's data, do not add to it
-        cfg = json.loads((run_copy / "run.json").read_text())["config"]
-        cfg["data"] = [bad[1]]
-        (run_copy.parent / "cfg.json").write_text(json.dumps(cfg))
-        argv = ["train", "--config", run_copy.parent / "cfg.json", "--output-dir", run_copy, "--overwrite"]
-    code, _, err = run_cli(capsys, *argv)
-    assert_clean_error(code, err, bad[0])
-    assert snapshot(run_copy) == before
-
-
-def test_output_dir_is_a_file(capsys, tiny_bert, news_folder, tmp_path):
+@pytest.mark.parametrize("kind", ["fifo", "dev-null"])
+def test_data_that_is_not_a_regular_file(capsys, tiny_bert, tmp_path, monkeypatch, kind):
+    if kind == "fifo":
+        if not hasattr(os, "mkfifo"):
+            pytest.skip("no FIFOs on this system")
+        os.mkfifo(tmp_path / "pipe")
+        source = "pipe"  # a bare name: it exists, so it is no Hub dataset
+        monkeypatch.chdir(tmp_path)
+    else:
+        if not Path("/dev/null").exists():
+            pytest.skip("no /dev/null on this system")
+        source = "/dev/null"
     out = tmp_path / "out"
-    out.write_text("precious")
-    code, _, err = run_cli(capsys, *train_argv(tiny_bert, news_folder, out))
-    assert_clean_error(code, err, "is a file")
-    assert out.read_text() == "precious"
-
-
-def test_resume_without_a_run(capsys, tiny_bert, news_folder, tmp_path):
-    out = tmp_path / "out"
-    code, _, err = run_cli(capsys, *train_argv(tiny_bert, news_folder, out, "--resume"))
-    assert_clean_error(code, err, "--resume", "run.json")
+    code, _, err = run_cli(capsys, *train_argv(tiny_bert, source, out))
+    line = assert_clean_error(code, err, source, "not a regular file")
+    assert "no such file" not in line
     assert not out.exists()
 
 
-def test_resume_without_a_checkpoint(capsys, run_copy):
-    shutil.rmtree(run_copy / "checkpoints")
-    before = snapshot(run_copy)
-    code, _, err = run_cli(capsys, "train", "--config", run_copy / "run.json", "--output-dir", run_copy, "--resume")
-    assert_clean_error(code, err, "no complete checkpoint")
-    assert snapshot(run_copy) == before
+# --- documents with classes (--label-column) ------------------------------------------------------
+
+def test_bbc_news_carries_its_topics():
+    docs = read_corpus(["bbc-news"])
+    folder = bbc_news_folder()
+    expected = Counter(p.parent.name for p in folder.rglob("*.txt"))
+    assert Counter(docs.labels) == expected and len(expected) == 5
+    first = sorted(folder.rglob("*.txt"))[0]
+    assert docs.labels[0] == first.parent.name and docs.train[0] == first.read_text(encoding="latin-1")
+    lines = read_corpus(["bbc-news"], line_by_line=True)
+    assert len(lines.labels) == len(lines.train) and set(lines.labels) == set(expected)
 
 
-@pytest.mark.parametrize("change, field", [(["--lr", "0.1"], "lr"), (["--chunk-size", "16"], "chunk_size"),
-                                           (["--mlm-probability", "0.3"], "mlm_probability")])
-def test_resume_with_a_changed_config(capsys, run_copy, change, field):
-    before = snapshot(run_copy)
-    code, _, err = run_cli(capsys, "train", "--config", run_copy / "run.json", "--output-dir", run_copy,
-                           "--resume", *change)
-    assert_clean_error(code, err, f"{field} was")
-    assert snapshot(run_copy) == before
+def test_tables_carry_their_label_column(tmp_path, news_folder):
+    path = tmp_path / "t.jsonl"
+    rows = [{"text": "first text", "label": "a", "cls": 1}, {"text": "  ", "label": "b", "cls": 2},
+            {"text": "third text", "label": None, "cls": 3.0}, {"text": "fourth", "label": "d", "cls": 4}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    docs = read_corpus([str(path)])
+    assert docs.train == ["first text", "third text", "fourth"] and docs.labels == ["a", None, "d"]
+    assert read_corpus([str(path)], label_column="cls").labels == [1, 3, 4]
+    assert read_corpus([str(path), news_folder]).labels[:4] == ["a", None, "d", None]  # a folder has no classes
+    assert read_corpus([news_folder]).labels is None and read_corpus([news_folder]).eval_labels is None
+    with pytest.raises(DataError, match="no column 'topic'.*--label-column"):
+        read_corpus([str(path)], label_column="topic")
+    with pytest.raises(DataError, match="folder of .txt files.*--label-column"):
+        read_corpus([str(path), news_folder], label_column="label")
+    with pytest.raises(DataError, match="--label-column label"):
+        read_corpus(["bbc-news"], label_column="topic")
+    # a `label` column nobody asked for that holds no classes is read as before
+    scores = tmp_path / "scores.csv"
+    scores.write_text("text,label\nsome text,0.37\nmore text,0.5\n", encoding="utf-8")
+    assert read_corpus([str(scores)]).labels is None
+    with pytest.raises(DataError, match="0.37.*not a class"):
+        read_corpus([str(scores)], label_column="label")
 
 
-@pytest.mark.parametrize("name", [
-    "model.safetensors", "optimizer.bin", "scheduler.bin", "trainer_state.json",
-    pytest.param("random_states_0.pkl"),
-])
-def test_resume_from_a_truncated_checkpoint(capsys, run_copy, name):
-    newest = sorted((run_copy / "checkpoints").glob("step-*"))[-1]
-    target = newest / name
-    target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])
-    before = snapshot(run_copy)
-    code, _, err = run_cli(capsys, "train", "--config", run_copy / "run.json", "--output-dir", run_copy, "--resume")
-    assert_clean_error(code, err, "damaged", newest.name)
-    assert snapshot(run_copy) == before
+# --- --eval-data, .tsv, Hub datasets --------------------------------------------------------------
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+@pytest.mark.parametrize("case", ["missing", "empty", "blank-name", "binary", "with-eval-split", "with-eval-fraction"])
+def test_eval_data_bad_input(tiny_bert, split_news, tmp_path, capsys, command, case):
+    train, valid = split_news
+    empty, binary = tmp_path / "empty.txt", tmp_path / "data.txt"
+    empty.write_text("")
+    binary.write_bytes(b"\x00\x01\x02" * 100)
+    flags, needles = {
+        "missing": (["--eval-data", tmp_path / "nope.txt"], ["--eval-data", "nope.txt", "no such file"]),
+        "empty": (["--eval-data", empty], ["--eval-data", "empty.txt", "no text"]),
+        "blank-name": (["--eval-data", ""], ["--eval-data", "empty"]),
+        "binary": (["--eval-data", binary], ["data.txt", "binary"]),
+        "with-eval-split": (["--eval-data", valid, "--eval-split", "test"], ["--eval-data", "--eval-split"]),
+        "with-eval-fraction": (["--eval-data", valid, "--eval-fraction", "0.2"], ["--eval-fraction", "drop"]),
+    }[case]
+    out = tmp_path / "run"
+    args = (train_args(tiny_bert, out, "--data", train, "--max-steps", 2) if command == "train"
+            else ["evaluate", "--model", tiny_bert, "--data", train, "--chunk-size", 64])
+    code, _, err = run_cli(capsys, *args, *flags)
+    assert_clean_error(code, err, *needles)
+    assert not out.exists()  # nothing written
 
 
-def test_resume_with_a_damaged_run_json(capsys, run_copy, tiny_bert, news_folder):
-    (run_copy / "run.json").write_text('{"config": {"lr": ')
-    before = snapshot(run_copy)
-    code, _, err = run_cli(capsys, *train_argv(tiny_bert, news_folder, run_copy, "--max-steps", "2",
-                                               "--save-every", "1", "--resume"))
-    assert_clean_error(code, err, "run.json")
-    assert snapshot(run_copy) == before
+def test_a_tsv_file_is_read_as_a_table(tmp_path):
+    from mlmtune.data.sources import read_corpus
+
+    path = tmp_path / "reviews.tsv"
+    rows = ['He said "fine", then left.', "Commas, stay; in the text", "'single' and \"double\" quotes"]
+    path.write_text("id\tbody\n" + "".join(f"{i}\t{text}\n" for i, text in enumerate(rows)), encoding="utf-8")
+    assert read_corpus([str(path)], text_column="body").train == rows
+    from mlmtune.errors import DataError
+
+    with pytest.raises(DataError, match="no column 'text'"):
+        read_corpus([str(path)])
 
 
-# --- report ------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("kind", ["empty-folder", "missing-folder", "a-file"])
-def test_report_without_a_run(capsys, tmp_path, kind):
-    folder = tmp_path / "folder"
-    if kind == "empty-folder":
-        folder.mkdir()
-    elif kind == "a-file":
-        folder.write_text("x")
-    code, _, err = run_cli(capsys, "report", folder)
-    assert_clean_error(code, err, "run.json")
-    if kind == "empty-folder":
-        assert list(folder.iterdir()) == []
-    elif kind == "missing-folder":
-        assert not folder.exists()
-
-
-def test_report_with_a_damaged_run_json(capsys, tmp_path):
-    folder = tmp_path / "run"
-    folder.mkdir()
-    (folder / "run.json").write_text('{"config": ')
-    code, _, err = run_cli(capsys, "report", folder)
-    assert_clean_error(code, err, "run.json")
+@pytest.mark.parametrize("kind", ["empty folder", "tsv without the text column"])
+def test_a_bad_eval_data_source_is_named_as_eval_data(kind, tiny_bert, news_folder, tmp_path, capsys):
+    """An --eval-data folder without .txt files said 'point --data at a folder', and a .tsv without the
+    text column did not say which flag: the user looked at the wrong option."""
+    if kind == "empty folder":
+        source = tmp_path / "eval"
+        source.mkdir()
+    else:
+        source = tmp_path / "eval.tsv"
+        source.write_text("a\tb\nx\ty\n")
+    code, _, err = run_cli(capsys, "train", "--model", tiny_bert, "--data", news_folder, "--eval-data", source,
+                           "--output-dir", tmp_path / "out", "--max-steps", "1")
+    assert_clean_error(code, err, "--eval-data")
+    assert "--data at" not in err and not (tmp_path / "out").exists()
 
 
-# --- real processes: the exit code and stderr as a shell sees them --------------------------------
+def test_a_hub_dataset_trains_on_its_train_split_and_evaluates_on_its_eval_split(tiny_bert, news_folder, tmp_path,
+                                                                                  monkeypatch):
+    # The Hub is not reachable here: datasets.load_dataset answers with local tables instead, so the
+    # code path of `--data imdb --data-split train --eval-split test --text-column review` is the real one.
+    import datasets
 
-def run_process(args: list, cwd: Path, stdin: str = "") -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    env.pop("HF_DATASETS_DISABLE_PROGRESS_BARS", None)  # the CLI must quiet them itself when piped
-    return subprocess.run([sys.executable, "-m", "mlmtune", *map(str, args)], cwd=cwd, input=stdin,
-                          capture_output=True, text=True, env=env, timeout=300)
+    texts = [p.read_text() for p in sorted(Path(news_folder).glob("*.txt"))]
+    tables = {"train": texts[:30], "test": texts[30:]}
+    calls = []
 
+    def fake_load_dataset(name, split=None, **kwargs):
+        calls.append((name, split))
+        return datasets.Dataset.from_dict({"review": tables[split], "label": [0] * len(tables[split])})
 
-def test_subprocess_missing_data(tiny_bert, tmp_path):
-    proc = run_process(train_argv(tiny_bert, "missing.txt", "out"), cwd=tmp_path)
-    assert_clean_error(proc.returncode, proc.stderr, "missing.txt")
-    assert proc.stdout == "" and not (tmp_path / "out").exists()
-
-
-def test_subprocess_unknown_flag(tmp_path):
-    proc = run_process(["train", "--chunksize", "64"], cwd=tmp_path)
-    assert_clean_error(proc.returncode, proc.stderr, "--chunksize")
-
-
-def test_subprocess_predict_empty_stdin(tiny_bert, tmp_path):
-    proc = run_process(["predict", "--model", tiny_bert, "-"], cwd=tmp_path, stdin="")
-    assert_clean_error(proc.returncode, proc.stderr, "no text given")
-
-
-def test_subprocess_bad_yaml(tmp_path):
-    (tmp_path / "bad.yaml").write_text("chunk_size: [64\n")
-    proc = run_process(["train", "--config", "bad.yaml"], cwd=tmp_path)
-    assert_clean_error(proc.returncode, proc.stderr, "bad.yaml", "cannot be parsed")
-
-
-def test_subprocess_table_without_text_column(tiny_bert, tmp_path):
-    """Reading a table shows datasets progress bars and logs; piped, only the error line remains."""
-    (tmp_path / "data.csv").write_text("id,body\n" + "".join(f"{i},some words number {i}\n" for i in range(50)))
-    proc = run_process(train_argv(tiny_bert, "data.csv", "out"), cwd=tmp_path)
-    assert_clean_error(proc.returncode, proc.stderr, "no column 'text'", "--text-column")
-    assert not (tmp_path / "out").exists()
-
-
-def test_a_tracker_that_cannot_start_leaves_no_run(capsys, tiny_bert, news_folder, tmp_path, monkeypatch):
-    pytest.importorskip("mlflow")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
-    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)  # mlflow 3 refuses a file store without it
-    out = tmp_path / "out"
-    code, _, err = run_cli(capsys, *train_argv(tiny_bert, news_folder, out, "--report-to", "mlflow"))
-    assert_clean_error(code, err, "--report-to mlflow", "--report-to none")
-    assert not out.exists() or not any(out.iterdir())  # no run.json, no metrics: the next run is not refused
-    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
-    code, _, err = run_cli(capsys, *train_argv(tiny_bert, news_folder, out, "--report-to", "mlflow"))
-    assert_ok(code, err)
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    out = tmp_path / "run"
+    fit(tiny_run(tiny_bert, "imdb", out, data_split="train", eval_split="test", text_column="review",
+                 eval_size=None, max_steps=4))
+    assert calls == [("imdb", "train"), ("imdb", "test")]
+    run = json.loads((out / "run.json").read_text())
+    assert run["data"]["holdout"] == "split"  # no documents taken from the training split
+    tokenizer = load_tokenizer(tiny_bert)
+    assert run["data"]["eval_examples"] == len(cut(tokenize(tables["test"], tokenizer), 64))
+    assert run["data"]["train_examples"] == len(cut(tokenize(tables["train"], tokenizer), 64))

@@ -7,6 +7,7 @@ import re
 import shutil
 
 import pytest
+from helpers import assert_clean_error, assert_ok, run_cli, train_args, train_argv
 from safetensors.torch import load_file
 
 from mlmtune.config import build_config
@@ -71,3 +72,41 @@ def test_streaming_needs_max_steps(tiny_bert, news_folder, tmp_path):
     with pytest.raises(ConfigError, match="--max-steps"):
         fit(stream_cfg(tiny_bert, news_folder, tmp_path / "x", max_steps=None))
     assert not (tmp_path / "x").exists()
+
+
+# --- bad input, --eval-data, .tsv -----------------------------------------------------------------
+
+def test_streaming_without_max_steps(capsys, tiny_bert, news_folder, tmp_path):
+    argv = train_argv(tiny_bert, news_folder, tmp_path / "out", "--streaming")
+    argv.remove("--max-steps")
+    argv.remove("1")
+    code, _, err = run_cli(capsys, *argv)
+    assert_clean_error(code, err, "--streaming", "--max-steps")
+    assert not (tmp_path / "out").exists()
+
+
+def test_streaming_malformed_jsonl(capsys, tiny_bert, tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"text": "fine"}\n{"text": "unterminated\n')
+    code, _, err = run_cli(capsys, *train_argv(tiny_bert, path, tmp_path / "out", "--streaming"))
+    assert_clean_error(code, err, "bad.jsonl")
+    assert not (tmp_path / "out").exists()
+
+
+def test_streaming_takes_eval_data_as_its_eval_set(tiny_bert, split_news, tmp_path, capsys):
+    train, valid = split_news
+    out = tmp_path / "run"
+    code, stdout, err = run_cli(capsys, *train_args(tiny_bert, out, "--data", train, "--eval-data", valid,
+                                                    "--streaming", "--max-steps", 2, "--eval-size", 20))
+    assert_ok(code, err)
+    data = json.loads((out / "run.json").read_text())["data"]
+    assert data["holdout"] == "eval-data" and data["eval_examples"] == 20
+    assert "from --eval-data" in stdout + err
+
+
+def test_a_tsv_file_streams_as_a_table(tmp_path):
+    from mlmtune.data.streaming import open_documents
+
+    path = tmp_path / "reviews.tsv"
+    path.write_text('text\tlabel\nA "quoted" start\t1\nsecond row\t0\n', encoding="utf-8")
+    assert [ex["text"] for ex in open_documents([str(path)])] == ['A "quoted" start', "second row"]

@@ -1,44 +1,74 @@
-"""Issue 13's pipeline-shaped answers, attacked as a user would: FillMask, the Hub request and the report
-against transformers' fill-mask pipeline, on a tiny BERT and a tiny RoBERTa with a byte-level BPE tokenizer."""
+"""FillMask (model/fill_mask.py) against transformers' fill-mask pipeline, on a tiny BERT and a tiny
+RoBERTa with a byte-level BPE tokenizer: the pipeline's answers and targets, word pieces, and texts whose
+mask is missing or lies past the model."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-from fastapi.testclient import TestClient
+from helpers import ONE, TWO, assert_clean_error, assert_ok, run_cli, same_answer
 
 from mlmtune.errors import InputError
 from mlmtune.model.fill_mask import FillMask
 
-API = "/v1/fill-mask"
+
+def without_cls_sep(answer):
+    """The pipeline writes [CLS] ... [SEP] around the sequence of a text with several masks; FillMask does not."""
+    if isinstance(answer, dict):
+        return {**answer, "sequence": answer["sequence"].removeprefix("[CLS] ").removesuffix(" [SEP]")}
+    return [without_cls_sep(a) for a in answer]
 
 
-@pytest.fixture(scope="module")
-def tiny_roberta(tmp_path_factory) -> str:
-    """A 2-layer RobertaForMaskedLM with a byte-level BPE tokenizer trained here (mask token `<mask>`)."""
-    import torch
-    from tokenizers import ByteLevelBPETokenizer
-    from transformers import RobertaConfig, RobertaForMaskedLM, RobertaTokenizerFast
+def test_answers_as_the_transformers_pipeline(tiny_bert):
+    from transformers import pipeline
 
-    folder = tmp_path_factory.mktemp("tiny-roberta")
-    bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(["The cat is happy. Shares in the company fell sharply. Café naïve 東京 über."] * 20,
-                            vocab_size=300, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
-    bpe.save_model(str(folder))
-    merges = [tuple(line.split()) for line in (folder / "merges.txt").read_text().splitlines()[1:] if line]
-    tokenizer = RobertaTokenizerFast(vocab=json.loads((folder / "vocab.json").read_text()), merges=merges,
-                                     model_max_length=64)
-    tokenizer.save_pretrained(folder)
-    torch.manual_seed(0)
-    config = RobertaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                           intermediate_size=64, max_position_embeddings=66, pad_token_id=tokenizer.pad_token_id,
-                           bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    RobertaForMaskedLM(config).save_pretrained(folder)
-    return str(folder)
+    fm, theirs = FillMask(tiny_bert), pipeline("fill-mask", model=tiny_bert, device="cpu")
+    # one text, one mask: a list of dicts; a string is filled whole, not walked character by character
+    answer = fm(ONE, top_k=5)
+    assert isinstance(answer, list) and len(answer) == 5 and isinstance(answer[0], dict)
+    same_answer(answer, theirs(ONE, top_k=5))
+    assert answer[0]["sequence"] == "the " + answer[0]["token_str"] + " is happy."
+    # one text, several masks: a list per mask; the other mask stays in each sequence
+    answer = fm(TWO, top_k=3)
+    assert len(answer) == 2 and all(len(m) == 3 for m in answer)
+    same_answer(answer, without_cls_sep(theirs(TWO, top_k=3)))
+    assert all(d["sequence"].count("[MASK]") == 1 for m in answer for d in m)
+    # a list of texts: one answer per text; a list of one: just its answer, as the pipeline
+    same_answer(fm([ONE, TWO], top_k=2), without_cls_sep(theirs([ONE, TWO], top_k=2)))
+    same_answer(fm([ONE], top_k=2), theirs([ONE], top_k=2))
+    assert fm([]) == []
+    with pytest.raises(InputError, match="a text or a list of texts"):
+        fm(42)
 
 
-def same_answer(ours, theirs):
+def test_a_piece_keeps_the_tokenizers_spelling(tiny_bert):
+    """token_str is the tokenizer's own decoding ('##s' for a WordPiece piece, as the pipeline);
+    the sequence joins the piece to the word before it, as the tokenizer decodes it."""
+    fm = FillMask(tiny_bert)
+    piece = fm.tokenizer.convert_tokens_to_ids("##s")
+    (sequences,) = fm._sequences(fm.tokenizer("The prime [MASK] met", add_special_tokens=False)["input_ids"],
+                                 [[piece]])
+    assert sequences == ["the primes met"]
+
+
+def test_several_masks_keep_their_order(tiny_bert):
+    fm = FillMask(tiny_bert)
+    both = fm.predict(["[MASK] one and [MASK] two, [MASK] three."], top_k=3)[0]
+    assert len(both) == 3
+    # each mask scored alone in its own position gives the same answer as in the batch
+    alone = fm.predict(["[MASK] one and [MASK] two, [MASK] three.", "short [MASK]"], top_k=3)[0]
+    assert [[p.token_id for p in m] for m in both] == [[p.token_id for p in m] for m in alone]
+
+
+def test_sequences_can_be_left_out(tiny_bert):
+    fm = FillMask(tiny_bert)
+    full, bare = (fm.predict(["[MASK] and [MASK]."], top_k=3, sequences=flag)[0] for flag in (True, False))
+    assert [[p.token_id for p in m] for m in full] == [[p.token_id for p in m] for m in bare]
+    assert all(p.sequence for m in full for p in m) and not any(p.sequence for m in bare for p in m)
+
+
+def same_answer_any_keys(ours, theirs):
     """Two fill-mask answers (any nesting) agree: structure, ids, strings, scores to 1e-5."""
     if isinstance(theirs, dict):
         assert (ours["token"], ours["token_str"], ours["sequence"]) == (theirs["token"], theirs["token_str"],
@@ -47,7 +77,7 @@ def same_answer(ours, theirs):
         return
     assert isinstance(ours, list) and len(ours) == len(theirs), (ours, theirs)
     for a, b in zip(ours, theirs):
-        same_answer(a, b)
+        same_answer_any_keys(a, b)
 
 
 @pytest.mark.parametrize("model", ["tiny_bert", "tiny_roberta"])
@@ -61,9 +91,9 @@ def test_one_mask_texts_answer_as_the_pipeline(model, request):
     texts = [f"The {m} is happy.", f"Café {m} naïve 東京 über 😀", f"\t{m}\n", f"x  {m}   y", f"don't {m} it's",
              f"The [SEP] <s> {m} </s> [PAD] <pad>", m]
     for text in texts:
-        same_answer(fm(text, top_k=3), theirs(text, top_k=3))
+        same_answer_any_keys(fm(text, top_k=3), theirs(text, top_k=3))
     # a batch pads the shorter texts: the same answers as each alone
-    same_answer(fm(texts, top_k=2), theirs(texts, top_k=2))
+    same_answer_any_keys(fm(texts, top_k=2), theirs(texts, top_k=2))
 
 
 def test_roberta_takes_the_generic_mask(tiny_roberta):
@@ -93,7 +123,7 @@ def test_targets_answer_as_the_pipeline(model, request):
                                  (f"a {m} b {m}", ["cat", "happiness"], 1),  # several masks; a word made of pieces
                                  ([f"x {m}", f"The {m}."], ["cat", "über"], 2)]:
         ours = fm(text, top_k=top_k, targets=targets)
-        same_answer(ours, theirs(text, top_k=top_k, targets=targets) if "b " not in str(text) else
+        same_answer_any_keys(ours, theirs(text, top_k=top_k, targets=targets) if "b " not in str(text) else
                     [[{**d, "sequence": d["sequence"].removeprefix("[CLS] ").removesuffix(" [SEP]")
                        .removeprefix("<s>").removesuffix("</s>")} for d in mask]
                      for mask in theirs(text, top_k=top_k, targets=targets)])
@@ -106,72 +136,6 @@ def test_unusable_targets_are_an_input_error(tiny_bert, targets):
         FillMask(tiny_bert)("The [MASK] is happy.", targets=targets)
 
 
-@pytest.fixture(scope="module")
-def client(tiny_bert):
-    from mlmtune.serve.app import create_app
-
-    with TestClient(create_app(tiny_bert)) as c:
-        yield c
-
-
-def test_the_hub_request_takes_the_pipelines_targets(client, tiny_bert):
-    """parameters.targets was refused ("unknown parameter"), so InferenceClient.fill_mask(targets=...) failed."""
-    fm = FillMask(tiny_bert)
-    r = client.post(API, json={"inputs": "The [MASK] is happy.", "parameters": {"top_k": 3, "targets": ["cat", "dog"]}})
-    assert r.status_code == 200, r.text
-    assert r.json() == fm("The [MASK] is happy.", top_k=3, targets=["cat", "dog"])
-    assert len(r.json()) == 2
-    r = client.post(API, json={"inputs": ["a [MASK]", "b [MASK]"], "parameters": {"targets": "cat"}})
-    assert r.status_code == 200 and [[d["token_str"] for d in a] for a in r.json()] == [["cat"], ["cat"]]
-
-
-@pytest.mark.parametrize("parameters, words", [
-    ({"targets": []}, ["targets holds 0 words", "1 to 100"]),
-    ({"targets": ["w"] * 101}, ["targets holds 101 words", "1 to 100"]),
-    ({"targets": 5}, ["parameters.targets must be a word or a list", "got int"]),
-    ({"targets": [["cat"]]}, ["parameters.targets must be a word or a list"]),
-    ({"targets": [""]}, ["none of the targets"]),
-    ({"targets": ["cat", "\ud800"]}, ["the target", "lone surrogate U+D800"]),  # was a 500 (the tokenizer's TypeError)
-])
-def test_unusable_hub_targets_are_a_422(client, parameters, words):
-    body = json.dumps({"inputs": "The [MASK] is happy.", "parameters": parameters})  # \ud800 escaped
-    r = client.post(API, content=body, headers={"content-type": "application/json"})
-    assert r.status_code == 422, r.text
-    for word in words:
-        assert word in r.json()["detail"], r.json()["detail"]
-
-
-def test_inputs_null_is_named(client):
-    """{"inputs": null} was answered "text is missing", a field the Hub's user never sent."""
-    r = client.post(API, json={"inputs": None, "parameters": {"top_k": 2}})
-    assert r.status_code == 422 and r.json()["detail"].startswith("inputs is null"), r.text
-
-
-# --- report.html with odd runs ---------------------------------------------------------------------
-
-@pytest.mark.parametrize("value, shown", [(1e300, "1 × 10^300"), (-2.5e20, "-2.5 × 10^20"),
-                                          (123456789012345.0, "123,456,789,012,345")])
-def test_huge_numbers_keep_four_figures(value, shown):
-    """1e300 was written out as 301 digits of float noise ("1,000,000,000,000,000,052,504,760,...")."""
-    from mlmtune.run.report import _fmt
-
-    assert _fmt(value) == shown
-
-
-def test_report_of_a_diverged_run_is_written(tmp_path):
-    """A perplexity near float's limit (a loss of ~690) crashed the plot: "Axis limits cannot be NaN or Inf"."""
-    from mlmtune.run.report import write_report
-
-    (tmp_path / "run.json").write_text(json.dumps({"config": {"model": "minilm"}}))
-    records = [{"type": "eval", "step": 0, "loss": 690.0, "perplexity": 1e300, "accuracy": 0.0},
-               {"type": "train", "step": 1, "loss": 1e20, "lr": 1e-4, "grad_norm": 1e30},
-               {"type": "eval", "step": 2, "loss": 3.0, "perplexity": 20.1, "accuracy": 0.25}]
-    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    (tmp_path / "results.json").write_text(json.dumps({"baseline_perplexity": 1e300, "eval_perplexity": 20.1}))
-    page = write_report(tmp_path, say=lambda m: None).read_text()
-    assert "1 × 10^300" in page and "052,504" not in page
-
-
 # --- word pieces, for the page ---------------------------------------------------------------------
 
 def test_continues_word_knows_each_tokenizers_pieces(tiny_bert, tiny_roberta):
@@ -182,55 +146,32 @@ def test_continues_word_knows_each_tokenizers_pieces(tiny_bert, tiny_roberta):
     assert [roberta.continues_word(ids(t)) for t in ["s", "Ġs", "Ġcat", ".", "<mask>"]] == [True, False, False, False, False]
 
 
-def test_the_api_says_which_predictions_are_pieces(tiny_roberta):
-    """The page took RoBERTa's "s" (no word-start space) for a word: mlmtune's answer now names the pieces."""
-    from mlmtune.serve.app import create_app
+# --- a text without a mask, a mask past the model -------------------------------------------------
 
-    fm = FillMask(tiny_roberta)
-    with TestClient(create_app(tiny_roberta)) as c:
-        model = c.post(API, json={"text": "The cat[MASK] is happy. [MASK]", "top_k": 8}).json()["models"][0]
-    assert [len(p) for p in model["pieces"]] == [len(m) for m in model["masks"]] == [8, 8]
-    assert [[fm.continues_word(d["token"]) for d in m] for m in model["masks"]] == model["pieces"]
-    flat = [(d["token_str"], piece) for m, ps in zip(model["masks"], model["pieces"]) for d, piece in zip(m, ps)]
-    assert all(not piece for s, piece in flat if s.startswith(" ")), flat
+@pytest.mark.parametrize("texts", [["The cat sat on the mat."], [""], ["a [MASK] b", "no mask here"],
+                                   ["<mask> is RoBERTa's token, not BERT's"]],
+                         ids=["no-mask", "empty", "one-of-two", "other-model-token"])
+def test_predict_text_without_mask(capsys, tiny_bert, texts):
+    code, _, err = run_cli(capsys, "predict", "--model", tiny_bert, *texts)
+    assert_clean_error(code, err, "no mask token", "[MASK]")
 
 
-def test_predict_compare_takes_either_models_mask(tiny_roberta, tiny_bert, capsys):
-    """`predict --model ROBERTA --compare BERT "The <mask> ..."` failed on the BERT side ("no mask token"),
-    though serve takes either model's mask for both."""
-    from mlmtune.cli import main
-
-    assert main(["predict", "--model", tiny_roberta, "--compare", tiny_bert, "--json", "--top-k", "2",
-                 "The <mask> is happy."]) == 0
-    record = json.loads(capsys.readouterr().out)
-    assert record["text"] == "The <mask> is happy."  # the text as written
-    assert record["masks"] == [[p.as_dict() for p in FillMask(tiny_roberta).predict(["The <mask> is happy."], 2)[0][0]]]
-    assert record["compare"]["masks"] == [[p.as_dict() for p in FillMask(tiny_bert).predict(["The [MASK] is happy."], 2)[0][0]]]
+def test_predict_text_longer_than_the_model(capsys, tiny_bert):
+    """The tiny model has 128 positions but its tokenizer says 512: a long text must not crash."""
+    long_tail = "The [MASK] said " + "word " * 300
+    code, out, err = run_cli(capsys, "predict", "--model", tiny_bert, "--json", long_tail)
+    assert_ok(code, err)
+    assert len(json.loads(out)["masks"]) == 1
+    code, _, err = run_cli(capsys, "predict", "--model", tiny_bert, "word " * 300 + "[MASK].")
+    assert_clean_error(code, err, "beyond the model's 128 tokens", "shorten")
 
 
-def test_the_package_fill_mask_takes_targets(tiny_bert):
-    import mlmtune
-
-    assert mlmtune.fill_mask(tiny_bert, "The [MASK] is happy.", 3, targets=["cat"]) == \
-        FillMask(tiny_bert)("The [MASK] is happy.", 3, targets=["cat"])
-
-
-def test_the_reports_fill_mask_table_shows_pieces_as_pieces(tiny_bert, tiny_roberta):
-    """The report listed "##iv" where the page shows "…iv" (and RoBERTa's piece "s" as if a word)."""
-    from mlmtune.model.fill_mask import Prediction
-    from mlmtune.run.report import _predictions_html
-
-    class Fixed(FillMask):
-        def predict(self, texts, top_k=5, *, sequences=True):
-            t = self.tokenizer
-            if t.mask_token == "[MASK]":
-                words = ["##iv", "cat"]
-            else:  # the piece "s" and a whole word ("Ġthe")
-                words = ["s", next(w for w in sorted(t.get_vocab()) if w.startswith("Ġ") and w[1:].isalpha())]
-            return [[[Prediction(t.decode([t.convert_tokens_to_ids(w)]).strip(), 0.5, t.convert_tokens_to_ids(w))
-                      for w in words]] for _ in texts]
-
-    table = _predictions_html(["The [MASK] is happy."], Fixed(tiny_roberta), Fixed(tiny_bert))
-    assert "##" not in table
-    assert "<li>…iv <span>" in table and "<li>…s <span>" in table and "<li>cat <span>" in table
-    assert table.count("<li>…") == 2  # the whole words stay words
+def test_a_mask_past_the_model_is_an_error_naming_the_limit(tiny_bert):
+    fm = FillMask(tiny_bert)  # 128 positions
+    with pytest.raises(InputError, match="1 of the 2 masks .* beyond the model's 128 tokens"):
+        fm(["[MASK] " + "x " * 990 + "[MASK]"])
+    with pytest.raises(InputError, match="the mask .* lies beyond the model's 128 tokens"):
+        fm(["x " * 200 + "[MASK]"])
+    # a text longer than the model but with every mask within it is cut, and answered in full
+    answer = fm("[MASK] and [MASK] " + "x " * 990, top_k=1)
+    assert len(answer) == 2 and answer[1][0]["sequence"].endswith("x x")  # the sequence is the whole text

@@ -1,102 +1,21 @@
+"""Loading a model (model/load.py): a grown head, the positions, a tokenizer against the embeddings,
+a damaged config.json; broken model folders, missing paths and Hub ids as one error line; a Hub id
+found in the Hub's cache."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
+from helpers import assert_clean_error, assert_ok, eval_argv, run_cli, train_argv
 
 from mlmtune.errors import ModelError
-from mlmtune.model.load import load_masked_lm, max_positions, use_training_attention
-from mlmtune.model.objective import MaskedLMObjective
+from mlmtune.model.load import load_masked_lm, max_positions
 from mlmtune.model.tokenizer import load_tokenizer
-
-
-def _tiny(kind: str):
-    from transformers import (
-        BertConfig,
-        BertForMaskedLM,
-        DistilBertConfig,
-        DistilBertForMaskedLM,
-        RobertaConfig,
-        RobertaForMaskedLM,
-    )
-
-    torch.manual_seed(0)
-    if kind == "bert":
-        return BertForMaskedLM(BertConfig(vocab_size=500, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                          intermediate_size=64, max_position_embeddings=64))
-    if kind == "roberta":
-        return RobertaForMaskedLM(RobertaConfig(vocab_size=500, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                                intermediate_size=64, max_position_embeddings=66, pad_token_id=1))
-    return DistilBertForMaskedLM(DistilBertConfig(vocab_size=500, dim=32, n_layers=2, n_heads=2, hidden_dim=64,
-                                                  max_position_embeddings=64))
-
-
-@pytest.mark.parametrize("kind", ["bert", "roberta", "distilbert"])
-def test_masked_only_head_gives_the_full_loss(kind):
-    model = _tiny(kind).eval()
-    g = torch.Generator().manual_seed(1)
-    ids = torch.randint(5, 500, (4, 24), generator=g)
-    attention = torch.ones_like(ids)
-    attention[2, 18:] = 0
-    labels = torch.where(torch.rand(ids.shape, generator=g) < 0.2, ids, torch.full_like(ids, -100))
-    labels[attention == 0] = -100
-    sparse = MaskedLMObjective(model).eval()
-    assert sparse.head is not None
-    nll, correct = sparse(ids, attention, labels)
-    full = model(input_ids=ids, attention_mask=attention).logits
-    expected = F.cross_entropy(full.view(-1, full.shape[-1]), labels.view(-1), reduction="sum", ignore_index=-100)
-    assert torch.allclose(nll, expected, rtol=1e-5, atol=1e-5)
-    picked = labels != -100
-    assert int(correct) == int((full[picked].argmax(-1) == labels[picked]).sum())
-    # and the gradients agree
-    model.zero_grad()
-    nll.backward()
-    g_sparse = model.get_input_embeddings().weight.grad.clone()
-    model.zero_grad()
-    full2 = model(input_ids=ids, attention_mask=attention).logits
-    F.cross_entropy(full2.view(-1, full2.shape[-1]), labels.view(-1), reduction="sum").backward()
-    assert torch.allclose(g_sparse, model.get_input_embeddings().weight.grad, atol=1e-5)
-
-
-@pytest.mark.parametrize("kind", ["bert", "roberta", "distilbert"])
-def test_training_attention_on_cpu_computes_the_same_loss_and_gradients(kind):
-    # fit() trains with the eager attention on a CPU (faster there than SDPA with dropout); it must be
-    # the same function of the weights as the default SDPA that evaluation and users' pipelines load.
-    g = torch.Generator().manual_seed(3)
-    ids = torch.randint(5, 500, (3, 20), generator=g)
-    attention = torch.ones_like(ids)
-    attention[1, 12:] = 0
-    labels = torch.where(torch.rand(ids.shape, generator=g) < 0.3, ids, torch.full_like(ids, -100))
-    labels[attention == 0] = -100
-    results = []
-    for switch in (False, True):
-        model = _tiny(kind).eval()  # the same weights both times (seeded)
-        before = model.config._attn_implementation
-        if switch:
-            assert use_training_attention(model, torch.device("cpu")) == "eager"
-            assert model.config._attn_implementation == "eager" != before
-        nll, correct = MaskedLMObjective(model).eval()(ids, attention, labels)
-        nll.backward()
-        results.append((nll.detach(), int(correct), model.get_input_embeddings().weight.grad))
-    (nll_a, correct_a, grad_a), (nll_b, correct_b, grad_b) = results
-    assert torch.allclose(nll_a, nll_b, rtol=1e-5) and correct_a == correct_b
-    assert torch.allclose(grad_a, grad_b, atol=1e-5)
-    # GPUs keep their default
-    assert use_training_attention(_tiny(kind), torch.device("cuda")) is None
-
-
-def test_training_mode_skips_the_accuracy_count():
-    model = _tiny("bert")
-    ids = torch.randint(5, 500, (2, 16), generator=torch.Generator().manual_seed(0))
-    objective = MaskedLMObjective(model).eval()
-    with torch.no_grad():  # label every position with the model's own guess: in eval mode all are correct
-        labels = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits.argmax(-1)
-    torch.manual_seed(0)
-    nll_eval, correct_eval = objective(ids, torch.ones_like(ids), labels)
-    objective.train()
-    nll_train, correct_train = objective(ids, torch.ones_like(ids), labels)
-    assert int(correct_eval) == labels.numel() and int(correct_train) == 0
-    assert torch.isfinite(nll_train)
 
 
 def test_an_encoder_without_head_gets_a_new_tied_head(tiny_encoder):
@@ -112,46 +31,8 @@ def test_a_complete_mlm_has_no_new_parameters(tiny_bert):
     assert load_masked_lm(tiny_bert).new_parameters == []
 
 
-def test_folder_without_tokenizer_is_a_model_error(tmp_path, tiny_bert):
-    import shutil
-
-    for name in ("config.json", "model.safetensors"):
-        shutil.copy(f"{tiny_bert}/{name}", tmp_path / name)
-    with pytest.raises(ModelError, match="tokenizer"):
-        load_tokenizer(str(tmp_path))
-
-
 def test_max_positions_is_the_smaller_limit(tiny_bert, tokenizer):
     assert max_positions(tiny_bert, tokenizer) == 128
-
-
-@pytest.mark.parametrize("native", [True, False])
-def test_auto_precision_takes_bf16_only_where_the_cpu_has_it(monkeypatch, native):
-    import mlmtune.model.device as modeling
-
-    monkeypatch.setattr(modeling.torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(modeling, "cpu_has_native_bf16", lambda: native)
-    assert modeling.resolve_precision("auto") == ("bf16" if native else "no")
-    assert modeling.resolve_precision("fp32") == "no"
-    assert modeling.resolve_precision("bf16") == "bf16"  # asked for: honoured, with a note where it is emulated
-    note = modeling.precision_note("bf16", torch.device("cpu"))
-    assert (note is None) == native
-    if note:
-        assert "--precision auto or fp32" in note
-    assert modeling.precision_note("no", torch.device("cpu")) is None
-
-
-def test_fp16_without_a_gpu_runs_fp32_and_says_so(monkeypatch):
-    import mlmtune.model.device as modeling
-
-    monkeypatch.setattr(modeling, "gpu_available", lambda: False)
-    assert modeling.resolve_precision("fp16") == "no"  # what Accelerate really runs on a CPU (and run.json records)
-    note = modeling.precision_note("no", torch.device("cpu"), requested="fp16")
-    assert note is not None and "fp16 needs a GPU" in note and "fp32" in note and "\n" not in note
-    assert modeling.precision_note("no", torch.device("cpu"), requested="fp32") is None
-    assert modeling.precision_note("no", torch.device("cpu"), requested="auto") is None
-    monkeypatch.setattr(modeling, "gpu_available", lambda: True)
-    assert modeling.resolve_precision("fp16") == "fp16"
 
 
 def test_a_tokenizer_larger_than_the_embeddings_is_refused(tmp_path, tokenizer):
@@ -181,3 +62,127 @@ def test_a_damaged_config_json_is_named(tmp_path, tiny_bert, content, needle):
                  lambda: max_positions(str(folder), None)):
         with pytest.raises(ModelError, match=f"config.json is damaged \\({needle}"):
             load()
+
+
+# --- broken model folders, missing paths, Hub ids: one error line ---------------------------------
+
+@pytest.fixture
+def broken_models(tiny_bert, tmp_path) -> dict[str, Path]:
+    src = Path(tiny_bert)
+    made = {}
+    made["no-tokenizer"] = tmp_path / "no-tokenizer"
+    made["no-tokenizer"].mkdir()
+    for f in ("config.json", "model.safetensors"):
+        shutil.copy(src / f, made["no-tokenizer"] / f)
+    made["tokenizer-only"] = tmp_path / "tokenizer-only"
+    made["tokenizer-only"].mkdir()
+    for f in src.glob("tokenizer*"):
+        shutil.copy(f, made["tokenizer-only"] / f.name)
+    made["truncated-weights"] = Path(shutil.copytree(src, tmp_path / "truncated-weights"))
+    w = made["truncated-weights"] / "model.safetensors"
+    w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
+    made["broken-config"] = Path(shutil.copytree(src, tmp_path / "broken-config"))
+    (made["broken-config"] / "config.json").write_text('{"model_type": "bert", ')
+    made["a-file"] = tmp_path / "model.txt"
+    made["a-file"].write_text("not a model")
+    return made
+
+
+@pytest.mark.parametrize("kind, needles", [
+    ("no-tokenizer", ["no tokenizer", "--tokenizer"]),
+    ("tokenizer-only", ["tokenizer-only"]),
+    ("truncated-weights", ["truncated-weights"]),
+    ("broken-config", ["broken-config"]),
+    ("a-file", ["model.txt"]),
+])
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_broken_model_folders(capsys, broken_models, news_folder, tmp_path, command, kind, needles):
+    model = broken_models[kind]
+    if command == "predict":
+        argv = ["predict", "--model", model, "The [MASK] is happy."]
+    else:
+        argv = eval_argv(model, news_folder)
+    code, _, err = run_cli(capsys, *argv)
+    assert_clean_error(code, err, *needles)
+
+
+def test_model_without_tokenizer_works_with_tokenizer_flag(capsys, broken_models, tiny_bert, news_folder):
+    code, _, err = run_cli(capsys, *eval_argv(broken_models["no-tokenizer"], news_folder, "--tokenizer", tiny_bert))
+    assert_ok(code, err)
+
+
+@pytest.mark.parametrize("model", ["/nonexistent/model", "./no-such-model-folder"])
+def test_model_path_that_does_not_exist(capsys, news_folder, tmp_path, monkeypatch, model):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(capsys, *train_argv(model, news_folder, tmp_path / "out"))
+    assert_clean_error(code, err, "does not exist", model)
+    assert not (tmp_path / "out").exists()
+    code, _, err = run_cli(capsys, "predict", "--model", model, "a [MASK] b")
+    assert_clean_error(code, err, "does not exist")
+
+
+@pytest.mark.parametrize("model", [
+    "no-such-model-mlmtune-test",
+    pytest.param("mlmtune-test/no-such-model"),
+])
+def test_hub_model_id_while_offline(capsys, news_folder, tmp_path, monkeypatch, model):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(capsys, *train_argv(model, news_folder, tmp_path / "out"))
+    line = assert_clean_error(code, err, model)
+    assert "hub" in line.lower() or "huggingface" in line.lower(), line
+    assert not (tmp_path / "out").exists()
+
+
+# --- through the commands -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "predict"])
+def test_tokenizer_larger_than_the_model_vocabulary(capsys, small_model, tiny_bert, news_folder, tmp_path, command):
+    out = tmp_path / "out"
+    if command == "train":
+        argv = train_argv(small_model["alone"], news_folder, out, "--tokenizer", tiny_bert)
+    elif command == "evaluate":
+        argv = eval_argv(small_model["alone"], news_folder, "--tokenizer", tiny_bert)
+    else:
+        argv = ["predict", "--model", small_model["with-tokenizer"], "The [MASK] is happy."]
+    code, _, err = run_cli(capsys, *argv)
+    assert_clean_error(code, err, "30,522", "1,000", "--tokenizer")
+    assert not out.exists()  # train: no run.json left behind
+
+
+@pytest.mark.parametrize("content, needle", [("[1, 2]", "a JSON list"), ('"bert"', "a JSON str")])
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_model_config_json_of_the_wrong_shape(capsys, tiny_bert, news_folder, tmp_path, command, content, needle):
+    model = Path(shutil.copytree(tiny_bert, tmp_path / "model"))
+    (model / "config.json").write_text(content)
+    argv = ["predict", "--model", model, "a [MASK] b"] if command == "predict" else eval_argv(model, news_folder)
+    code, _, err = run_cli(capsys, *argv)
+    line = assert_clean_error(code, err, f"{model / 'config.json'} is damaged", needle)
+    assert "tokenizer" not in line
+
+
+# --- the Hub's cache ------------------------------------------------------------------------------
+
+def test_a_hub_model_id_loads_from_the_hub_cache(tiny_bert, tmp_path):
+    # A Hub id (owner/name) takes the real Hub code path; offline, huggingface_hub answers from its
+    # cache, laid out here as a download would leave it.
+    revision = "0" * 40
+    repo = tmp_path / "hub" / "models--mlmtune-test--tiny-bert"
+    shutil.copytree(tiny_bert, repo / "snapshots" / revision)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+
+    def predict(model):
+        proc = subprocess.run([sys.executable, "-m", "mlmtune", "predict", "--model", model, "--json", "--top-k", "3",
+                               "The [MASK] is happy."], capture_output=True, text=True, env=env, cwd=tmp_path,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)["masks"]
+
+    assert predict("mlmtune-test/tiny-bert") == predict(tiny_bert)  # the same model, found through the cache
+    # a name that is neither in the cache nor a folder is the Hub's offline error, not a path error
+    env["HF_HUB_CACHE"] = str(tmp_path / "empty")
+    proc = subprocess.run([sys.executable, "-m", "mlmtune", "predict", "--model", "mlmtune-test/other",
+                           "The [MASK] is happy."], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.startswith("error:") and "Traceback" not in proc.stderr
+    assert "mlmtune-test/other" in proc.stderr and "no such file" not in proc.stderr

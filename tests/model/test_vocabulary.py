@@ -1,29 +1,24 @@
-"""Domain vocabulary (issue 14): `mlmtune vocab`, `train --add-tokens`, the rows of new words, their
-learning rate, the masked-word measure, and every bad input of the issue's list."""
+"""Domain vocabulary (model/vocabulary.py): how a tokenizer cuts a corpus, new words whose rows are the
+mean of their pieces (so predictions do not jump), their learning rate, and bad word files."""
 
 from __future__ import annotations
 
 import copy
 import json
 import math
-from collections import Counter
-from pathlib import Path
 
 import pytest
 import torch
-from helpers import RARE, assert_clean_error, assert_ok, fresh_tokenizer, run_cli, vocab_train_args
+from helpers import RARE, assert_clean_error, fresh_tokenizer, run_cli, vocab_train_args, words_file
 
-from mlmtune.config import build_config, load_config_file, parse_count
 from mlmtune.data.sources import read_corpus
-from mlmtune.data.split import heldout_texts, training_texts
 from mlmtune.errors import ConfigError, ModelError
-from mlmtune.eval import words as wordeval
 from mlmtune.model import vocabulary as vocab
 from mlmtune.model.load import load_masked_lm
 from mlmtune.model.objective import MaskedLMObjective
 from mlmtune.model.tokenizer import load_tokenizer
 
-# --- mlmtune vocab --------------------------------------------------------------------------------
+# --- how a tokenizer cuts a corpus ----------------------------------------------------------------
 
 def test_analysis_counts_pieces_as_the_tokenizer_cuts_the_text(tmp_path, tokenizer):
     texts = ["The Ministers met the GLAXOSMITH board.\n", "Zymurgist notes: glaxosmith, 3.14 and \u2603\U0001f99c!"]
@@ -45,29 +40,6 @@ def test_analysis_counts_pieces_as_the_tokenizer_cuts_the_text(tmp_path, tokeniz
     import mlmtune
 
     assert mlmtune.vocabulary("minilm", str(folder), top=5, min_count=2) == report  # the Python API
-
-
-def test_vocab_command_text_and_json(capsys, domain_folder):
-    code, out, err = run_cli(capsys, "vocab", "--model", "minilm", "--data", domain_folder, "--top", "3",
-                             "--min-count", "5", "--json")
-    assert_ok(code, err)
-    record = json.loads(out)
-    assert len(record["top"]) == 3 and all(w["count"] >= 5 and len(w["pieces"]) > 1 for w in record["top"])
-    assert {w["word"] for w in record["top"]} <= set(RARE) | {w["word"] for w in record["top"]}
-    assert [w["count"] for w in record["top"]] == sorted((w["count"] for w in record["top"]), reverse=True)
-    code, out, err = run_cli(capsys, "vocab", "--data", domain_folder, "--top", "2")
-    assert_ok(code, err)
-    assert "pieces per word" in out and "->" in out
-
-
-@pytest.mark.parametrize("argv, needle", [
-    (["--top", "0"], "--top"),
-    (["--min-count", "0"], "--min-count"),
-    (["--data", "/nonexistent/notes.txt"], "notes.txt"),
-])
-def test_vocab_bad_input(capsys, argv, needle):
-    code, _, err = run_cli(capsys, "vocab", *argv)
-    assert_clean_error(code, err, needle)
 
 
 # --- adding words ---------------------------------------------------------------------------------
@@ -161,108 +133,44 @@ def test_new_token_lr_moves_the_new_rows_that_many_times_as_far(tiny_bert):
         torch.testing.assert_close(scaled[name][:rows[0]], plain[name][:rows[0]])  # old rows: the same step
 
 
-# --- the masked-word measure ------------------------------------------------------------------------
+def test_decode_spaces_an_added_word_as_the_base_spaces_its_pieces(vocab_run, tiny_bert):
+    """(The base itself decodes "(x) a-b" as "( x ) a - b": the added words must change nothing.)"""
+    from transformers import AutoTokenizer
 
-def test_masked_words_are_the_same_for_two_tokenizers_and_scored_word_by_word(tiny_bert, news_folder):
-    texts = read_corpus([news_folder]).train[:6]
-    base = fresh_tokenizer()
-    extended = fresh_tokenizer()
-    cutter = vocab.WordCutter(extended)
-    chosen = vocab.cut_words(cutter, vocab.count_words(cutter, texts), 30, 1)
-    vocab.add_to_tokenizer(extended, chosen)
-    a, b = wordeval.prepare(texts, [base, extended], seed=3, max_length=128)
-    assert a.n_words == b.n_words > 50 and (a.chars == b.chars).all()
-    assert sum(int((lab != -100).sum()) for _, _, lab, _ in b.batches) < \
-        sum(int((lab != -100).sum()) for _, _, lab, _ in a.batches)  # fewer pieces for the same words
-    again = wordeval.prepare(texts, [base, extended], seed=3, max_length=128)[0]
-    assert (again.chars == a.chars).all()  # a pure function of the text and the seed
-    alone = wordeval.prepare(texts, [base], seed=3, max_length=128)[0]
-    assert alone.n_words >= a.n_words  # a word either tokenizer cannot align is left out for both
-    # the score equals the words' summed NLL computed here from the full logits
-    model = load_masked_lm(tiny_bert).model
-    result = wordeval.score(model, a, "cpu")
-    nll, correct = torch.zeros(a.n_words, dtype=torch.float64), torch.ones(a.n_words, dtype=torch.bool)
-    with torch.no_grad():
-        for ids, att, lab, wid in a.batches:
-            logp = torch.log_softmax(model(input_ids=ids, attention_mask=att).logits.double(), -1)
-            for r, c in zip(*torch.nonzero(lab != -100, as_tuple=True)):
-                nll[wid[r, c]] -= logp[r, c, lab[r, c]]
-                correct[wid[r, c]] &= bool(logp[r, c].argmax() == lab[r, c])
-    assert math.isclose(result.bits_per_char, float(nll.sum()) / math.log(2) / int(a.chars.sum()), rel_tol=1e-4)
-    assert math.isclose(result.word_accuracy, float(correct.double().mean()))
+    tok, base = AutoTokenizer.from_pretrained(vocab_run), load_tokenizer(tiny_bert)
+    text = "the glaxosmith report, (quizzify) zymurgist-glaxosmith. glaxosmith2 subglaxosmith"
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert ids.count(tok.convert_tokens_to_ids("glaxosmith")) == 2  # not inside glaxosmith2 or subglaxosmith
+    assert tok.decode(ids) == base.decode(base(text, add_special_tokens=False)["input_ids"])
 
 
-# --- train --add-tokens end to end -------------------------------------------------------------------
+def test_new_token_lr_reaches_the_rows_through_accumulation_and_bf16(tmp_path, tiny_bert, domain_folder):
+    """End to end (accelerate's optimizer wrapper, 2 micro-batches a step, bf16, weight decay): with a
+    vanishing --new-token-lr the new rows end where they started, the mean of their pieces' base rows,
+    while the old rows moved."""
+    from transformers import AutoModelForMaskedLM
+
+    from mlmtune.cli import main
+
+    out = tmp_path / "run"
+    args = [str(a) for a in vocab_train_args(tiny_bert, domain_folder, out, "--add-tokens", words_file(tmp_path),
+                                       "--new-token-lr", "1e-12", "--gradient-accumulation-steps", "2",
+                                       "--max-steps", "3", "--weight-decay", "0.1")]
+    args[args.index("fp32")] = "bf16"
+    assert main(args) == 0
+    base = AutoModelForMaskedLM.from_pretrained(tiny_bert)
+    tuned = AutoModelForMaskedLM.from_pretrained(out)
+    pieces = json.loads((out / "run.json").read_text())["vocabulary"]["pieces"]
+    first = len(load_tokenizer(tiny_bert))
+    emb, emb0 = tuned.get_input_embeddings().weight.detach(), base.get_input_embeddings().weight.detach()
+    bias, bias0 = tuned.cls.predictions.bias.detach(), base.cls.predictions.bias.detach()
+    for k, p in enumerate(pieces):
+        torch.testing.assert_close(emb[first + k], emb0[p].mean(0), rtol=0, atol=1e-6)
+        torch.testing.assert_close(bias[first + k], bias0[p].mean(), rtol=0, atol=1e-6)
+    assert (emb[:first] - emb0).abs().max() > 1e-4  # the old rows trained
 
 
-def test_added_words_are_recorded_measured_and_saved(vocab_run, tiny_bert):
-    from transformers import AutoModelForMaskedLM, AutoTokenizer, pipeline
-
-    run = json.loads((vocab_run / "run.json").read_text())
-    assert run["vocabulary"]["words"] == RARE
-    assert run["vocabulary"]["pieces_per_word_after"] < run["vocabulary"]["pieces_per_word_before"]
-    records = [json.loads(line) for line in (vocab_run / "metrics.jsonl").read_text().splitlines()]
-    base = [r for r in records if r["type"] == "base_vocabulary"]
-    evals = [r for r in records if r["type"] == "eval"]
-    assert len(base) == 1 and base[0]["masked_words"] == evals[0]["masked_words"] == evals[-1]["masked_words"] > 0
-    results = json.loads((vocab_run / "results.json").read_text())
-    assert results["added_tokens"] == 3 and results["word_bits_per_char"] == evals[-1]["word_bits_per_char"]
-    # the saved model and tokenizer load in transformers as they are, and the new words are single tokens
-    tok = AutoTokenizer.from_pretrained(vocab_run)
-    model = AutoModelForMaskedLM.from_pretrained(vocab_run)
-    base_size = len(load_tokenizer(tiny_bert))
-    assert len(tok) == model.get_input_embeddings().num_embeddings == base_size + 3
-    assert tok.tokenize("A Zymurgist came") == ["a", "zymurgist", "came"]
-    fill = pipeline("fill-mask", model=str(vocab_run))
-    predicted = {p["token_str"] for p in fill("The [MASK] report.", top_k=len(tok))}
-    assert set(RARE) <= predicted  # each new word is one prediction, not pieces
-
-
-def test_evaluate_predict_and_report_work_on_the_run(capsys, vocab_run_copy, tiny_bert, domain_folder):
-    code, out, err = run_cli(capsys, "evaluate", "--model", tiny_bert, "--model", vocab_run_copy, "--data",
-                             domain_folder, "--chunk-size", "64", "--eval-size", "24", "--precision", "fp32", "--json")
-    assert_ok(code, err)
-    base, tuned = (json.loads(line) for line in out.splitlines())
-    assert tuned["own_tokenization"] and "own_tokenization" not in base
-    assert base["masked_words"] == tuned["masked_words"] > 0  # the same words for both vocabularies
-    records = [json.loads(line) for line in (vocab_run_copy / "metrics.jsonl").read_text().splitlines()]
-    final = [r for r in records if r["type"] == "eval"][-1]
-    assert math.isclose(tuned["word_bits_per_char"], final["word_bits_per_char"], rel_tol=1e-4)
-    code, out, err = run_cli(capsys, "predict", "--model", vocab_run_copy, "The [MASK] report.")
-    assert_ok(code, err)
-    from fastapi.testclient import TestClient
-    from helpers import API
-
-    from mlmtune.serve.app import create_app
-
-    with TestClient(create_app(str(vocab_run_copy), compare=tiny_bert)) as client:  # serve: the run beside its base
-        r = client.post(API, json={"text": "The [MASK] report.", "top_k": 3})
-        assert r.status_code == 200 and len(r.json()["models"]) == 2
-    code, out, err = run_cli(capsys, "report", vocab_run_copy)
-    assert_ok(code, err)
-    page = (vocab_run_copy / "report.html").read_text()
-    assert "its own vocabulary" in page and "word bits/char" in page
-
-
-def test_resume_needs_the_same_words(capsys, vocab_run, tmp_path):
-    other = tmp_path / "other.txt"
-    other.write_text("glaxosmith\nquizzify\n", encoding="utf-8")
-    before = sorted(p.name for p in vocab_run.iterdir())
-    code, _, err = run_cli(capsys, "train", "--config", vocab_run / "run.json", "--resume", "--add-tokens", other)
-    assert_clean_error(code, err, "add_tokens")
-    # the same flag value, but the file now holds other words: the recorded list decides
-    words = Path(json.loads((vocab_run / "run.json").read_text())["config"]["add_tokens"])
-    saved = words.read_text()
-    try:
-        words.write_text("glaxosmith\nquizzify\nzymurgist\n", encoding="utf-8")
-        code, _, err = run_cli(capsys, "train", "--config", vocab_run / "run.json", "--resume")
-        assert_clean_error(code, err, "added words", "zymurgist")
-    finally:
-        words.write_text(saved)
-    assert sorted(p.name for p in vocab_run.iterdir()) == before
-
-
-# --- bad input: one line, exit 2, nothing written ------------------------------------------------------
+# --- bad input: one line, exit 2, nothing written -------------------------------------------------
 
 @pytest.mark.parametrize("content, needle", [
     (None, "no such file"),
@@ -285,23 +193,6 @@ def test_bad_word_files(capsys, tiny_bert, news_folder, tmp_path, content, needl
         words.write_text(content, encoding="utf-8")
     out = tmp_path / "out"
     code, _, err = run_cli(capsys, *vocab_train_args(tiny_bert, news_folder, out, "--add-tokens", words))
-    assert_clean_error(code, err, needle)
-    assert not out.exists()
-
-
-@pytest.mark.parametrize("extra, needle", [
-    (["--add-tokens", "0"], "--add-tokens 0"),
-    (["--add-tokens", "-5"], "--add-tokens -5"),
-    (["--add-tokens", "50", "--min-count", "100000"], "--min-count"),
-    (["--add-tokens", "5", "--min-count", "0"], "--min-count"),
-    (["--add-tokens", "5", "--streaming"], "--streaming"),
-    (["--new-token-lr", "1e-3"], "needs --add-tokens"),
-    (["--add-tokens", "5", "--new-token-lr", "0"], "--new-token-lr"),
-    (["--add-tokens", "5", "--new-token-lr", "nan"], "--new-token-lr"),
-])
-def test_bad_add_tokens_flags(capsys, tiny_bert, news_folder, tmp_path, extra, needle):
-    out = tmp_path / "out"
-    code, _, err = run_cli(capsys, *vocab_train_args(tiny_bert, news_folder, out, *extra))
     assert_clean_error(code, err, needle)
     assert not out.exists()
 
@@ -330,41 +221,6 @@ def test_a_tokenizer_without_a_fast_backend_is_refused():
         vocab.WordCutter(Slow())
 
 
-def test_yaml_takes_a_number_and_the_choice_is_on_training_documents_only(tmp_path, domain_folder):
-    path = tmp_path / "run.yaml"
-    path.write_text("add_tokens: 100\nmin_count: 3\n")
-    cfg = build_config(load_config_file(path))
-    assert cfg.add_tokens == "100" and parse_count(cfg.add_tokens) == 100
-    docs = read_corpus([domain_folder])
-    train = training_texts(docs, eval_fraction=0.1, seed=42)
-    held = heldout_texts(docs, eval_fraction=0.1, seed=42)
-    assert len(train) + len(held) == len(docs.train) and not set(train) & set(held) and len(held) == 4
-    with pytest.raises(ConfigError, match="--add-tokens 0"):
-        parse_count("0")
-
-
-def test_add_tokens_n_takes_the_most_frequent_cut_words_of_the_training_documents(capsys, tiny_bert, domain_folder,
-                                                                                    tmp_path):
-    from mlmtune.training.fit import fit
-
-    out = tmp_path / "n-run"
-    fit(build_config(dict(model=tiny_bert, data=[domain_folder], output_dir=str(out), chunk_size=64, batch_size=8,
-                          eval_size=16, max_steps=2, report=False, precision="fp32", add_tokens="5", min_count=3)))
-    said = capsys.readouterr().out
-    # independently: cut every word of the training documents with the tokenizer itself
-    tok = fresh_tokenizer()
-    docs = read_corpus([domain_folder])
-    counts = Counter(w for text in training_texts(docs, eval_fraction=0.1, seed=42)
-                     for w, _ in tok.backend_tokenizer.pre_tokenizer.pre_tokenize_str(
-                         tok.backend_tokenizer.normalizer.normalize_str(text)))
-    cut = sorted(((-c, w) for w, c in counts.items() if c >= 3 and len(tok.tokenize(w)) > 1
-                  and tok.unk_token not in tok.tokenize(w)))
-    expected = [w for _, w in cut[:5]]
-    run = json.loads((out / "run.json").read_text())
-    assert run["vocabulary"]["words"] == expected and set(RARE) <= set(expected)
-    assert "vocabulary: added 5 words; pieces per word of the training text" in said
-
-
 def test_add_tokens_refuses_a_tokenizer_that_is_not_wordpiece():
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
@@ -377,21 +233,10 @@ def test_add_tokens_refuses_a_tokenizer_that_is_not_wordpiece():
     vocab.check_wordpiece(fresh_tokenizer(), "minilm")  # minilm's is WordPiece
 
 
-def test_the_masked_word_measure_reads_the_eval_data_when_given(monkeypatch, tmp_path, tiny_bert, domain_folder):
-    """With --eval-data nothing of --data is held out: the masked words come from the eval source, never
-    from training documents (scoring those would flatter the model)."""
-    from mlmtune.config import build_config
-    from mlmtune.data.sources import documents_from_config
-    from mlmtune.eval import words as wordeval
-    from mlmtune.eval.compare import masked_word_sets
-
-    valid = tmp_path / "valid.txt"
-    valid.write_text("The quizzify panel met on Tuesday.\n\nA zymurgist wrote to the board.\n", encoding="utf-8")
-    seen, real = [], wordeval.prepare
-    monkeypatch.setattr(wordeval, "prepare", lambda texts, tokenizers, **kw: seen.append(list(texts)) or real(
-        texts, tokenizers, **kw))
-    tok = fresh_tokenizer()
-    for data, read_train in (([domain_folder], True), ([], False)):
-        cfg = build_config({"model": tiny_bert, "data": data, "eval_data": [str(valid)]})
-        masked_word_sets(cfg, documents_from_config(cfg, read_train=read_train), [tok], 128)
-        assert seen[-1] == [valid.read_text(encoding="utf-8")]
+def test_a_word_longer_than_the_tokenizer_cuts_is_named_as_too_long(capsys, tmp_path, tiny_bert, news_folder):
+    words = tmp_path / "words.txt"
+    words.write_text("pharmaco" * 20 + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    code, _, err = run_cli(capsys, *vocab_train_args(tiny_bert, news_folder, out, "--add-tokens", words))
+    assert_clean_error(code, err, "longer than the 100 characters")
+    assert not out.exists()

@@ -5,7 +5,7 @@ import math
 from pathlib import Path
 
 import pytest
-from helpers import run_cli
+from helpers import fit_tiny_run, run_cli
 from huggingface_hub import ModelCard
 
 from mlmtune.config import build_config
@@ -130,3 +130,55 @@ def test_a_users_readme_in_a_run_folder_survives_overwrite(tiny_bert, news_folde
     assert (out / "README.md").read_text() == "# my notes\n"
     assert "README.md" not in json.loads((out / "results.json").read_text())["files"]
     assert "not a model card mlmtune wrote" in capsys.readouterr().out
+
+
+# --- a card the user edited, a continued run, an impossible time ----------------------------------
+
+def test_an_edited_card_survives_overwrite(tiny_bert, news_folder, tmp_path, capsys):
+    """The card says 'remove this line to keep your edits': a card so edited is the user's file, and
+    --overwrite must not throw it away with the earlier run (it stays listed in results.json)."""
+    out = tmp_path / "run"
+    config = fit_tiny_run(tiny_bert, news_folder, out)
+    card = out / "README.md"
+    edited = card.read_text().replace(MARKER, "") + "\nMy own notes on this model.\n"
+    card.write_text(edited)
+    capsys.readouterr()
+    fit(build_config({**config, "overwrite": True}))
+    assert card.read_text() == edited
+    assert "not a model card mlmtune wrote" in capsys.readouterr().out
+    assert "README.md" not in json.loads((out / "results.json").read_text())["files"]
+
+
+def test_a_symlinked_readme_survives_overwrite(tiny_bert, news_folder, tmp_path):
+    """A README.md linked to the user's notes elsewhere: the link stays, the notes are untouched."""
+    out = tmp_path / "run"
+    config = fit_tiny_run(tiny_bert, news_folder, out)
+    notes = tmp_path / "notes.md"
+    notes.write_text("# notes\n")
+    (out / "README.md").unlink()
+    (out / "README.md").symlink_to(notes)
+    fit(build_config({**config, "overwrite": True}))
+    assert (out / "README.md").is_symlink() and notes.read_text() == "# notes\n"
+
+
+def test_the_card_of_a_continued_run_says_it_was_continued(tiny_bert, news_folder, tmp_path):
+    """After `--resume --max-steps 3` the card showed the first command (--max-steps=1) as how a
+    3-step model was made: it now says the run was continued, and to what total."""
+    from huggingface_hub import ModelCard
+
+    out = tmp_path / "run"
+    config = fit_tiny_run(tiny_bert, news_folder, out, save_every=1)
+    fit(build_config({**config, "max_steps": 3, "resume": True}))
+    card = ModelCard.load(out / "README.md")
+    assert "--max-steps=3" in card.text and "--max-steps=1" not in card.text  # run.json's command: the run as it stands
+    assert "continued with `--resume` 1 time (planned 1, then 3 steps)" in card.text
+
+
+@pytest.mark.parametrize("when", [1e30, -1e30, float("nan")])
+def test_a_card_from_a_results_json_with_an_impossible_time(when):
+    """results.json is read back by `mlmtune report` and `push`: a finished_at of 1e30 raised
+    OverflowError (a traceback) while writing the card."""
+    from mlmtune.run.card import card_text
+
+    text = card_text(Path("nowhere"), run={}, results={"started_at": when, "finished_at": when}, records=[])
+    assert "## Training" in text

@@ -13,6 +13,26 @@ from hub_standin import HubStandIn
 from huggingface_hub import ModelCard, constants
 
 
+@pytest.fixture
+def hub(monkeypatch, tmp_path):
+    """The stand-in, and this process's huggingface_hub pointed at it with its token (HF_ENDPOINT and
+    HF_HUB_OFFLINE are read when huggingface_hub is imported, so the constants are patched)."""
+    with HubStandIn() as standin:
+        monkeypatch.setattr(constants, "ENDPOINT", standin.url)
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setenv("HF_TOKEN", standin.token)
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+        yield standin
+
+
+@pytest.fixture
+def no_token(monkeypatch, tmp_path):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "no-stored-tokens"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+
+
 def test_push_uploads_the_runs_files_and_a_card_naming_the_repo(run_copy, hub, capsys):
     (run_copy / "notes.txt").write_text("my private notes")
     try:
@@ -144,3 +164,54 @@ def test_a_failed_upload_after_training_keeps_the_model(tiny_bert, news_folder, 
     files = json.loads((out / "results.json").read_text())["files"]
     assert all((out / f).is_file() for f in files) and "model.safetensors" in files
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+# --- what a hostile user found (issue 13) ---------------------------------------------------------
+
+def test_push_never_uploads_a_file_linked_from_outside_the_run(run_copy, tmp_path, hub, capsys):
+    """A README.md the user replaced by a link to their private notes (still listed in results.json):
+    push would publish the notes. Only files that resolve inside the output folder go up."""
+    out = run_copy
+    notes = tmp_path / "private.md"
+    notes.write_text("PRIVATE notes")
+    (out / "README.md").unlink()
+    (out / "README.md").symlink_to(notes)
+    code, _, err = run_cli(capsys, "push", out, "me/run")
+    assert code == 0, err
+    uploaded = hub.repos["me/run"]
+    assert "config.json" in uploaded and "README.md" not in uploaded
+    assert not any(b"PRIVATE" in data for data in uploaded.values())
+    assert notes.read_text() == "PRIVATE notes"
+
+
+def test_push_offline_does_not_say_leave_out_push(finished_run, monkeypatch, capsys):
+    """`mlmtune push` offline said 'leave out push and upload later with mlmtune push': advice for
+    train's --push-to-hub, nonsense for the push command itself."""
+    from huggingface_hub import constants
+
+    out = finished_run
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_TOKEN", "hf_any")
+    code, _, err = run_cli(capsys, "push", out, "me/run")
+    assert_clean_error(code, err, "HF_HUB_OFFLINE")
+    assert "leave out push" not in err
+
+
+def test_push_refuses_a_run_whose_listed_files_are_missing(run_copy, hub, capsys):
+    """A run whose weights were deleted or moved (results.json still lists model.safetensors) was
+    uploaded without them: a repository the Hub shows as a model that no one can load."""
+    out = run_copy
+    (out / "model.safetensors").unlink()
+    code, _, err = run_cli(capsys, "push", out, "me/run")
+    assert_clean_error(code, err, "model.safetensors")
+    assert "me/run" not in hub.repos
+
+
+def test_push_of_an_edited_card_with_broken_metadata_names_the_card(run_copy, hub, capsys):
+    """A card the user edited (marker removed) into metadata the Hub refuses: the upload failed with
+    'check your network and HF_ENDPOINT', the wrong fix."""
+    out = run_copy
+    (out / "README.md").write_text("---\nlicense: [unclosed\n---\n# my card\n")
+    code, _, err = run_cli(capsys, "push", out, "me/run")
+    assert_clean_error(code, err, "README.md", "metadata")
+    assert "network" not in err

@@ -1,4 +1,6 @@
-"""report.html: written at the end of training, rewritten by `mlmtune report OUTPUT`, refused for a non-run folder."""
+"""report.html (run/report.py): written at the end of training, rewritten by `mlmtune report OUTPUT`,
+refused for a folder without a run or with a damaged run.json, written for odd runs (diverged, junk in
+metrics.jsonl, added words), and readable on a phone."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers import JUNK_LINES, assert_clean_error, assert_ok, run_cli, snapshot
 
 from mlmtune.cli import main
 from mlmtune.config import build_config
@@ -172,7 +175,7 @@ def test_a_probe_without_mask_is_refused_before_training(tiny_bert, news_folder,
     assert not (tmp_path / "r").exists()
 
 
-# --- side by side (issue 12, item 4) ----------------------------------------------------------------
+# --- side by side (issue 12, item 4) --------------------------------------------------------------
 
 CLOZE = "# sentence<TAB>answers\nThe [MASK] is happy.\tthe|a\nShares in the company [MASK] sharply.\trose|fell\n"
 
@@ -253,7 +256,7 @@ def test_the_headline_of_a_grown_head_counts_from_its_warm_start(tiny_encoder, n
             f"({_fmt(warm / last, 2)}&times; lower than the warm start)") in page
 
 
-# --- what the report tells (issue 13) -----------------------------------------------------------------
+# --- what the report tells (issue 13) -------------------------------------------------------------
 
 @pytest.mark.parametrize("value, shown", [
     (45242.7, "45,243"), (72.7567, "72.76"), (0.30976, "0.3098"), (5e-05, "0.00005"), (3237.56, "3,238"),
@@ -363,3 +366,171 @@ def test_run_date_and_baseline_accuracy(tmp_path):
     page = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert "run on 2026-11-24 at 13:29 UTC, finished 13:36 (6 min 57 s)" in page  # run.json's start, the last record
     assert "masked-token accuracy <b>0.0%</b> (baseline)" in page
+
+
+# --- no run, a damaged run.json, junk in metrics.jsonl --------------------------------------------
+
+@pytest.mark.parametrize("kind", ["empty-folder", "missing-folder", "a-file"])
+def test_report_without_a_run(capsys, tmp_path, kind):
+    folder = tmp_path / "folder"
+    if kind == "empty-folder":
+        folder.mkdir()
+    elif kind == "a-file":
+        folder.write_text("x")
+    code, _, err = run_cli(capsys, "report", folder)
+    assert_clean_error(code, err, "run.json")
+    if kind == "empty-folder":
+        assert list(folder.iterdir()) == []
+    elif kind == "missing-folder":
+        assert not folder.exists()
+
+
+def test_report_with_a_damaged_run_json(capsys, tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "run.json").write_text('{"config": ')
+    code, _, err = run_cli(capsys, "report", folder)
+    assert_clean_error(code, err, "run.json")
+
+
+def test_report_with_junk_in_metrics_jsonl(capsys, tmp_path):
+    (tmp_path / "run.json").write_text(json.dumps({"config": {"chunk_size": 64}}))
+    good = [{"type": "eval", "step": 0, "perplexity": 100.0}, {"type": "train", "step": 5, "loss": 4.0},
+            {"type": "eval", "step": 10, "perplexity": 40.0}]
+    lines = [json.dumps(good[0]), *JUNK_LINES, json.dumps(good[1]), json.dumps(good[2])]
+    (tmp_path / "metrics.jsonl").write_text("".join(line + "\n" for line in lines))
+    code, out, err = run_cli(capsys, "report", tmp_path)
+    assert_ok(code, err)
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "<b>100</b> &rarr; <b>40</b> (2.5&times; lower)" in page  # from the two good evals only (the one number format)
+    assert (tmp_path / "curves.png").read_bytes().startswith(PNG_MAGIC)
+
+
+@pytest.mark.parametrize("run", [
+    {"config": "oops"},
+    {"config": ["lr", 1]},
+    {"config": {"probe": "The [MASK] is happy."}},
+    {"config": {"model": 5}},
+    {"config": {"seed": "zero"}},
+    {"config": {}, "data": "lots"},
+    {"config": {}, "versions": [1]},
+], ids=["config-str", "config-list", "probe-str", "model-int", "seed-str", "data-str", "versions-list"])
+def test_report_with_a_run_json_of_the_wrong_shape(capsys, tmp_path, run):
+    (tmp_path / "run.json").write_text(json.dumps(run))
+    (tmp_path / "metrics.jsonl").write_text('{"type": "eval", "step": 0, "perplexity": 10.0}\n')
+    before = snapshot(tmp_path)
+    code, _, err = run_cli(capsys, "report", tmp_path)
+    assert_clean_error(code, err, "run.json", "damaged")
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("probe", ["no mask here", ""])
+def test_report_probe_without_mask_writes_nothing(capsys, run_copy, probe):
+    for name in ("report.html", "curves.png"):
+        (run_copy / name).unlink(missing_ok=True)
+    before = snapshot(run_copy)
+    code, _, err = run_cli(capsys, "report", run_copy, "--probe", "The [MASK] is happy.", "--probe", probe)
+    assert snapshot(run_copy) == before  # no curves.png, no report.html, no temporary file
+    assert_clean_error(code, err, "--probe", "[MASK]")
+
+    code, out, err = run_cli(capsys, "report", run_copy, "--probe", "The [MASK] is happy.")
+    assert_ok(code, err)
+    assert (run_copy / "curves.png").read_bytes().startswith(PNG_MAGIC) and (run_copy / "report.html").is_file()
+    assert not list(run_copy.glob(".*"))
+
+
+# --- odd runs: huge numbers, a diverged run, word pieces, added words -----------------------------
+
+@pytest.mark.parametrize("value, shown", [(1e300, "1 × 10^300"), (-2.5e20, "-2.5 × 10^20"),
+                                          (123456789012345.0, "123,456,789,012,345")])
+def test_huge_numbers_keep_four_figures(value, shown):
+    """1e300 was written out as 301 digits of float noise ("1,000,000,000,000,000,052,504,760,...")."""
+    from mlmtune.run.report import _fmt
+
+    assert _fmt(value) == shown
+
+
+def test_report_of_a_diverged_run_is_written(tmp_path):
+    """A perplexity near float's limit (a loss of ~690) crashed the plot: "Axis limits cannot be NaN or Inf"."""
+    from mlmtune.run.report import write_report
+
+    (tmp_path / "run.json").write_text(json.dumps({"config": {"model": "minilm"}}))
+    records = [{"type": "eval", "step": 0, "loss": 690.0, "perplexity": 1e300, "accuracy": 0.0},
+               {"type": "train", "step": 1, "loss": 1e20, "lr": 1e-4, "grad_norm": 1e30},
+               {"type": "eval", "step": 2, "loss": 3.0, "perplexity": 20.1, "accuracy": 0.25}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (tmp_path / "results.json").write_text(json.dumps({"baseline_perplexity": 1e300, "eval_perplexity": 20.1}))
+    page = write_report(tmp_path, say=lambda m: None).read_text()
+    assert "1 × 10^300" in page and "052,504" not in page
+
+
+def test_the_reports_fill_mask_table_shows_pieces_as_pieces(tiny_bert, tiny_roberta):
+    """The report listed "##iv" where the page shows "…iv" (and RoBERTa's piece "s" as if a word)."""
+    from mlmtune.model.fill_mask import Prediction
+    from mlmtune.run.report import _predictions_html
+
+    class Fixed(FillMask):
+        def predict(self, texts, top_k=5, *, sequences=True):
+            t = self.tokenizer
+            if t.mask_token == "[MASK]":
+                words = ["##iv", "cat"]
+            else:  # the piece "s" and a whole word ("Ġthe")
+                words = ["s", next(w for w in sorted(t.get_vocab()) if w.startswith("Ġ") and w[1:].isalpha())]
+            return [[[Prediction(t.decode([t.convert_tokens_to_ids(w)]).strip(), 0.5, t.convert_tokens_to_ids(w))
+                      for w in words]] for _ in texts]
+
+    table = _predictions_html(["The [MASK] is happy."], Fixed(tiny_roberta), Fixed(tiny_bert))
+    assert "##" not in table
+    assert "<li>…iv <span>" in table and "<li>…s <span>" in table and "<li>cat <span>" in table
+    assert table.count("<li>…") == 2  # the whole words stay words
+
+
+def test_report_puts_the_base_cloze_on_the_row_of_the_base_with_its_own_vocabulary(capsys, tmp_path, vocab_run_copy):
+    """The base is cloze-scored as it is (its own tokenizer); with --add-tokens the report's row "base"
+    is the base *with the added words*, which nobody cloze-scored."""
+    import re
+
+    probes = tmp_path / "cloze.tsv"
+    probes.write_text("The glaxosmith [MASK].\treport\n", encoding="utf-8")
+    code, _, err = run_cli(capsys, "report", vocab_run_copy, "--probes", probes)
+    assert_ok(code, err)
+    page = (vocab_run_copy / "report.html").read_text()
+    rows = {re.sub("<.*?>", "", r.split("</td>")[0]): r for r in re.findall(r"<tr><td>(.*?)</tr>", page)}
+    own = next(r for label, r in rows.items() if "its own vocabulary" in label)
+    with_words = next(r for label, r in rows.items() if "with the added words" in label)
+    assert "%" in own.split("</td>")[-2] and "&ndash;" in with_words.split("</td>")[-2]
+
+
+# --- on a phone, in a real browser ----------------------------------------------------------------
+
+@pytest.mark.browser
+def test_report_fits_a_phone(browser, tiny_bert, tmp_path):
+    """report.html at 390 px: no sideways scrolling, with long paths, a long probe and every table."""
+    from mlmtune.run.report import write_report
+
+    out = tmp_path / ("run-with-a-long-folder-name-" + "x" * 60)
+    shutil.copytree(tiny_bert, out)  # the tuned model: tiny_bert's files; its base: tiny_bert itself
+    probe = "The government announced a new [MASK] on Tuesday after a long meeting in " + "Brussels" * 8 + "."
+    (out / "run.json").write_text(json.dumps({
+        "config": {"model": tiny_bert, "output_dir": str(out), "data": [str(tmp_path / ("corpus-" + "y" * 80))],
+                   "probe": [probe], "chunk_size": 64, "lr": 0.003, "seed": 42, "epochs": 3, "weight_decay": 0.01},
+        "data": {"documents": 2127, "train_fingerprint": "a2d7e5b4adb8d9c1" * 4}, "started": "2026-11-24T13:29:37+0000",
+        "versions": {"platform": "Linux-6.18.44-fc-v595-x86_64-with-glibc2.36-and-a-very-long-suffix"}}))
+    records = [{"type": "eval", "step": s, "loss": l, "perplexity": p, "accuracy": a, "masked_tokens": 5685}
+               for s, l, p, a in [(0, 10.7, 45749.1, 0.0), (428, 4.29, 72.76, 0.31)]]
+    records += [{"type": "train", "step": s, "loss": 6.0, "lr": 1e-4} for s in range(10, 430, 10)]
+    (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (out / "results.json").write_text(json.dumps({"steps": 428, "eval_perplexity": 72.76, "wall_seconds": 288.8,
+                                                  "files": ["config.json", "model.safetensors", "tokenizer.json"]}))
+    write_report(out, say=lambda m: None)
+
+    page = browser.new_page(viewport={"width": 390, "height": 844})
+    try:
+        page.goto((out / "report.html").as_uri())
+        assert page.locator("table.preds").is_visible() and page.locator("table.side").is_visible()
+        page.locator("details summary").first.click()  # the folded defaults, opened, fit too
+        widths = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+        assert widths[0] <= widths[1], widths
+        assert page.evaluate("document.documentElement.clientWidth") == 390
+    finally:
+        page.close()

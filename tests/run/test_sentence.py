@@ -1,6 +1,7 @@
 """Sentence encoders stay sentence encoders: a sentence-transformers base keeps its modules (pooling,
 normalisation) and its pooler weights through training, and the output is still a masked LM."""
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -11,7 +12,9 @@ import torch
 from mlmtune.config import build_config
 from mlmtune.training.fit import fit
 
-pytest.importorskip("sentence_transformers")
+# for the tests that load a SentenceTransformer (mlmtune itself never imports it)
+needs_sentence_transformers = pytest.mark.skipif(importlib.util.find_spec("sentence_transformers") is None,
+                                                 reason="sentence-transformers is not installed")
 
 MODULES = [
     {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
@@ -49,6 +52,7 @@ def module_types(model) -> list[str]:
     return [type(m).__name__ for m in model]
 
 
+@needs_sentence_transformers
 def test_sentence_encoder_round_trip(tiny_sentence_encoder, news_folder, tmp_path):
     from safetensors.torch import load_file
     from sentence_transformers import SentenceTransformer
@@ -107,24 +111,7 @@ def test_a_model_without_modules_json_gets_no_sentence_files(tiny_bert, news_fol
     assert all("/" not in f for f in files) and "config.json" in files
 
 
-def test_a_listed_name_never_leaves_the_folder(tmp_path):
-    from mlmtune.run.layout import run_written
-
-    out = tmp_path / "run"
-    (out / "sub").mkdir(parents=True)
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    (elsewhere / "x.json").write_text("{}")
-    (out / "link").symlink_to(elsewhere)
-    for name in ("run.json", "sub/config.json"):
-        (out / name).write_text("{}")
-    names = ["sub/config.json", "../elsewhere/x.json", "link/x.json", "/etc/hostname", ".hidden", "a/b/c"]
-    (out / "results.json").write_text(json.dumps({"files": names}))
-    written = {p.relative_to(out).as_posix() for p in run_written(out)}
-    assert "sub/config.json" in written
-    assert not written & {"../elsewhere/x.json", "link/x.json", "/etc/hostname", ".hidden", "a/b/c"}
-
-
+@needs_sentence_transformers
 @pytest.mark.slow
 def test_minilm_stays_a_normalised_sentence_encoder(tmp_path):
     from sentence_transformers import SentenceTransformer
@@ -138,3 +125,50 @@ def test_minilm_stays_a_normalised_sentence_encoder(tmp_path):
     assert module_types(tuned) == module_types(base)
     norms = np.linalg.norm(tuned.encode(["Shares in the company fell sharply."]), axis=1)
     assert np.allclose(norms, 1.0, atol=1e-5)
+
+
+# --- module files from outside the base (issue 13) ------------------------------------------------
+
+def test_sentence_files_never_come_from_outside_the_base(tmp_path, tiny_encoder):
+    """modules.json names module folders; a module folder or file that links out of the base's folder
+    (to ~/.ssh, say) was copied into the output, and --push-to-hub would have published it."""
+    import shutil
+
+    from mlmtune.run.sentence import sentence_layout
+
+    base = tmp_path / "encoder"
+    shutil.copytree(tiny_encoder, base)
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "id_rsa").write_text("PRIVATE")
+    (base / "1_Pooling").mkdir()
+    (base / "1_Pooling" / "config.json").write_text('{"pooling_mode_mean_tokens": true}')
+    (base / "1_Pooling" / "notes.txt").symlink_to(secret / "id_rsa")
+    (base / "2_Normalize").symlink_to(secret, target_is_directory=True)
+    (base / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+        {"idx": 3, "name": "3", "path": "../../etc", "type": "sentence_transformers.models.Dense"}]))
+    layout = sentence_layout(str(base))
+    assert sorted(layout.files) == ["1_Pooling/config.json", "modules.json"]
+    assert not any(b"PRIVATE" in data for data in layout.files.values())
+
+
+def test_sentence_files_of_a_hub_cache_snapshot_are_read_through_its_links(tmp_path, tiny_encoder):
+    """The Hugging Face cache keeps a snapshot's files as links into ../../blobs: those are the base's own."""
+    import shutil
+
+    from mlmtune.run.sentence import sentence_layout
+
+    repo = tmp_path / "models--org--enc"
+    snapshot = repo / "snapshots" / "abc123"
+    shutil.copytree(tiny_encoder, snapshot)
+    (repo / "blobs").mkdir()
+    (repo / "blobs" / "b1").write_text('{"pooling_mode_mean_tokens": true}')
+    (snapshot / "1_Pooling").mkdir()
+    (snapshot / "1_Pooling" / "config.json").symlink_to(Path("../../../blobs/b1"))
+    (snapshot / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
+    assert sorted(sentence_layout(str(snapshot)).files) == ["1_Pooling/config.json", "modules.json"]

@@ -10,28 +10,12 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from pathlib import Path
 
 import httpx
 import pytest
 from helpers import REPO
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
 pytestmark = pytest.mark.browser
-
-
-def _sync_playwright():
-    if not CHROMIUM.exists():
-        pytest.skip(f"Debian chromium is not installed at {CHROMIUM} (as root: apt-get install chromium, or make browser)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("the playwright package is not installed (pip install 'mlmtune[test]'); "
-                    "it drives /usr/bin/chromium, no browser download needed")
-    return sync_playwright
 
 
 @pytest.fixture(scope="module")
@@ -50,17 +34,6 @@ def server_url(tiny_bert, tiny_encoder, tmp_path_factory):
             yield url
         finally:
             stop(proc)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_playwright = _sync_playwright()
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def open_page(browser, url, problems, **options):
@@ -318,35 +291,3 @@ def test_focus_ring_and_input_borders_reach_3_to_1(server_url, browser, scheme):
         for behind in (panel, field):
             assert contrast(ring, behind) >= 3, (scheme, control, ring, behind, contrast(ring, behind))
     assert not problems, problems
-
-
-def test_report_fits_a_phone(browser, tiny_bert, tmp_path):
-    """report.html at 390 px: no sideways scrolling, with long paths, a long probe and every table."""
-    from mlmtune.run.report import write_report
-
-    out = tmp_path / ("run-with-a-long-folder-name-" + "x" * 60)
-    shutil.copytree(tiny_bert, out)  # the tuned model: tiny_bert's files; its base: tiny_bert itself
-    probe = "The government announced a new [MASK] on Tuesday after a long meeting in " + "Brussels" * 8 + "."
-    (out / "run.json").write_text(json.dumps({
-        "config": {"model": tiny_bert, "output_dir": str(out), "data": [str(tmp_path / ("corpus-" + "y" * 80))],
-                   "probe": [probe], "chunk_size": 64, "lr": 0.003, "seed": 42, "epochs": 3, "weight_decay": 0.01},
-        "data": {"documents": 2127, "train_fingerprint": "a2d7e5b4adb8d9c1" * 4}, "started": "2026-11-24T13:29:37+0000",
-        "versions": {"platform": "Linux-6.18.44-fc-v595-x86_64-with-glibc2.36-and-a-very-long-suffix"}}))
-    records = [{"type": "eval", "step": s, "loss": l, "perplexity": p, "accuracy": a, "masked_tokens": 5685}
-               for s, l, p, a in [(0, 10.7, 45749.1, 0.0), (428, 4.29, 72.76, 0.31)]]
-    records += [{"type": "train", "step": s, "loss": 6.0, "lr": 1e-4} for s in range(10, 430, 10)]
-    (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    (out / "results.json").write_text(json.dumps({"steps": 428, "eval_perplexity": 72.76, "wall_seconds": 288.8,
-                                                  "files": ["config.json", "model.safetensors", "tokenizer.json"]}))
-    write_report(out, say=lambda m: None)
-
-    page = browser.new_page(viewport={"width": 390, "height": 844})
-    try:
-        page.goto((out / "report.html").as_uri())
-        assert page.locator("table.preds").is_visible() and page.locator("table.side").is_visible()
-        page.locator("details summary").first.click()  # the folded defaults, opened, fit too
-        widths = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
-        assert widths[0] <= widths[1], widths
-        assert page.evaluate("document.documentElement.clientWidth") == 390
-    finally:
-        page.close()

@@ -1,4 +1,5 @@
-"""torchrun on CPU (gloo): 2 processes x batch 8 learn what 1 process x batch 16 learns."""
+"""The training loop across processes (training/loop.py), torchrun on CPU (gloo): 2 processes x batch 8
+learn what 1 process x batch 16 learns."""
 
 from __future__ import annotations
 
