@@ -1,5 +1,6 @@
 # make demo: set up .venv if needed, then adapt minilm to BBC News on the CPU (~5 min after setup, on 2 cores)
 # make test: set up .venv if needed, then run the test suite
+# make test-fast: the same without the tests marked slow (the inner loop)
 VENV   ?= .venv
 PYTHON ?= python3
 PY     := $(VENV)/bin/python
@@ -7,7 +8,7 @@ STAMP  := $(VENV)/.mlmtune-installed
 PROBES := "The [MASK] is happy." "The government announced a new [MASK] on Tuesday." \
           "Shares in the company [MASK] sharply after the report." "She scored the winning [MASK] in the final minute."
 
-.PHONY: setup demo test browser clean
+.PHONY: setup demo test test-fast browser clean
 
 setup: $(STAMP)
 
@@ -32,6 +33,11 @@ browser:
 
 test: setup browser
 	$(PY) -m pytest -q
+
+# torchrun, the browser, signals to a training process, torch.compile, the Hub upload from a fresh
+# process, and any test over ~5 s are marked slow (pyproject.toml): left out here, run by make test.
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

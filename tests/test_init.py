@@ -12,6 +12,7 @@ import pytest
 from mlmtune.model.fill_mask import FillMask
 
 
+@pytest.mark.slow
 def test_python_api_works_again_and_again(tiny_bert, news_folder, tmp_path):
     import mlmtune
     from mlmtune.errors import ConfigError, InputError, MlmtuneError

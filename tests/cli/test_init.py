@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from helpers import assert_clean_error, run_cli, train_argv
 
 # --- real processes: the exit code and stderr as a shell sees them --------------------------------
@@ -20,6 +21,7 @@ def run_process(args: list, cwd: Path, stdin: str = "") -> subprocess.CompletedP
                           capture_output=True, text=True, env=env, timeout=300)
 
 
+@pytest.mark.slow
 def test_subprocess_missing_data(tiny_bert, tmp_path):
     proc = run_process(train_argv(tiny_bert, "missing.txt", "out"), cwd=tmp_path)
     assert_clean_error(proc.returncode, proc.stderr, "missing.txt")
@@ -42,6 +44,7 @@ def test_subprocess_bad_yaml(tmp_path):
     assert_clean_error(proc.returncode, proc.stderr, "bad.yaml", "cannot be parsed")
 
 
+@pytest.mark.slow
 def test_subprocess_table_without_text_column(tiny_bert, tmp_path):
     """Reading a table shows datasets progress bars and logs; piped, only the error line remains."""
     (tmp_path / "data.csv").write_text("id,body\n" + "".join(f"{i},some words number {i}\n" for i in range(50)))

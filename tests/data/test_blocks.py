@@ -105,6 +105,7 @@ def test_cut_of_two_million_tokens_in_many_documents_is_the_concatenation(tokeni
 
 # --- a 10 MB line, a corpus too small, blocks longer than the model -------------------------------
 
+@pytest.mark.slow
 def test_one_10mb_line_evaluates(capsys, tiny_bert, news_folder, tmp_path):
     words = news_text(news_folder, 10).split()
     rng = random.Random(0)

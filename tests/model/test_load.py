@@ -162,6 +162,7 @@ def test_model_config_json_of_the_wrong_shape(capsys, tiny_bert, news_folder, tm
 
 # --- the Hub's cache ------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_hub_model_id_loads_from_the_hub_cache(tiny_bert, tmp_path):
     # A Hub id (owner/name) takes the real Hub code path; offline, huggingface_hub answers from its
     # cache, laid out here as a download would leave it.

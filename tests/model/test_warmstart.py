@@ -28,7 +28,7 @@ def test_unigram_bias_is_the_log_frequency():
 
 # --- warm start on a model without a head -------------------------------------------------------
 
-@pytest.mark.parametrize("head_init", ["warm", "prefit"])
+@pytest.mark.parametrize("head_init", ["warm", pytest.param("prefit", marks=pytest.mark.slow)])
 def test_warm_start_lowers_perplexity_and_is_recorded(tmp_path, tiny_encoder, news_folder, head_init):
     out = tmp_path / "warm"
     results = fit(tiny(tiny_encoder, news_folder, out, max_steps=2, head_init=head_init))

@@ -129,6 +129,7 @@ def test_train_refuses_push_to_hub_before_training(tiny_bert, news_folder, tmp_p
     assert not out.exists()  # nothing trained, nothing written
 
 
+@pytest.mark.slow
 def test_train_push_to_hub_through_hf_endpoint(tiny_bert, news_folder, tmp_path):
     """The way a user runs it: HF_ENDPOINT and HF_TOKEN in the environment, a fresh process."""
     out = tmp_path / "run"

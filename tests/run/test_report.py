@@ -503,6 +503,7 @@ def test_report_puts_the_base_cloze_on_the_row_of_the_base_with_its_own_vocabula
 
 # --- on a phone, in a real browser ----------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.browser
 def test_report_fits_a_phone(browser, tiny_bert, tmp_path):
     """report.html at 390 px: no sideways scrolling, with long paths, a long probe and every table."""

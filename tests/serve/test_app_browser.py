@@ -15,7 +15,7 @@ import httpx
 import pytest
 from helpers import REPO
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

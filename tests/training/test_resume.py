@@ -321,6 +321,7 @@ def test_resume_with_more_epochs_continues(tiny_bert, split_news, tmp_path, caps
     assert json.loads((out / "run.json").read_text())["continued"][0]["epochs"] == 1
 
 
+@pytest.mark.slow  # ~10 s: two wall-clock budgets
 def test_a_budget_run_ends_mid_epoch_with_a_checkpoint_and_continues_by_time(tiny_bert, split_news, tmp_path, capsys):
     """The demo's shape: a --max-time run stops mid-epoch; its last step is saved, so it can go on."""
     train, _ = split_news
