@@ -2,22 +2,26 @@
 error line, the argv and configs of small runs, tiny models and corpora, folder snapshots, and
 `mlmtune serve` in a subprocess.
 
-Plain functions and constants (the fixtures are in conftest.py). Importable without pytest:
-benchmarks/serve_load.py takes `spawn` and `stop` from here.
+Plain functions and constants (the fixtures are in conftest.py). Importable without pytest, torch or
+transformers (heavy imports are inside the functions): benchmarks/serve_load.py takes `spawn` and
+`stop` from here.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
+import re
 import socket
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 from mlmtune.cli import main
 from mlmtune.config import build_config
-from mlmtune.data.sources import bbc_news_folder
-from mlmtune.model.tokenizer import load_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 SRC = str(REPO / "src")
@@ -183,6 +187,8 @@ def save_tiny(folder, model_class, tokenizer, *, seed: int = 0, **overrides) -> 
 
 
 def bbc_files(n: int, seed: int = 0) -> list[Path]:
+    from mlmtune.data.sources import bbc_news_folder
+
     files = sorted(bbc_news_folder().rglob("*.txt"))
     return random.Random(seed).sample(files, n)
 
@@ -199,6 +205,8 @@ RARE = ["glaxosmith", "zymurgist", "quizzify"]  # words minilm's WordPiece cuts 
 
 
 def fresh_tokenizer():
+    from mlmtune.model.tokenizer import load_tokenizer
+
     return load_tokenizer("minilm")
 
 
@@ -236,3 +244,41 @@ def free_port() -> str:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return str(sock.getsockname()[1])
+
+
+def spawn(model: str, compare: str | None = None, *, stderr, timeout: float = 300,
+          env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    """`python -m mlmtune serve --port 0` in a subprocess (the browser tests, benchmarks/serve_load.py):
+    the process and the URL it printed once listening. Raises RuntimeError (after killing it) when no
+    URL comes."""
+    cmd = [sys.executable, "-m", "mlmtune", "serve", "--model", model, "--host", "127.0.0.1", "--port", "0"]
+    if compare:
+        cmd += ["--compare", compare]
+    env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
+    found: list[str] = []
+    ready = threading.Event()
+
+    def read() -> None:
+        for line in proc.stdout:
+            match = re.search(r"http://127\.0\.0\.1:\d+/", line)
+            if match and not found:
+                found.append(match.group(0))
+                ready.set()
+        ready.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    if not ready.wait(timeout) or not found:
+        stop(proc)
+        raise RuntimeError("mlmtune serve printed no URL")
+    return proc, found[0]
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Terminate a spawned server, killing it if it does not stop within 15 s."""
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)

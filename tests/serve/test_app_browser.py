@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def server_url(tiny_bert, tiny_encoder, tmp_path_factory):
     """`python -m mlmtune serve --port 0` in a subprocess; its printed URL, once /health answers."""
-    from mlmtune.serve.app import spawn, stop
+    from helpers import spawn, stop
 
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     with log.open("w") as stderr:
