@@ -1,11 +1,12 @@
 # make demo: set up .venv if needed, then adapt minilm to BBC News on the CPU (~5 min after setup, on 2 cores)
 # make test: set up .venv if needed, then run the test suite
+# make test-fast: the same without the tests marked slow (the inner loop)
 VENV   ?= .venv
 PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.mlmtune-installed
 
-.PHONY: setup demo test browser clean
+.PHONY: setup demo test test-fast browser clean
 
 setup: $(STAMP)
 
@@ -31,6 +32,11 @@ browser:
 
 test: setup browser
 	$(PY) -m pytest -q
+
+# torchrun, the browser, signals to a training process, torch.compile, the Hub upload from a fresh
+# process, and any test over ~5 s are marked slow (pyproject.toml): left out here, run by make test.
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

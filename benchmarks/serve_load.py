@@ -24,7 +24,8 @@ from pathlib import Path
 
 import httpx
 
-from mlmtune.serve.app import spawn, stop
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from helpers import spawn, stop  # the tests start `mlmtune serve` the same way
 
 TEXTS = [
     "The [MASK] is happy.",

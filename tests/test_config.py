@@ -1,15 +1,30 @@
-"""Config files: YAML and run.json are views of the same dataclasses as the flags."""
+"""config.py: YAML, run.json and the flags are views of the same dataclasses, and every option is
+checked before anything runs: a bad value is one `error:` line, exit 2, and nothing written."""
 
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import pytest
 import yaml
+from helpers import assert_clean_error, assert_ok, eval_argv, run_cli, train_args, train_argv, vocab_train_args
 
-from mlmtune.cli import main
-from mlmtune.config import build_config, load_config_file, resume_mismatch, to_yaml, validate
+from mlmtune.cli import build_parser, main
+from mlmtune.cli.args import config_from_args
+from mlmtune.config import (
+    build_config,
+    load_config_file,
+    parse_count,
+    parse_duration,
+    resolve,
+    resume_mismatch,
+    to_yaml,
+    validate,
+)
+from mlmtune.data.sources import read_corpus
+from mlmtune.data.split import heldout_texts, training_texts
 from mlmtune.errors import ConfigError
 
 EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.yaml"))
@@ -98,3 +113,249 @@ def test_readme_lists_every_flag():
     assert not missing, f"README lacks {missing}"
     head = readme.splitlines()[:5]  # the README opens with the two commands
     assert head[2] == "```bash" and head[3].startswith("make demo") and head[4].startswith("make test")
+
+
+# --- option values: one error line, nothing written -----------------------------------------------
+
+BAD_VALUES = [
+    ("chunk-size", "0"), ("chunk-size", "-1"), ("chunk-size", "abc"), ("chunk-size", "1.5"), ("chunk-size", "200"),
+    ("mlm-probability", "0"), ("mlm-probability", "1"), ("mlm-probability", "1.5"), ("mlm-probability", "-0.1"),
+    ("mlm-probability", "nan"), ("eval-mlm-probability", "nan"), ("eval-mlm-probability", "0"),
+    ("mask-replace-prob", "1.5"), ("random-replace-prob", "-0.1"), ("mask-replace-prob", "nan"),
+    ("batch-size", "0"), ("batch-size", "-1"), ("batch-size", "2.5"),
+    ("lr", "0"), ("lr", "-1"), ("lr", "-1e-5"), ("lr", "nan"), ("lr", "inf"), ("lr", "fast"),
+    ("epochs", "0"), ("epochs", "-1"), ("max-steps", "0"), ("eval-size", "0"), ("train-size", "-5"),
+    ("eval-fraction", "0"), ("eval-fraction", "1"), ("gradient-accumulation-steps", "0"), ("warmup-ratio", "1"),
+    ("keep-checkpoints", "0"), ("log-every", "0"), ("save-every", "0"), ("precision", "fp64"),
+]
+
+
+@pytest.mark.parametrize("flag, value", BAD_VALUES, ids=[f"{f}={v}" for f, v in BAD_VALUES])
+def test_train_bad_option_value(capsys, tiny_bert, news_folder, tmp_path, flag, value):
+    out = tmp_path / "out"
+    code, _, err = run_cli(capsys, *train_argv(tiny_bert, news_folder, out, f"--{flag}={value}"))
+    line = assert_clean_error(code, err, f"--{flag}")
+    if value == "200":
+        assert "128" in line  # the tiny model's positions
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("flag, value", [("chunk-size", "0"), ("chunk-size", "200"), ("eval-mlm-probability", "nan"),
+                                         ("batch-size", "0"), ("eval-size", "-3")])
+def test_evaluate_bad_option_value(capsys, tiny_bert, news_folder, flag, value):
+    code, _, err = run_cli(capsys, *eval_argv(tiny_bert, news_folder, f"--{flag}={value}"))
+    assert_clean_error(code, err, f"--{flag}")
+
+
+def test_mask_and_random_replace_above_one(capsys, tiny_bert, news_folder, tmp_path):
+    code, _, err = run_cli(capsys, *train_argv(tiny_bert, news_folder, tmp_path / "out",
+                                               "--mask-replace-prob", "0.8", "--random-replace-prob", "0.3"))
+    assert_clean_error(code, err, "--mask-replace-prob", "--random-replace-prob", "exceed 1")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**70)])
+def test_bad_seed(capsys, tiny_bert, news_folder, tmp_path, seed):
+    out = tmp_path / "out"
+    code, _, err = run_cli(capsys, *train_argv(tiny_bert, news_folder, out, f"--seed={seed}"))
+    assert_clean_error(code, err, "--seed")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("flag, value, needle", [
+    ("--weight-decay", "inf", "finite"),
+    ("--weight-decay", "nan", "finite"),
+    ("--lr", "nan", "finite"),
+    ("--head-lr", "-inf", "finite"),
+    ("--max-grad-norm", "inf", "finite"),
+    ("--warmup-ratio", "nan", "finite"),
+    ("--mlm-probability", "nan", "finite"),
+    ("--mask-replace-prob", "nan", "finite"),
+    ("--eval-fraction", "inf", "finite"),
+    ("--weight-decay", "1e5", "weight-decay"),  # lr x decay >= 1 flips every weight
+])
+def test_non_finite_options_write_nothing(capsys, tmp_path, tiny_bert, news_folder, flag, value, needle):
+    out = tmp_path / "out"
+    code, _, err = run_cli(capsys, *train_argv(tiny_bert, news_folder, out, f"{flag}={value}"))
+    assert_clean_error(code, err, flag if needle == "finite" else needle, needle)
+    assert not out.exists()
+
+
+# --- config files ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+@pytest.mark.parametrize("yaml_text, key", [
+    ("chunck_size: 64\n", "chunck_size"),
+    ("learning_rate: 0.1\n", "learning_rate"),
+    ("chunk_size: [1, 2]\n", "chunk_size"),
+    ("chunk_size: sixty-four\n", "chunk_size"),
+    ("data: 5\n", "data"),
+    ("line_by_line: maybe\n", "line_by_line"),
+    ("eval_size: 1.5\n", "eval_size"),
+])
+def test_config_unknown_key_or_wrong_type(capsys, tiny_bert, news_folder, tmp_path, command, yaml_text, key):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(yaml_text)
+    if command == "train":
+        argv = ["train", "--config", cfg, "--print-config"]
+    else:
+        argv = eval_argv(tiny_bert, news_folder, "--config", cfg)
+    code, out, err = run_cli(capsys, *argv)
+    assert_clean_error(code, err, f"'{key}'")
+    assert out == ""
+
+
+@pytest.mark.parametrize("yaml_text, key", [
+    pytest.param("precision: fp64\n", "precision"),
+    pytest.param("1: 2\n", "1"),
+])
+def test_config_values_checked_in_config_py(capsys, tmp_path, yaml_text, key):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(yaml_text)
+    code, _, err = run_cli(capsys, "train", "--config", cfg, "--print-config")
+    assert_clean_error(code, err, key)
+
+
+@pytest.mark.parametrize("name, content, needle", [
+    ("bad.yaml", "lr: [1, 2\n", "cannot be parsed"),
+    ("list.yaml", "- chunk_size\n- 64\n", "mapping"),
+    ("words.yaml", "just some words\n", "mapping"),
+    ("binary.yaml", b"\xff\xfe\x00\x01garbage\x00", "cannot be parsed"),
+    ("bad.json", '{"lr": 0.1,', "cannot be parsed"),
+    ("missing.yaml", None, "does not exist"),
+    ("folder.yaml", "DIR", "folder.yaml"),
+])
+def test_config_file_not_yaml_or_missing(capsys, tmp_path, name, content, needle):
+    path = tmp_path / name
+    if content == "DIR":
+        path.mkdir()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        path.write_text(content)
+    code, out, err = run_cli(capsys, "train", "--config", path, "--print-config")
+    assert_clean_error(code, err, needle)
+    assert out == ""
+
+
+# --- run.json as a config, and as a command -------------------------------------------------------
+
+def test_run_json_is_a_valid_config(capsys, finished_run, tmp_path):
+    new = tmp_path / "new"
+    code, _, err = run_cli(capsys, "train", "--config", finished_run / "run.json", "--output-dir", new)
+    assert_ok(code, err)
+    old_cfg = json.loads((finished_run / "run.json").read_text())["config"]
+    new_cfg = json.loads((new / "run.json").read_text())["config"]
+    assert {k: v for k, v in new_cfg.items() if k != "output_dir"} == {k: v for k, v in old_cfg.items() if k != "output_dir"}
+    code, out, err = run_cli(capsys, "evaluate", "--config", finished_run / "run.json", "--json")
+    assert_ok(code, err)
+    assert json.loads(out)["masked_tokens"] > 0
+
+
+def test_run_json_command_runs_as_written(tiny_bert, split_news, tmp_path, capsys):
+    train, valid = split_news
+    out = tmp_path / "my run"  # a space, a value that starts with '-', a quote: all must survive
+    args = train_args(tiny_bert, out, "--data", train, "--eval-data", valid, "--max-steps", 2, "--overwrite",
+                      "--probe", "-- it's [MASK] --", "--max-grad-norm", "none", "--line-by-line")
+    code, _, err = run_cli(capsys, *args)
+    assert_ok(code, err)
+    run = json.loads((out / "run.json").read_text())
+    assert run["config"]["overwrite"] is False and run["config"]["resume"] is False
+    words = shlex.split(run["command"])
+    assert words[:2] == ["mlmtune", "train"] and "--overwrite" not in words
+    parsed = build_parser().parse_args(words[1:])
+    assert resolve(config_from_args(parsed)).to_dict() == run["config"]  # run.json holds the resolved config
+
+
+def test_to_command_round_trips_every_kind_of_field():
+    from mlmtune.config import build_config, to_command
+
+    cfg = build_config({"data": ["a b.txt", "-x"], "eval_size": None, "report": False, "lr": 1e-4,
+                        "max_time": "90s", "whole_word_mask": True, "probe": ["The [MASK]."]})
+    parsed = build_parser().parse_args(shlex.split(to_command(cfg))[1:])
+    assert config_from_args(parsed).to_dict() == cfg.to_dict()
+    assert to_command(build_config({})) == "mlmtune train"
+
+
+# --- --add-tokens ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--add-tokens", "0"], "--add-tokens 0"),
+    (["--add-tokens", "-5"], "--add-tokens -5"),
+    (["--add-tokens", "50", "--min-count", "100000"], "--min-count"),
+    (["--add-tokens", "5", "--min-count", "0"], "--min-count"),
+    (["--add-tokens", "5", "--streaming"], "--streaming"),
+    (["--new-token-lr", "1e-3"], "needs --add-tokens"),
+    (["--add-tokens", "5", "--new-token-lr", "0"], "--new-token-lr"),
+    (["--add-tokens", "5", "--new-token-lr", "nan"], "--new-token-lr"),
+])
+def test_bad_add_tokens_flags(capsys, tiny_bert, news_folder, tmp_path, extra, needle):
+    out = tmp_path / "out"
+    code, _, err = run_cli(capsys, *vocab_train_args(tiny_bert, news_folder, out, *extra))
+    assert_clean_error(code, err, needle)
+    assert not out.exists()
+
+
+def test_a_number_that_is_also_a_file_name_is_refused(capsys, monkeypatch, tmp_path, tiny_bert, news_folder):
+    """`--add-tokens 5` beside a word file named 5 silently added the 5 most frequent cut words."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "5").write_text("glaxosmith\n", encoding="utf-8")
+    out = tmp_path / "out"
+    code, _, err = run_cli(capsys, *vocab_train_args(tiny_bert, news_folder, out, "--add-tokens", "5"))
+    assert_clean_error(code, err, "./5")
+    assert not out.exists()
+
+
+def test_yaml_takes_a_number_and_the_choice_is_on_training_documents_only(tmp_path, domain_folder):
+    path = tmp_path / "run.yaml"
+    path.write_text("add_tokens: 100\nmin_count: 3\n")
+    cfg = build_config(load_config_file(path))
+    assert cfg.add_tokens == "100" and parse_count(cfg.add_tokens) == 100
+    docs = read_corpus([domain_folder])
+    train = training_texts(docs, eval_fraction=0.1, seed=42)
+    held = heldout_texts(docs, eval_fraction=0.1, seed=42)
+    assert len(train) + len(held) == len(docs.train) and not set(train) & set(held) and len(held) == 4
+    with pytest.raises(ConfigError, match="--add-tokens 0"):
+        parse_count("0")
+
+
+# --- --max-time, --head-init, --dropout -----------------------------------------------------------
+
+@pytest.mark.parametrize("text, seconds", [("90s", 90), ("6m", 360), ("1.5h", 5400), ("2", 2), (" 10 min ", 600),
+                                           ("1d", 86400), ("1s", 1)])
+def test_parse_duration(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["0", "0s", "-5m", "abc", "1e999s", "5 weeks", "", "nan", "inf", "31d", "0.5s", "1e-320"])
+def test_parse_duration_refuses(text):
+    with pytest.raises(ConfigError, match="--max-time"):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize("value", ["0", "-5m", "abc", "1e999s", "0s"])
+def test_bad_max_time_writes_nothing(capsys, tmp_path, tiny_bert, news_folder, value):
+    out = tmp_path / "out"
+    code, _, err = run_cli(capsys, *train_argv(tiny_bert, news_folder, out, f"--max-time={value}"))
+    assert_clean_error(code, err, "--max-time")
+    assert not out.exists()
+
+
+def test_bad_head_init(capsys, tmp_path, tiny_bert, news_folder):
+    code, _, err = run_cli(capsys, *train_argv(tiny_bert, news_folder, tmp_path / "o", "--head-init", "hot"))
+    assert_clean_error(code, err, "--head-init")
+
+
+@pytest.mark.parametrize("value", ["1", "-0.1", "nan", "1.5"])
+def test_bad_dropout(capsys, tmp_path, tiny_bert, news_folder, value):
+    code, _, err = run_cli(capsys, *train_argv(tiny_bert, news_folder, tmp_path / "o", f"--dropout={value}"))
+    assert_clean_error(code, err, "--dropout")
+
+
+def test_resume_takes_the_same_budget_written_otherwise():
+    from mlmtune.config import resume_mismatch
+
+    cfg = build_config({"max_time": "20.0s"})
+    assert resume_mismatch({"max_time": "20s"}, cfg) is None
+    # another budget is no mismatch but a new plan: continuation.py checks it (tests/test_hf_habits.py)
+    assert resume_mismatch({"max_time": "30s"}, cfg) is None

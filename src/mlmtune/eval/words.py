@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import re
-import zlib
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 
@@ -199,8 +198,3 @@ def score(model: torch.nn.Module, words: WordSet, device, autocast=None) -> Word
     chars = int(words.chars.sum())
     total = float(nll.sum())
     return WordResult(total / math.log(2) / chars, float((wrong == 0).double().mean()), words.n_words, chars)
-
-
-def digest(words: WordSet) -> int:
-    """A small fingerprint of which words are masked (their character counts in order)."""
-    return zlib.crc32(words.chars.tobytes())

@@ -27,11 +27,8 @@ import errno
 import functools
 import html
 import json
-import os
-import re
 import signal
 import socket
-import subprocess
 import sys
 import threading
 from importlib import resources
@@ -559,41 +556,3 @@ def _stop_quietly():
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-
-
-def spawn(model: str, compare: str | None = None, *, stderr, timeout: float = 300,
-          env: dict | None = None) -> tuple[subprocess.Popen, str]:
-    """`python -m mlmtune serve --port 0` in a subprocess, for tests and benchmarks: the process and
-    the URL it printed once listening. Raises RuntimeError (after killing it) when no URL comes."""
-
-    cmd = [sys.executable, "-m", "mlmtune", "serve", "--model", model, "--host", "127.0.0.1", "--port", "0"]
-    if compare:
-        cmd += ["--compare", compare]
-    env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
-    found: list[str] = []
-    ready = threading.Event()
-
-    def read() -> None:
-        for line in proc.stdout:
-            match = re.search(r"http://127\.0\.0\.1:\d+/", line)
-            if match and not found:
-                found.append(match.group(0))
-                ready.set()
-        ready.set()
-
-    threading.Thread(target=read, daemon=True).start()
-    if not ready.wait(timeout) or not found:
-        stop(proc)
-        raise RuntimeError("mlmtune serve printed no URL")
-    return proc, found[0]
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """Terminate a spawned server, killing it if it does not stop within 15 s."""
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)

@@ -1,0 +1,64 @@
+"""A grown head starts warm (model/warmstart.py): the output bias from the unigram frequencies, and the
+pre-fit on features the frozen encoder computed once."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from helpers import records, tiny
+
+from mlmtune.model.warmstart import unigram_log_frequency
+from mlmtune.training.fit import fit
+
+# --- the unigram bias ---------------------------------------------------------------------------
+
+def test_unigram_bias_is_the_log_frequency():
+    tokens = np.array([5, 5, 5, 7, 1, 1])  # 1 is a special token: never a target
+    bias = unigram_log_frequency(tokens, 10, never=[1])
+    probs = bias.exp()
+    assert probs.sum().item() == pytest.approx(1.0, abs=1e-5)
+    assert probs[5] > probs[7] > probs[0]  # seen thrice > once > never
+    assert probs[1] == pytest.approx(probs[0].item())  # the special token counts as unseen
+    assert bias[5].item() == pytest.approx(math.log((3 + 1) / (4 + 10)))
+
+
+# --- warm start on a model without a head -------------------------------------------------------
+
+@pytest.mark.parametrize("head_init", ["warm", pytest.param("prefit", marks=pytest.mark.slow)])
+def test_warm_start_lowers_perplexity_and_is_recorded(tmp_path, tiny_encoder, news_folder, head_init):
+    out = tmp_path / "warm"
+    results = fit(tiny(tiny_encoder, news_folder, out, max_steps=2, head_init=head_init))
+    fresh, warm = results["baseline_perplexity"], results["warm_start_perplexity"]
+    assert warm < fresh / 5  # a fresh head sits near the vocabulary size; the bias alone beats that
+    kinds = [(r["type"], r["step"]) for r in records(out) if r["type"] != "train"]
+    assert kinds[:2] == [("eval", 0), ("warm_start", 0)]
+    assert json.loads((out / "results.json").read_text())["warm_start_perplexity"] == pytest.approx(warm)
+    # reproducible from the seed
+    again = fit(tiny(tiny_encoder, news_folder, tmp_path / "again", max_steps=2, head_init=head_init))
+    assert again["warm_start_perplexity"] == pytest.approx(warm, rel=1e-6)
+
+
+def test_the_prefit_trains_only_the_new_head(tmp_path, tiny_encoder, news_folder, monkeypatch):
+    """The encoder is frozen during the pre-fit: only the new parameters change."""
+    import mlmtune.model.warmstart as w
+    from mlmtune.model.load import load_masked_lm
+
+    seen = {}
+    real = w.warm_start_head
+
+    def spy(model, *args, **kwargs):
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        report = real(model, *args, **kwargs)
+        seen["changed"] = {n for n, p in model.named_parameters() if not torch.equal(before[n], p)}
+        seen["report"] = report
+        return report
+
+    monkeypatch.setattr(w, "warm_start_head", spy)
+    fit(tiny(tiny_encoder, news_folder, tmp_path / "spy", max_steps=1, head_init="prefit"))
+    new = set(load_masked_lm(tiny_encoder).new_parameters)
+    assert seen["changed"] and seen["changed"] <= new
+    assert seen["report"].features > 0 and seen["report"].loss_after < seen["report"].loss_before

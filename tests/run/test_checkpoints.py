@@ -1,0 +1,75 @@
+"""Checkpoints (run/checkpoints.py): a trainer_state.json of the wrong shape, or a checkpoint file cut
+short, is refused by --resume as one `error:` line naming the damaged checkpoint, and the run is left
+as it was."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from helpers import assert_clean_error, resume, run_cli, snapshot
+
+# --- trainer_state.json ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("content, needle", [
+    ([1, 2], "a JSON list"),
+    ("oops", "a JSON str"),
+    ({"tokens": 5}, "no step"),
+    ({"step": "2"}, "'2'"),
+    ({"step": 1.5}, "1.5"),
+    ({"step": True}, "True"),
+    ({"step": 7}, "not the folder's 2"),
+    ({"step": 2, "tokens": "many"}, "tokens"),
+    ({"step": 2, "train_seconds": [1]}, "train_seconds"),
+    ({"step": 2, "baseline_perplexity": "high"}, "baseline_perplexity"),
+    ({"step": 2, "eval_seconds": -3}, "eval_seconds"),
+])
+def test_trainer_state_of_the_wrong_shape(tmp_path, content, needle):
+    from mlmtune.errors import CheckpointError
+    from mlmtune.run.checkpoints import read_state
+
+    folder = tmp_path / "step-0000002"
+    folder.mkdir()
+    (folder / "trainer_state.json").write_text(json.dumps(content))
+    with pytest.raises(CheckpointError) as info:
+        read_state(folder)
+    message = str(info.value)
+    for part in ("trainer_state.json", str(folder), needle, "--overwrite"):
+        assert part in message, (part, message)
+
+
+def test_a_good_trainer_state_is_read(tmp_path):
+    from mlmtune.run.checkpoints import read_state
+
+    folder = tmp_path / "step-0000003"
+    folder.mkdir()
+    state = {"step": 3, "tokens": 96, "train_seconds": 1.5, "eval_seconds": 0, "baseline_perplexity": None}
+    (folder / "trainer_state.json").write_text(json.dumps(state))
+    assert read_state(folder) == state
+
+
+@pytest.mark.parametrize("content", [[2], {"step": "2"}, {"step": 2, "tokens": "many"}], ids=["list", "step-str", "tokens"])
+def test_resume_from_a_trainer_state_of_the_wrong_shape(capsys, run_copy, content):
+    newest = sorted((run_copy / "checkpoints").glob("step-*"))[-1]
+    (newest / "trainer_state.json").write_text(json.dumps(content))
+    before = snapshot(run_copy)
+    code, _, err = resume(capsys, run_copy)
+    assert_clean_error(code, err, "damaged", newest.name, "trainer_state.json", "--overwrite")
+    assert snapshot(run_copy) == before
+
+
+# --- a checkpoint file cut short ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", [
+    "model.safetensors", "optimizer.bin", "scheduler.bin", "trainer_state.json",
+    pytest.param("random_states_0.pkl"),
+])
+def test_resume_from_a_truncated_checkpoint(capsys, run_copy, name):
+    newest = sorted((run_copy / "checkpoints").glob("step-*"))[-1]
+    target = newest / name
+    target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])
+    before = snapshot(run_copy)
+    code, _, err = run_cli(capsys, "train", "--config", run_copy / "run.json", "--output-dir", run_copy, "--resume")
+    assert_clean_error(code, err, "damaged", newest.name)
+    assert snapshot(run_copy) == before

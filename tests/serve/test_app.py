@@ -1,0 +1,583 @@
+"""mlmtune serve (serve/app.py): the JSON API on tiny models (tiny_bert tuned beside tiny_encoder, a
+base with a grown head; or tiny_bert alone), the Hub's request shape, the page and the docs, a real
+uvicorn server; and a hostile client (issue 11): masks past the model, chunked bodies, stalled
+connections, too many connections, and bodies that are not what they claim.
+
+Every refusal is an HTTP error whose body is JSON with a `detail` naming the field (or the body) and
+the fix."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import select
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from helpers import API
+
+from mlmtune.errors import InputError
+from mlmtune.model.fill_mask import FillMask
+from mlmtune.serve.app import MAX_BODY_BYTES, MAX_MASKS, MAX_TEXT_CHARS, MAX_TOP_K, bind_socket, create_app, make_server
+
+
+@pytest.fixture(scope="module")
+def app(tiny_bert, tiny_encoder):
+    return create_app(tiny_bert, compare=tiny_encoder)
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    with TestClient(app) as c:
+        yield c
+
+
+def fill(client, text, top_k=5):
+    return client.post(API, json={"text": text, "top_k": top_k})
+
+
+def assert_predictions(masks, n_masks, top_k):
+    assert len(masks) == n_masks
+    for preds in masks:
+        assert len(preds) == top_k
+        assert all(set(p) == {"score", "token", "token_str", "sequence"} and isinstance(p["token"], int)
+                   and isinstance(p["token_str"], str) and p["token_str"] and p["token_str"].removeprefix("##") in p["sequence"]
+                   for p in preds)
+        scores = [p["score"] for p in preds]
+        assert all(0.0 <= s <= 1.0 for s in scores)
+        assert scores == sorted(scores, reverse=True)
+
+
+def test_fill_mask_returns_top_k_per_model(client, tiny_bert, tiny_encoder):
+    r = fill(client, "The [MASK] is happy.", top_k=3)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["text"] == "The [MASK] is happy."
+    assert [(m["name"], m["role"], m["grown_head"]) for m in body["models"]] == [
+        (tiny_bert, "tuned", False), (tiny_encoder, "base", True)]
+    for model in body["models"]:
+        assert_predictions(model["masks"], n_masks=1, top_k=3)
+
+
+def test_api_agrees_with_fill_mask(client, tiny_bert):
+    text = "Shares in the company [MASK] sharply after the [MASK]."
+    expected = [[p.as_dict() for p in mask] for mask in FillMask(tiny_bert).predict([text], top_k=4)[0]]
+    tuned = fill(client, text, top_k=4).json()["models"][0]
+    assert tuned["masks"] == expected
+
+
+def test_the_hub_request_is_answered_as_the_pipeline(client, tiny_bert):
+    """{"inputs", "parameters"}: the tuned model's answer, exactly as FillMask (and so the pipeline) gives it."""
+    fm = FillMask(tiny_bert)
+    r = client.post(API, json={"inputs": "The [MASK] is happy.", "parameters": {"top_k": 3}})
+    assert r.status_code == 200, r.text
+    assert r.json() == fm("The [MASK] is happy.", top_k=3)  # a list of 3 dicts
+    assert len(r.json()) == 3 and set(r.json()[0]) == {"score", "token", "token_str", "sequence"}
+    # without parameters: top_k 5; a list of texts: one answer per text, several masks: a list per mask
+    texts = ["The [MASK] is happy.", "[MASK] met [MASK] leaders."]
+    r = client.post(API, json={"inputs": texts})
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert [len(answer[0]), len(answer[1]), len(answer[1][0])] == [5, 2, 5]
+    alone = [fm(texts[0]), fm(texts[1])]  # each text alone: the same answers (scores to 1e-5: padding)
+    assert [d["token"] for d in answer[0]] == [d["token"] for d in alone[0]]
+    assert [[d["sequence"] for d in m] for m in answer[1]] == [[d["sequence"] for d in m] for m in alone[1]]
+    assert [d["score"] for d in answer[0]] == pytest.approx([d["score"] for d in alone[0]], abs=1e-5)
+
+
+def test_huggingface_hub_client_reads_the_answer(live_url, monkeypatch):
+    """huggingface_hub's InferenceClient, pointed at this server, sends the Hub's request and parses the answer."""
+    from huggingface_hub import InferenceClient, constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # its offline mode refuses even a loopback URL
+
+    answer = InferenceClient(model=live_url + API).fill_mask("The [MASK] is happy.", top_k=2)
+    assert len(answer) == 2 and all(isinstance(a.token, int) and a.token_str and a.sequence for a in answer)
+    # the client's targets (a parameter of the Hub's fill-mask task) narrow the answer to those words
+    answer = InferenceClient(model=live_url + API).fill_mask("The [MASK] is happy.", targets=["cat", "dog"])
+    assert sorted(a.token_str for a in answer) == ["cat", "dog"]
+
+
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        ({"inputs": "The cat is happy."}, ["inputs has no mask"]),
+        ({"inputs": ["The [MASK] is happy.", "No mask."]}, ["inputs[1] has no mask"]),
+        ({"inputs": []}, ["0 texts", "1 to 16"]),
+        ({"inputs": ["[MASK]"] * 17}, ["17 texts", "1 to 16"]),
+        ({"inputs": ""}, ["inputs is empty"]),
+        ({"inputs": "[MASK] " + "x" * MAX_TEXT_CHARS}, ["inputs is too long", "2,000"]),
+        ({"inputs": 42}, ["inputs must be a text or a list of texts, got int"]),
+        ({"inputs": "The [MASK].", "parameters": {"top_k": 0}}, ["parameters.top_k", "1 to 50", "got 0"]),
+        ({"inputs": "The [MASK].", "parameters": {"top_p": 0.5}}, ["unknown parameter 'top_p'", "top_k and targets"]),
+        ({"inputs": "The [MASK].", "parameters": 5}, ["parameters must be a JSON object"]),
+        ({"inputs": "The [MASK].", "top_k": 3}, ["not both", '"parameters": {"top_k": 5}']),
+        ({"text": "The [MASK].", "inputs": "The [MASK]."}, ["not both"]),
+        ({"text": "The [MASK].", "parameters": {"top_k": 2}}, ["not both"]),
+        ({"inputs": ["The [MASK].", 7]}, ["inputs must be a text or a list of texts"]),
+        ({"inputs": ["The [MASK].", "The \ud800 [MASK]."]}, ["inputs[1]", "lone surrogate U+D800", "UTF-8"]),
+    ],
+    ids=["no-mask", "second-no-mask", "empty-list", "too-many", "empty", "too-long", "not-text", "top-k-0",
+         "unknown-parameter", "parameters-not-object", "top-k-beside-inputs", "text-and-inputs", "text-and-parameters",
+         "item-not-text", "lone-surrogate"],
+)
+def test_each_limit_of_the_hub_request_is_a_422(client, body, words):
+    import json
+
+    r = client.post(API, content=json.dumps(body), headers={"content-type": "application/json"})  # \ud800 escaped
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    for word in words:
+        assert word in detail, detail
+
+
+def test_several_masks_in_order(client):
+    text = "The [MASK] minister met [MASK] leaders in [MASK] on Tuesday."
+    body = fill(client, text, top_k=2).json()
+    for model in body["models"]:
+        assert_predictions(model["masks"], n_masks=3, top_k=2)
+
+
+def test_limits_at_their_edge_are_accepted(client):
+    assert fill(client, "[MASK] " * MAX_MASKS, top_k=1).status_code == 200
+    r = fill(client, "[MASK] is" + "x" * (MAX_TEXT_CHARS - 9), top_k=MAX_TOP_K)
+    assert r.status_code == 200, r.text
+    assert len(r.json()["models"][0]["masks"][0]) == MAX_TOP_K
+
+
+def test_single_model_without_compare(tiny_bert):
+    with TestClient(create_app(tiny_bert)) as c:
+        body = fill(c, "The [MASK] is happy.").json()
+        assert [m["role"] for m in body["models"]] == ["tuned"]
+        assert_predictions(body["models"][0]["masks"], 1, 5)
+        assert [m["role"] for m in c.get("/health").json()["models"]] == ["tuned"]
+
+
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        ({"text": "The [MASK] is happy." + "x" * MAX_TEXT_CHARS}, ["too long", "2,000"]),
+        ({"text": "The cat is happy."}, ["no mask", "[MASK]"]),
+        ({"text": "[MASK] " * (MAX_MASKS + 1)}, [f"{MAX_MASKS + 1} masks", f"limit is {MAX_MASKS}"]),
+        ({"text": "The [MASK] is happy.", "top_k": 0}, ["top_k", "1 to 50", "got 0"]),
+        ({"text": "The [MASK] is happy.", "top_k": MAX_TOP_K + 1}, ["top_k", "1 to 50", "got 51"]),
+        ({"text": "The [MASK] is happy.", "top_k": "many"}, ["top_k", "whole number", "'many'"]),
+        ({"text": ""}, ["text is empty"]),
+        ({"top_k": 5}, ["text is missing"]),
+        ({"text": 42}, ["text must be a string"]),
+        ({"text": "The [MASK] is happy.", "topk": 3}, ["unknown field 'topk'"]),
+        (["The [MASK] is happy."], ["not a JSON object"]),
+    ],
+    ids=["too-long", "no-mask", "too-many-masks", "top-k-0", "top-k-51", "top-k-word", "empty", "missing",
+         "not-a-string", "unknown-field", "not-an-object"],
+)
+def test_each_limit_is_a_422_with_a_readable_message(client, body, words):
+    r = client.post(API, json=body)
+    assert r.status_code == 422
+    detail = r.json()["detail"]
+    assert isinstance(detail, str)  # one sentence, not pydantic's list of dicts
+    for word in words:
+        assert word in detail, detail
+    assert "Input should" not in detail and "loc" not in detail
+
+
+def test_invalid_json_is_a_422(client):
+    r = client.post(API, content=b'{"text": "The [MASK]', headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "not valid JSON" in r.json()["detail"]
+
+
+def test_input_error_from_fill_mask_is_a_422(client):
+    # 400 words then the mask: within 2,000 characters, but beyond tiny_bert's 128 positions.
+    r = fill(client, "word " * 390 + "[MASK].")
+    assert r.status_code == 422
+    assert "beyond the model's 128 tokens" in r.json()["detail"]
+
+
+def test_oversized_body_is_refused_before_parsing(client):
+    r = client.post(API, content=b"x" * 100_000, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "2,000 characters" in r.json()["detail"]
+
+
+def test_health_lists_the_models(client, tiny_bert, tiny_encoder):
+    r = client.get("/health")
+    assert r.status_code == 200
+    assert r.json() == {"status": "ok", "models": [
+        {"name": tiny_bert, "role": "tuned", "grown_head": False, "mask_token": "[MASK]"},
+        {"name": tiny_encoder, "role": "base", "grown_head": True, "mask_token": "[MASK]"},
+    ]}
+
+
+def test_docs_and_page_are_served(client):
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    spec = client.get("/openapi.json").json()
+    assert "/v1/fill-mask" in spec["paths"] and "/health" in spec["paths"]
+    assert spec["paths"]["/v1/fill-mask"]["post"]["responses"]["422"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ErrorBody"}
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "<title>mlmtune" in page.text and 'id="text"' in page.text
+
+
+@pytest.fixture(scope="module")
+def live_url(app):
+    """The same app on a real uvicorn server on a free loopback port, in a background thread."""
+    sock = bind_socket("127.0.0.1", 0)
+    server = make_server(app)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server.should_exit = True
+    thread.join(10)
+    sock.close()
+
+
+def test_concurrent_requests_all_succeed_and_match(client, live_url):
+    texts = [f"Story {i}: the [MASK] rose by {i} per cent and [MASK] fell." for i in range(12)]
+    expected = {t: fill(client, t, top_k=3).json() for t in texts}
+
+    def ask(i: int) -> tuple[str, httpx.Response]:
+        text = texts[i % len(texts)]
+        with httpx.Client(base_url=live_url, timeout=60) as http:
+            return text, http.post(API, json={"text": text, "top_k": 3})
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        answers = list(pool.map(ask, range(48)))
+    assert all(r.status_code == 200 for _, r in answers), [r.text for _, r in answers if r.status_code != 200]
+    for text, r in answers:  # no answer mixed up with another request's
+        assert r.json() == expected[text]
+
+
+class SlowModel:
+    """A FillMask stand-in that holds its worker thread for a while."""
+
+    def __init__(self, fm, seconds):
+        self.fm, self.seconds = fm, seconds
+
+    def __getattr__(self, name):
+        return getattr(self.fm, name)
+
+    def predict(self, texts, top_k=5):
+        time.sleep(self.seconds)
+        return self.fm.predict(texts, top_k)
+
+
+def test_inference_runs_off_the_event_loop(tiny_bert):
+    app = create_app(tiny_bert)
+    served = app.state.models[0]
+    served.fm = SlowModel(served.fm, seconds=1.5)
+    sock = bind_socket("127.0.0.1", 0)
+    server = make_server(app)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.02)
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        with ThreadPoolExecutor(2) as pool:
+            slow = pool.submit(httpx.post, url + API, json={"text": "The [MASK] is happy."}, timeout=30)
+            time.sleep(0.3)  # the slow request is now inside the model
+            started = time.monotonic()
+            health = httpx.get(url + "/health", timeout=30)
+            waited = time.monotonic() - started
+            assert health.status_code == 200 and not slow.done()
+            assert waited < 1.0, f"/health waited {waited:.2f} s behind a running inference"
+            assert slow.result().status_code == 200
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+def test_a_taken_port_is_one_error_line(capsys):
+    from mlmtune.cli import main
+
+    with bind_socket("127.0.0.1", 0) as taken:
+        port = taken.getsockname()[1]
+        with pytest.raises(InputError, match=f"port {port} on 127.0.0.1 is in use"):
+            bind_socket("127.0.0.1", port)
+        # before any model is loaded: the model name need not exist
+        assert main(["serve", "--model", "no-such-model", "--port", str(port)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: port") and "--port" in err[0]
+
+
+def test_serve_refuses_a_tokenizer_larger_than_the_model(small_model):
+    from mlmtune.errors import ModelError
+    from mlmtune.serve.app import load_models
+
+    with pytest.raises(ModelError, match="30,522 tokens .* 1,000 token embeddings"):
+        load_models(str(small_model["with-tokenizer"]))
+
+
+# --- tiny_bert alone, against a hostile client (issue 11) -----------------------------------------
+
+@pytest.fixture(scope="module")
+def single_app(tiny_bert):
+    """The app of tiny_bert alone (no --compare)."""
+    return create_app(tiny_bert)
+
+
+@pytest.fixture(scope="module")
+def single_client(single_app):
+    with TestClient(single_app) as c:
+        yield c
+
+
+def json_error(r: httpx.Response, status: int, *words: str) -> str:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/json", r.headers
+    detail = r.json()["detail"]
+    assert isinstance(detail, str) and ": " in detail, detail  # <problem>: <fix>
+    for word in words:
+        assert word in detail, detail
+    return detail
+
+
+@contextlib.contextmanager
+def served(app, **limits):
+    """The app on a real uvicorn server (make_server, as `mlmtune serve` runs it) on a free port."""
+    sock = bind_socket("127.0.0.1", 0)
+    server = make_server(app, **limits)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
+            time.sleep(0.02)
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+def closed_by_server(conn: socket.socket, wait: float = 30) -> bool:
+    """Read until the server closes (True) or `wait` seconds pass without it (False)."""
+    conn.settimeout(wait)
+    try:
+        while conn.recv(65536):
+            pass
+    except (TimeoutError, socket.timeout):
+        return False
+    except ConnectionResetError:
+        pass
+    return True
+
+
+# --- masks past the model's length ----------------------------------------------------------------
+
+def test_a_mask_past_the_model_is_a_422_naming_the_limit(single_client):
+    # 1,993 characters (within the API's 2,000) but ~1,000 tokens: tiny_bert has 128 positions.
+    r = single_client.post(API, json={"text": "[MASK] " + "x " * 990 + "[MASK]"})
+    json_error(r, 422, "1 of the 2 masks", "beyond the model's 128 tokens", "shorten")
+
+
+def test_a_long_text_with_its_masks_in_reach_is_cut_not_refused(single_client):
+    r = single_client.post(API, json={"text": "The [MASK] said " + "word " * 300, "top_k": 2})
+    assert r.status_code == 200, r.text
+    assert len(r.json()["models"][0]["masks"]) == 1
+
+
+# --- a chunked body is counted while it streams ---------------------------------------------------
+
+def test_a_chunked_body_stops_being_read_past_the_limit(single_app):
+    """The ASGI app fed 1 kB chunks with more_body and no Content-Length (what uvicorn passes on
+    for Transfer-Encoding: chunked): it answers 413 after reading just past 64 kB, not the whole body."""
+    chunk, total = 1024, 1000  # 1 MB offered
+    read = 0
+    sent: list[dict] = []
+
+    async def receive():
+        nonlocal read
+        if read == total:
+            return {"type": "http.disconnect"}
+        read += 1
+        return {"type": "http.request", "body": b"x" * chunk, "more_body": read < total}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+             "scheme": "http", "path": API, "raw_path": API.encode(), "query_string": b"", "root_path": "",
+             "headers": [(b"host", b"test"), (b"content-type", b"application/json"),
+                         (b"transfer-encoding", b"chunked")],
+             "client": ("127.0.0.1", 1), "server": ("test", 80)}
+    asyncio.run(single_app(scope, receive, send))
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    assert start["status"] == 413, body
+    assert "64 kB" in json.loads(body)["detail"]
+    assert read * chunk <= MAX_BODY_BYTES + chunk  # stopped at the limit
+
+
+def test_a_real_chunked_request_gets_413_and_is_cut_off(single_app):
+    with served(single_app) as port, socket.create_connection(("127.0.0.1", port)) as conn:
+        chunks = b"".join(b"400\r\n" + b"x" * 1024 + b"\r\n" for _ in range(70))  # 70 kB > 64 kB
+        conn.sendall(b"POST /v1/fill-mask HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n")
+        conn.settimeout(30)
+        answer = b""
+        while chunk := conn.recv(65536):  # the server closes the connection after the 413
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413 "), answer[:300]
+    assert b"content-type: application/json" in head.lower()
+    assert "64 kB" in json.loads(body)["detail"]
+
+
+# --- ports ----------------------------------------------------------------------------------------
+
+def test_bind_socket_refuses_a_port_the_os_would_wrap():
+    with pytest.raises(InputError, match="0 to 65535"):
+        bind_socket("127.0.0.1", 99999)  # the OS takes it modulo 65536: 34463
+
+
+# --- stalled and slow connections, too many connections -------------------------------------------
+
+HEAD = b"POST /v1/fill-mask HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n"
+
+
+HEALTH = b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n"
+
+
+@pytest.mark.parametrize("sent", [b"", HEAD[:30], HEAD + b'{"text": ', HEALTH + HEAD + b'{"text": '],
+                         ids=["nothing", "half-a-head", "half-a-body", "pipelined-half-a-body"])
+def test_a_stalled_request_is_closed_after_the_request_timeout(single_app, sent):
+    with served(single_app, timeout_request=0.5, timeout_keep_alive=60) as port, \
+            socket.create_connection(("127.0.0.1", port)) as conn:
+        conn.sendall(sent)
+        assert closed_by_server(conn)  # without the deadline it would hang until `wait` gives up
+
+
+def test_a_request_trickled_in_is_closed_although_bytes_keep_coming(single_app):
+    """Each byte would restart a per-read timeout; the deadline is for the whole request."""
+    with served(single_app, timeout_request=0.5) as port, socket.create_connection(("127.0.0.1", port)) as conn:
+        for byte in HEAD:  # 130 bytes at one per 0.1 s: 13 s, far past the 0.5 s deadline
+            try:
+                conn.sendall(bytes([byte]))
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            if select.select([conn], [], [], 0.1)[0]:
+                break  # readable: the server closed (nothing else is sent before a whole request)
+        else:
+            pytest.fail("the server let a request trickle in for 13 s")
+        assert closed_by_server(conn)
+
+
+def test_a_prompt_request_is_answered_and_an_idle_connection_closed_after_keep_alive(single_app):
+    with served(single_app, timeout_request=30, timeout_keep_alive=0.5) as port, \
+            socket.create_connection(("127.0.0.1", port)) as conn:
+        conn.sendall(HEALTH)
+        conn.settimeout(30)
+        assert conn.recv(65536).startswith(b"HTTP/1.1 200 ")
+        assert closed_by_server(conn)
+
+
+def test_connections_beyond_max_connections_get_503(single_app):
+    with served(single_app, timeout_keep_alive=60, max_connections=1) as port:
+        url = f"http://127.0.0.1:{port}/health"
+        with socket.create_connection(("127.0.0.1", port)) as held:  # holds the one place, kept alive
+            held.sendall(HEALTH)
+            held.settimeout(30)
+            assert held.recv(65536).startswith(b"HTTP/1.1 200 ")  # so the server has surely counted it
+            assert httpx.get(url, timeout=30).status_code == 503
+        deadline = time.monotonic() + 20  # the place frees once the server sees the close
+        while (status := httpx.get(url, timeout=30).status_code) == 503 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert status == 200
+
+
+# --- values and bodies that are not what they claim -----------------------------------------------
+
+@pytest.mark.parametrize("content, field, words", [
+    (b'{"text": "The [MASK] is happy.", "top_k": true}', "top_k", ["top_k", "got true", "whole number"]),
+    (b'{"text": "The [MASK] is happy.", "top_k": "5"}', "top_k", ["top_k", "got '5'"]),
+    (b'{"text": "The [MASK] is happy.", "top_k": 2.5}', "top_k", ["top_k", "got 2.5"]),
+    (b'{"text": "The [MASK] is \\ud800 happy."}', "text", ["lone surrogate \\ud800", "pair"]),
+    (b'{"text": "The [MASK] is \xff happy."}', "body", ["not valid UTF-8", "0xff", "UTF-8"]),
+    (b'{"inputs": "The [MASK].", "parameters": {"top_k": true}}', "parameters.top_k",
+     ["parameters.top_k", "got true", "whole number"]),
+    (b'{"text": ' + b"[" * 20000 + b"]" * 20000 + b"}", "body", ["nested too deeply", '{"text"']),
+], ids=["top-k-true", "top-k-string", "top-k-fraction", "lone-surrogate", "invalid-utf-8",
+        "parameters-top-k-true", "deeply-nested"])
+def test_each_is_a_422_naming_the_field_and_fix(single_client, content, field, words):
+    r = single_client.post(API, content=content, headers={"content-type": "application/json"})
+    json_error(r, 422, *words)
+    assert [e["field"] for e in r.json()["errors"]] == [field]
+
+
+def test_a_paired_surrogate_escape_is_a_character(single_client):
+    r = single_client.post(API, content=b'{"text": "The [MASK] is \\ud83d\\ude00.", "top_k": 1}',
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 200 and r.json()["text"] == "The [MASK] is \U0001F600."
+
+
+@pytest.mark.parametrize("method, path, words", [
+    ("GET", "/v2/fill-mask", ["/v2/fill-mask", "POST /v1/fill-mask"]),
+    ("GET", API, ["GET", "use POST"]),
+    ("DELETE", "/health", ["DELETE", "use GET"]),
+])
+def test_wrong_paths_and_methods_are_json_naming_the_fix(single_client, method, path, words):
+    r = single_client.request(method, path)
+    json_error(r, 404 if path.startswith("/v2") else 405, *words)
+
+
+# --- the Hub's request: targets, inputs; word pieces ----------------------------------------------
+
+def test_the_hub_request_takes_the_pipelines_targets(single_client, tiny_bert):
+    """parameters.targets was refused ("unknown parameter"), so InferenceClient.fill_mask(targets=...) failed."""
+    fm = FillMask(tiny_bert)
+    r = single_client.post(API, json={"inputs": "The [MASK] is happy.",
+                                      "parameters": {"top_k": 3, "targets": ["cat", "dog"]}})
+    assert r.status_code == 200, r.text
+    assert r.json() == fm("The [MASK] is happy.", top_k=3, targets=["cat", "dog"])
+    assert len(r.json()) == 2
+    r = single_client.post(API, json={"inputs": ["a [MASK]", "b [MASK]"], "parameters": {"targets": "cat"}})
+    assert r.status_code == 200 and [[d["token_str"] for d in a] for a in r.json()] == [["cat"], ["cat"]]
+
+
+@pytest.mark.parametrize("parameters, words", [
+    ({"targets": []}, ["targets holds 0 words", "1 to 100"]),
+    ({"targets": ["w"] * 101}, ["targets holds 101 words", "1 to 100"]),
+    ({"targets": 5}, ["parameters.targets must be a word or a list", "got int"]),
+    ({"targets": [["cat"]]}, ["parameters.targets must be a word or a list"]),
+    ({"targets": [""]}, ["none of the targets"]),
+    ({"targets": ["cat", "\ud800"]}, ["the target", "lone surrogate U+D800"]),  # was a 500 (the tokenizer's TypeError)
+])
+def test_unusable_hub_targets_are_a_422(single_client, parameters, words):
+    body = json.dumps({"inputs": "The [MASK] is happy.", "parameters": parameters})  # \ud800 escaped
+    r = single_client.post(API, content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    for word in words:
+        assert word in r.json()["detail"], r.json()["detail"]
+
+
+def test_inputs_null_is_named(single_client):
+    """{"inputs": null} was answered "text is missing", a field the Hub's user never sent."""
+    r = single_client.post(API, json={"inputs": None, "parameters": {"top_k": 2}})
+    assert r.status_code == 422 and r.json()["detail"].startswith("inputs is null"), r.text
+
+
+def test_the_api_says_which_predictions_are_pieces(tiny_roberta):
+    """The page took RoBERTa's "s" (no word-start space) for a word: mlmtune's answer now names the pieces."""
+    from mlmtune.serve.app import create_app
+
+    fm = FillMask(tiny_roberta)
+    with TestClient(create_app(tiny_roberta)) as c:
+        model = c.post(API, json={"text": "The cat[MASK] is happy. [MASK]", "top_k": 8}).json()["models"][0]
+    assert [len(p) for p in model["pieces"]] == [len(m) for m in model["masks"]] == [8, 8]
+    assert [[fm.continues_word(d["token"]) for d in m] for m in model["masks"]] == model["pieces"]
+    flat = [(d["token_str"], piece) for m, ps in zip(model["masks"], model["pieces"]) for d, piece in zip(m, ps)]
+    assert all(not piece for s, piece in flat if s.startswith(" ")), flat
