@@ -20,6 +20,7 @@ from mlmtune.config import (
     parse_duration,
     resolve,
     resume_mismatch,
+    to_command,
     to_yaml,
     validate,
 )
@@ -94,6 +95,35 @@ def test_resume_mismatch_names_the_field():
     saved = build_config({"lr": 1e-4}).to_dict()
     assert "lr" in resume_mismatch(saved, build_config({"lr": 2e-4}))
     assert resume_mismatch(saved, build_config({"lr": 1e-4, "log_every": 3, "resume": True})) is None
+
+
+def test_resolve_fills_in_the_defaults_that_follow_other_options():
+    cfg = resolve(build_config({"batch_size": 8, "head_lr": 2e-3, "add_tokens": "10"}))
+    assert (cfg.eval_batch_size, cfg.head_init, cfg.new_token_lr) == (16, "warm", 2e-3)
+    given = resolve(build_config({"batch_size": 8, "eval_batch_size": 5, "head_init": "prefit"}))
+    assert (given.eval_batch_size, given.head_init, given.new_token_lr) == (5, "prefit", None)  # no --add-tokens
+    assert resolve(build_config({"streaming": True, "eval_size": None, "max_steps": 2})).eval_size == 1000
+    assert resolve(build_config({"eval_size": None})).eval_size is None  # in memory, none means all
+    assert resolve(cfg) == cfg
+
+
+def test_print_config_shows_the_resolved_values(capsys):
+    code, out, _ = run_cli(capsys, "train", "--batch-size", "4", "--print-config")
+    assert code == 0
+    shown = yaml.safe_load(out.replace("# ", "#"))
+    assert shown["eval_batch_size"] == 8 and shown["head_init"] == "warm"
+
+
+def test_the_command_leaves_out_what_follows_and_a_resume_accepts_a_run_json_that_left_it_null():
+    cfg = resolve(build_config({"batch_size": 4, "add_tokens": "10", "head_lr": 3e-3}))
+    words = shlex.split(to_command(cfg))
+    assert not any(w.startswith(("--eval-batch-size", "--head-init", "--new-token-lr")) for w in words)
+    assert resolve(config_from_args(build_parser().parse_args(words[1:]))) == cfg
+    own = resolve(build_config({"batch_size": 4, "eval_batch_size": 6}))
+    assert "--eval-batch-size=6" in to_command(own)  # a value of its own stays
+    older = {**build_config({"batch_size": 4}).to_dict(), "eval_batch_size": None, "head_init": None}
+    assert resume_mismatch(older, resolve(build_config({"batch_size": 4}))) is None
+    assert "head_init" in resume_mismatch(older, resolve(build_config({"batch_size": 4, "head_init": "random"})))
 
 
 def test_validation_collects_every_problem():

@@ -6,11 +6,13 @@ import io
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from helpers import ONE, assert_clean_error, assert_ok, run_cli, same_answer
 
 from mlmtune.cli import main
+from mlmtune.config import DEFAULT_PROBES
 from mlmtune.model.fill_mask import FillMask, fill_mask
 
 
@@ -27,6 +29,21 @@ def test_python_api_and_cli_json(tiny_bert, capsys):
     same_answer(lines[0]["masks"], [single])
     same_answer(lines[0]["compare"]["masks"], [single])
     same_answer(lines[1]["masks"], fill_mask(tiny_bert, "[MASK] and [MASK]", top_k=2))
+
+
+def test_predict_without_text_fills_the_runs_probe_sentences(capsys, tmp_path, finished_run, tiny_bert):
+    import shutil
+
+    run = Path(shutil.copytree(finished_run, tmp_path / "run"))
+    record = json.loads((run / "run.json").read_text())
+    record["config"]["probe"] = ["A [MASK] of the run.", "Its second [MASK]."]
+    (run / "run.json").write_text(json.dumps(record))
+    code, out, err = run_cli(capsys, "predict", "--model", str(run))
+    assert_ok(code, err)
+    assert out.splitlines()[0] == "A [MASK] of the run." and "Its second [MASK]." in out
+    code, out, err = run_cli(capsys, "predict", "--model", tiny_bert)  # not a run: the default probes
+    assert_ok(code, err)
+    assert out.splitlines()[0] == DEFAULT_PROBES[0] and all(p in out for p in DEFAULT_PROBES)
 
 
 def test_predict_text_output_and_compare(tiny_bert, tiny_encoder, capsys):

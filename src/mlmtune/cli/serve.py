@@ -21,7 +21,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..serve.app import run_server
+    from ..serve.server import run_server
 
     return run_server(args.model, compare=args.compare, host=args.host, port=args.port,
                       timeout_keep_alive=args.timeout_keep_alive, timeout_request=args.timeout_request,
