@@ -239,6 +239,24 @@ def same_answer(ours, theirs):
 
 # --- processes and ports ------------------------------------------------------------------------
 
+HOLD_LOCK = """
+import sys, time
+from mlmtune.run.lock import folder_lock
+with folder_lock(sys.argv[1], "train"):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def hold_lock(folder: Path) -> subprocess.Popen:
+    """A second process that takes the lock of `folder` (as a run does) and keeps it until killed."""
+    env = {**os.environ, "PYTHONPATH": SRC}
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(folder)], stdout=subprocess.PIPE, text=True,
+                            env=env)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
 def free_port() -> str:
     """A port no one listens on now (a fixed one fails when two test runs share the machine)."""
     with socket.socket() as sock:

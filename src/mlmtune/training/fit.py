@@ -1,5 +1,7 @@
 """`mlmtune train`: fit(config) -> results. The recipe, phase by phase:
 
+  0. the folder          its lock, held to the end (run/lock.py); a run an interrupted --overwrite
+                         set aside put back; then what the folder holds is checked   (run/ownership.py)
   1. prepare_data        read, deduplicate, split, cut; mask the evaluation set once        (prepare.py)
   2. load_model          the masked LM, a grown head, the added words' rows; build_trainable:
                          the objective, AdamW, the schedule by steps or by a --max-time budget (build.py)
@@ -11,8 +13,8 @@
   7. finish              final evaluation, finite-weight check, the model in the Hugging Face layout,
                          its card, results.json; the report; then --push-to-hub uploads the folder
 
-Phases 1-3 write nothing, so bad input, a signal or a failure there leaves the output folder as it
-was. Each phase takes what it uses and returns what the next one needs.
+Phases 0-3 write nothing but the lock file, which goes with the lock, so bad input, a signal or a
+failure there leaves the output folder as it was. Each phase takes what it uses and returns what the next one needs.
 """
 
 from __future__ import annotations
@@ -34,7 +36,17 @@ from ..run.files import atomic_write_json, save_model, versions, writing
 from ..run.hub import check_hub_access, push
 from ..run.layout import complete_checkpoints, remove_temporaries
 from ..run.metrics_log import MetricsLog, utc_iso
-from ..run.ownership import Folder, check_output_dir, discard, failure_rules, put_back, run_inputs, set_aside_old_run
+from ..run.ownership import (
+    Folder,
+    check_output_content,
+    check_output_path,
+    discard,
+    failure_rules,
+    put_back,
+    restore_set_aside,
+    run_inputs,
+    set_aside_old_run,
+)
 from ..run.report import write_report
 from ..run.sentence import keep_sentence_encoder, write_sentence_files
 from .budget import Totals, plan_totals
@@ -59,11 +71,17 @@ def fit(cfg: Config) -> dict:
     check_tracker(cfg.report_to)
     check_hub_access(cfg.push_to_hub)  # offline or no token: say so before training, not after
     out = Path(os.path.expanduser(cfg.output_dir))
-    record = check_output_dir(out, overwrite=cfg.overwrite, resume=cfg.resume, inputs=run_inputs(cfg))
-    resume = find_resume(cfg, out, record) if cfg.resume else None
+    check_output_path(out, inputs=run_inputs(cfg))
+    # The folder's lock from here to the end (another process on it is refused); what it holds is read
+    # under the lock, after a run an interrupted --overwrite set aside is put back.
     with failure_rules(out, resume=cfg.resume) as folder, AbortOnSignal():
         accelerator = make_accelerator(cfg, out)
         say, world = accelerator.print, accelerator.num_processes
+        if accelerator.is_main_process:
+            restore_set_aside(out, say)
+        accelerator.wait_for_everyone()
+        record = check_output_content(out, overwrite=cfg.overwrite, resume=cfg.resume)
+        resume = find_resume(cfg, out, record) if cfg.resume else None
         started_at = time.time()  # wall clock, for results.json's started_at
         # 1. data
         data = prepare_data(cfg, accelerator, resume, say)
@@ -208,7 +226,17 @@ def run_record(cfg: Config, accelerator, data: Data, new_parameters: list[str], 
         "steps_per_epoch": totals.steps_per_epoch,
         "command": to_command(cfg),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        # where the run started: its relative paths (--data news, --output-dir runs/x) lead from here, so
+        # `--config OUT/run.json` reads them alike from any folder (config.run_paths)
+        "started_in": started_in(),
     }
+
+
+def started_in() -> str | None:
+    try:
+        return os.getcwd()
+    except OSError:  # the current folder was deleted
+        return None
 
 
 def restore(cfg: Config, accelerator, resume: Resume, trainable: Trainable, totals: Totals, log: MetricsLog,
