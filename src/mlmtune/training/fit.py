@@ -25,11 +25,11 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 
 from ..config import Config, build_config, resolve, to_command, validate
 from ..errors import TrainingError
 from ..model.device import make_accelerator, shutdown, unwrap
+from ..model.load import first_non_finite
 from ..run.card import write_card
 from ..run.checkpoints import load_checkpoint, save_checkpoint
 from ..run.files import atomic_write_json, save_model, versions, writing
@@ -243,7 +243,7 @@ def restore(cfg: Config, accelerator, resume: Resume, trainable: Trainable, tota
             say=print) -> tuple[TrainState, Baseline]:
     """The newest complete checkpoint: weights, optimizer, schedule, RNG states, the counters; the
     metrics after it dropped. A longer plan than run.json's is taken up here (resume.continue_plan)."""
-    load_checkpoint(accelerator, resume.checkpoint)
+    load_checkpoint(accelerator, resume.checkpoint, trainable.objective, trainable.optimizer)
     state, baseline = TrainState.restored(resume.state), Baseline.restored(resume.state)
     log.truncate_after(state.step)
     goal = f"of {totals.total_steps}" if totals.total_steps else \
@@ -284,11 +284,11 @@ def finish(cfg: Config, accelerator, out: Path, trainable: Trainable, data: Data
 
 def check_finite_weights(state: dict, checkpoints: list[Path]) -> None:
     """Never save a model with a NaN or infinite weight (a loss can stay finite while one goes bad)."""
-    for name, tensor in state.items():
-        if torch.is_tensor(tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            where = f"the last good checkpoint is {checkpoints[-1]}" if checkpoints else "no checkpoint was saved"
-            raise TrainingError(f"the weight {name} holds NaN or infinity, so it is not saved ({where}): "
-                                "lower --lr, --head-lr or --weight-decay, or use --precision fp32")
+    name = first_non_finite(state.items())
+    if name is not None:
+        where = f"the last good checkpoint is {checkpoints[-1]}" if checkpoints else "no checkpoint was saved"
+        raise TrainingError(f"the weight {name} holds NaN or infinity, so it is not saved ({where}): "
+                            "lower --lr, --head-lr or --weight-decay, or use --precision fp32")
 
 
 def peak_rss_mb() -> float:
