@@ -227,13 +227,22 @@ def test_serve_refuses_a_model_with_a_nan(nan_bert):
         load_models(folder)
 
 
-def test_the_check_is_one_pass_per_tensor_without_copies(monkeypatch, tiny_bert):
-    """Cheap enough for a large model: torch.isfinite once per tensor, and no state_dict copy."""
+def test_the_check_reads_each_tensor_once_and_writes_no_mask(monkeypatch, tiny_bert):
+    """Cheap enough for a large model: one sum per tensor where it lies; a full-size isfinite mask only for
+    a tensor whose sum is not finite."""
     import mlmtune.model.load as load
 
-    calls = []
+    shapes = []
     real = torch.isfinite
-    monkeypatch.setattr(load.torch, "isfinite", lambda t: calls.append(t) or real(t))
+    monkeypatch.setattr(load.torch, "isfinite", lambda t: shapes.append(t.shape) or real(t))
     loaded = load_masked_lm(tiny_bert)
-    tensors = {id(t) for t in [*loaded.model.parameters(), *loaded.model.buffers()] if t.is_floating_point()}
-    assert len(calls) == len(tensors) and {id(t) for t in calls} == tensors
+    floating = [t for t in [*loaded.model.parameters(), *loaded.model.buffers()] if t.is_floating_point()]
+    assert len(shapes) == len(floating) and all(s == () for s in shapes)
+
+
+@pytest.mark.parametrize("values, finite", [([1.0, float("nan")], False), ([float("inf"), -float("inf")], False),
+                                            ([3e38, 3e38], True), ([-3e38, -3e38, 1.0], True)])
+def test_a_sum_that_overflows_is_not_taken_for_a_bad_weight(values, finite):
+    from mlmtune.model.load import is_finite
+
+    assert is_finite(torch.tensor(values)) is finite
