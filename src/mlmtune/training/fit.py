@@ -123,10 +123,13 @@ def fit(cfg: Config) -> dict:
                                         "data": data.summary}, cfg.keep_checkpoints)
 
         # 6. the loop
-        batches = data.batches(cfg, state.step, rank=accelerator.process_index, world=world)
+        batches = data.batches(cfg, state.position, rank=accelerator.process_index, world=world)
         train_loop(accelerator, trainable.objective, trainable.optimizer, trainable.scheduler, batches, state, totals,
                    cfg, out=out, log=log, checkpoint=checkpoint,
                    evaluate=lambda step, when: evaluations(trainable.objective, step, when, state))
+        if state.empty_steps:
+            say(f"note: {state.empty_steps} global batches had no masked token; they were skipped, not counted as "
+                "steps (results.json: empty_steps)")
         # 7. finish
         if evaluations.last_step != state.step:  # no step ran in this session (a finished run resumed: its last
             # eval is logged already; or a budget the warm start spent: its model is scored and logged here)
@@ -150,6 +153,7 @@ def results_record(accelerator, state: TrainState, baseline: Baseline, evaluatio
     """results.json's figures (the model's files are added when it is saved)."""
     results = {
         "steps": state.step,
+        "empty_steps": state.empty_steps,  # global batches without a masked token: skipped, not counted in steps
         "max_time_seconds": totals.budget,
         "train_tokens": state.tokens,
         "train_seconds": round(state.train_seconds, 3),

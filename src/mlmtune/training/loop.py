@@ -34,10 +34,10 @@ def train_loop(accelerator, objective, optimizer, scheduler, batches: Iterator[B
     spent = torch.tensor(float(state.budget_spent), device=accelerator.device)
     state.budget_agreed = float(accelerator.reduce(spent, "sum")) / accelerator.num_processes
     objective.train()
+    empty_in_a_row = 0
     with StopFlag() as stop, bar:
         while not totals.finished(state.step, state.budget_agreed):
-            state.step += 1
-            step, t0, before = state.step, time.perf_counter(), state.budget_spent
+            step, t0, before = state.step + 1, time.perf_counter(), state.budget_spent
             micro = [next(batches) for _ in range(accum)]
             try:
                 result = train_step(accelerator, objective, optimizer, scheduler, micro, state,
@@ -48,6 +48,19 @@ def train_loop(accelerator, objective, optimizer, scheduler, batches: Iterator[B
                 where = f"the last good checkpoint is {kept[-1]}" if kept else "no checkpoint was saved"
                 raise TrainingError(f"{exc} at step {step}; {where}: lower --lr or --head-lr, or use --precision "
                                     "fp32") from None
+            if result.masked == 0:  # not a training step: the next batches are drawn in its place
+                state.empty_steps += 1
+                state.train_seconds += time.perf_counter() - t0
+                empty_in_a_row += 1
+                if empty_in_a_row >= MAX_EMPTY_IN_A_ROW:
+                    raise TrainingError(f"{empty_in_a_row} global batches in a row had no masked token (after step "
+                                        f"{state.step}): the text has nothing left to mask; raise --mlm-probability "
+                                        "or check the data")
+                if result.stop:
+                    stopped(stop.signum, state.step, checkpoint(state.step), out)
+                continue
+            empty_in_a_row = 0
+            state.step = step
             # account and log
             seconds = time.perf_counter() - t0
             tokens = sum(b.n_tokens for b in micro) * accelerator.num_processes
@@ -66,10 +79,19 @@ def train_loop(accelerator, objective, optimizer, scheduler, batches: Iterator[B
             if result.stop or epoch_end or last or (cfg.save_every and step % cfg.save_every == 0):
                 path = checkpoint(step)
             if result.stop:
-                signum = signal.SIGTERM if (stop.signum or signal.SIGTERM) == signal.SIGTERM else signal.SIGINT
-                raise Interrupted(f"stopped by {signal.Signals(signum).name} after step {step}; checkpoint saved in "
-                                  f"{path}. Resume with: mlmtune train --config {out / 'run.json'} --resume",
-                                  SIGNAL_EXIT[signum])
+                stopped(stop.signum, step, path, out)
+
+
+# A run of global batches without one masked token this long means the text has nothing to mask (a rate
+# that low is refused before training: training/prepare.check_masked_per_step).
+MAX_EMPTY_IN_A_ROW = 100
+
+
+def stopped(signum: int | None, step: int, path: Path, out: Path) -> None:
+    """A signal stopped the loop after `step`, its checkpoint saved in `path`: say how to resume."""
+    signum = signal.SIGTERM if (signum or signal.SIGTERM) == signal.SIGTERM else signal.SIGINT
+    raise Interrupted(f"stopped by {signal.Signals(signum).name} after step {step}; checkpoint saved in "
+                      f"{path}. Resume with: mlmtune train --config {out / 'run.json'} --resume", SIGNAL_EXIT[signum])
 
 
 def progress_bar(totals: Totals, state: TrainState, *, enabled: bool):

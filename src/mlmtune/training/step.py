@@ -30,8 +30,14 @@ class TrainState:
     budget_spent: float = 0.0  # of --max-time: the warm start and the steps (evaluations do not count)
     budget_agreed: float = 0.0  # the budget spent as all processes agreed at the last step: stopping decides on it
     grad_norm: torch.Tensor | None = None  # of the last step, read only when logged (no extra wait for the device)
+    empty_steps: int = 0  # global batches with no masked token, skipped: the data is at step + empty_steps
 
-    SAVED = ("tokens", "train_seconds", "eval_seconds", "warm_seconds", "budget_spent")
+    SAVED = ("tokens", "train_seconds", "eval_seconds", "warm_seconds", "budget_spent", "empty_steps")
+
+    @property
+    def position(self) -> int:
+        """The optimizer steps' worth of batches drawn so far: where the data goes on from."""
+        return self.step + self.empty_steps
 
     def counters(self) -> dict:
         """What a checkpoint's trainer_state.json keeps besides the step."""
@@ -58,7 +64,7 @@ class NonFiniteLoss(Exception):
 
 class StepResult(NamedTuple):
     nll: float  # summed over the masked tokens of the global batch
-    masked: int  # masked tokens of the global batch
+    masked: int  # masked tokens of the global batch; 0: nothing was learned, no optimizer step was taken
     stop: bool  # a signal reached some process: stop after this step
 
 
@@ -73,6 +79,9 @@ def train_step(accelerator, objective, optimizer, scheduler, micro: list[Batch],
     started = time.perf_counter() if started is None else started
     device, world, accum = accelerator.device, accelerator.num_processes, len(micro)
     n_masked = accelerator.reduce(torch.tensor(float(sum(b.n_masked for b in micro)), device=device), "sum")
+    if float(n_masked) == 0:  # nothing to predict on any process: no forward, and no step of the weights,
+        # the moments or the schedule (AdamW would still move them); the loop does not count it
+        return _agree_without_learning(accelerator, state, stop_signum, started)
     step_nll = torch.zeros((), device=device)
     for b in micro:
         b = b.to(device)
@@ -101,3 +110,13 @@ def train_step(accelerator, objective, optimizer, scheduler, micro: list[Batch],
     # the optimizer's time counts too; each process adds its own, the next step's reduce averages
     state.budget_spent = agreed + (time.perf_counter() - agreed_at)
     return StepResult(nll_sum, int(n_masked), stop)
+
+
+def _agree_without_learning(accelerator, state: TrainState, stop_signum: int | None, started: float) -> StepResult:
+    """A global batch with no masked token: the processes still agree on stopping and on the budget spent."""
+    device, world = accelerator.device, accelerator.num_processes
+    spent = state.budget_spent + (time.perf_counter() - started)
+    flags = accelerator.reduce(torch.tensor([float(stop_signum or 0), spent], device=device), "sum")
+    state.budget_agreed = float(flags[1]) / world
+    state.budget_spent = state.budget_agreed
+    return StepResult(0.0, 0, bool(flags[0] > 0))
