@@ -267,7 +267,7 @@ def finish(cfg: Config, accelerator, out: Path, trainable: Trainable, data: Data
         # Keys of the objective's state dict are "model.<hf key>" ("_orig_mod." inserted by compile).
         model_state = {k.replace("_orig_mod.", "").removeprefix("model."): v for k, v in state_dict.items()}
         check_finite_weights(model_state, complete_checkpoints(out))
-        layout = keep_sentence_encoder(cfg.model, model, model_state)
+        layout = keep_sentence_encoder(cfg.model, model, model_state, say=say)
         with writing("the final model", out):
             results["files"] = save_model(model, data.tokenizer, out, state_dict=model_state)
             if layout is not None:
