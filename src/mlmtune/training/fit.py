@@ -160,6 +160,9 @@ def results_record(accelerator, state: TrainState, baseline: Baseline, evaluatio
         "train_tokens_per_second": state.tokens / max(state.train_seconds, 1e-9),
         "warm_start_seconds": round(state.warm_seconds, 3),
         "budget_seconds_spent": round(state.budget_spent, 3),
+        # how far the last step ran past --max-time (0.0 within it; null without a budget)
+        "budget_exceeded_seconds": None if totals.budget is None
+        else round(max(0.0, state.budget_spent - totals.budget), 3),
         "eval_seconds": round(state.eval_seconds, 3),
         "prepare_seconds": round(prepare_seconds, 3),  # this session: reading, tokenizing, cutting
         "wall_seconds": round(time.perf_counter() - started, 3),  # this session, up to the final save

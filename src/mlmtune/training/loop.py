@@ -16,7 +16,7 @@ from ..errors import Interrupted, TrainingError
 from ..run.files import finite_json
 from ..run.layout import complete_checkpoints
 from ..run.metrics_log import MetricsLog
-from .budget import Totals
+from .budget import StepTimes, Totals
 from .signals import SIGNAL_EXIT, StopFlag
 from .step import NonFiniteLoss, TrainState, train_step
 
@@ -35,19 +35,22 @@ def train_loop(accelerator, objective, optimizer, scheduler, batches: Iterator[B
     state.budget_agreed = float(accelerator.reduce(spent, "sum")) / accelerator.num_processes
     objective.train()
     empty_in_a_row = 0
+    times = StepTimes(state.budget_agreed, state.step_seconds)  # a budget stops before a step that would not fit
     with StopFlag() as stop, bar:
-        while not totals.finished(state.step, state.budget_agreed):
+        while not totals.finished(state.step, state.budget_agreed, times.next_step):
             step, t0, before = state.step + 1, time.perf_counter(), state.budget_spent
             micro = [next(batches) for _ in range(accum)]
             try:
                 result = train_step(accelerator, objective, optimizer, scheduler, micro, state,
                                     max_grad_norm=cfg.max_grad_norm, budget=totals.budget if totals.by_time else None,
-                                    stop_signum=stop.signum, started=t0)
+                                    stop_signum=stop.signum, started=t0, expected_step=times.next_step)
             except NonFiniteLoss as exc:
                 kept = complete_checkpoints(out)
                 where = f"the last good checkpoint is {kept[-1]}" if kept else "no checkpoint was saved"
                 raise TrainingError(f"{exc} at step {step}; {where}: lower --lr or --head-lr, or use --precision "
                                     "fp32") from None
+            times.add(state.budget_agreed, learned=result.masked > 0)
+            state.step_seconds = times.next_step  # saved with a checkpoint: a resume expects the same
             if result.masked == 0:  # not a training step: the next batches are drawn in its place
                 state.empty_steps += 1
                 state.train_seconds += time.perf_counter() - t0
@@ -68,7 +71,7 @@ def train_loop(accelerator, objective, optimizer, scheduler, batches: Iterator[B
             state.train_seconds += seconds
             window.add(result.nll, result.masked, tokens, seconds)
             bar.update(min(state.budget_spent, totals.budget) - min(before, totals.budget) if totals.by_time else 1)
-            last = totals.finished(step, state.budget_agreed)
+            last = totals.finished(step, state.budget_agreed, times.next_step)
             if step % cfg.log_every == 0 or last:
                 window.log(accelerator, bar, log, scheduler, state, totals, cfg.report_to)
             # evaluate and checkpoint when due
@@ -99,7 +102,9 @@ def progress_bar(totals: Totals, state: TrainState, *, enabled: bool):
     from tqdm.auto import tqdm  # lazy: tqdm.auto looks for a notebook
 
     if totals.by_time:
-        return tqdm(total=round(totals.budget), initial=min(state.budget_spent, totals.budget), disable=not enabled,
+        # the total as it is: tqdm drops a total its count passes by 0.5 (2.5 s rounded to 2), and then its
+        # bar_format fails on {total:.0f} (--max-time 2.5s crashed the bar)
+        return tqdm(total=totals.budget, initial=min(state.budget_spent, totals.budget), disable=not enabled,
                     desc="train", unit="s", dynamic_ncols=True,
                     bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}{postfix}]")
     return tqdm(total=totals.total_steps, initial=state.step, disable=not enabled, desc="train", unit="step",
