@@ -186,6 +186,21 @@ def save_tiny(folder, model_class, tokenizer, *, seed: int = 0, **overrides) -> 
     return str(folder)
 
 
+def poison_weights(file: Path, value: float, contains: str = "LayerNorm.weight") -> str:
+    """Write `value` (NaN, infinity) into the first tensor of the safetensors `file` whose name holds
+    `contains`, keeping its other tensors and metadata; returns that tensor's name."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(file), framework="pt") as f:
+        metadata, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    name = next(k for k in sorted(tensors) if contains in k)
+    tensors[name] = tensors[name].clone()
+    tensors[name].view(-1)[0] = value
+    save_file(tensors, str(file), metadata=metadata)
+    return name
+
+
 def bbc_files(n: int, seed: int = 0) -> list[Path]:
     from mlmtune.data.sources import bbc_news_folder
 
@@ -238,6 +253,24 @@ def same_answer(ours, theirs):
 
 
 # --- processes and ports ------------------------------------------------------------------------
+
+HOLD_LOCK = """
+import sys, time
+from mlmtune.run.lock import folder_lock
+with folder_lock(sys.argv[1], "train"):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def hold_lock(folder: Path) -> subprocess.Popen:
+    """A second process that takes the lock of `folder` (as a run does) and keeps it until killed."""
+    env = {**os.environ, "PYTHONPATH": SRC}
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(folder)], stdout=subprocess.PIPE, text=True,
+                            env=env)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
 
 def free_port() -> str:
     """A port no one listens on now (a fixed one fails when two test runs share the machine)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import re
 import shlex
 import types
@@ -299,8 +300,8 @@ def build_config(*layers: dict[str, Any]) -> Config:
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML or JSON config. The run.json of an output folder is accepted as it is."""
-    return config_layer(read_config_file(path))
+    """Read a YAML or JSON config. The run.json of an output folder is accepted as it is (config_layer)."""
+    return config_layer(read_config_file(path), path)
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -326,14 +327,83 @@ def is_run_record(loaded: Any) -> bool:
     return isinstance(loaded, dict) and isinstance(loaded.get("config"), dict) and isinstance(loaded.get("versions"), dict)
 
 
-def config_layer(loaded: dict[str, Any]) -> dict[str, Any]:
+def config_layer(loaded: dict[str, Any], path: str | Path | None = None) -> dict[str, Any]:
     """The options of a config file's mapping: a run.json's `config`, less the per-invocation flags (a
-    config file never overwrites or resumes by itself)."""
+    config file never overwrites or resumes by itself). Read from `path`, the run.json of a run folder is
+    that run wherever it lies: run_paths."""
     if "config" in loaded and "versions" in loaded:  # an output folder's run.json
-        loaded = loaded["config"]
-        if isinstance(loaded, dict):
-            loaded = {k: v for k, v in loaded.items() if k not in ("overwrite", "resume")}
+        config = loaded["config"]
+        if isinstance(config, dict):
+            config = {k: v for k, v in config.items() if k not in ("overwrite", "resume")}
+            folder = run_folder_of(path, loaded) if path is not None else None
+            if folder is not None:
+                config.update(run_paths(loaded, folder))
+        return config
     return loaded
+
+
+# The options that name files or folders: a run.json keeps them as typed, relative to where it started.
+PATH_FIELDS = ("model", "tokenizer", "data", "eval_data", "add_tokens")
+
+
+def run_folder_of(path: str | Path, loaded: Any) -> Path | None:
+    """The run folder whose run.json `path` is (a file named run.json that mlmtune wrote), or None."""
+    path = Path(path)
+    return path.parent if path.name == "run.json" and is_run_record(loaded) else None
+
+
+def run_started_in(record: dict[str, Any], folder: Path) -> Path | None:
+    """Where the run in `folder` was started: run.json's `started_in` when that folder exists; for a
+    run.json without it, what its relative output_dir says (runs/x in /a/b/runs/x: /a/b); else None."""
+    recorded = record.get("started_in")
+    if isinstance(recorded, str) and os.path.isabs(recorded) and Path(recorded).is_dir():
+        return Path(recorded)
+    output_dir = record.get("config", {}).get("output_dir")
+    if not isinstance(output_dir, str) or not output_dir or os.path.isabs(output_dir):
+        return None
+    parts, here = Path(os.path.normpath(output_dir)).parts, folder.resolve().parts
+    if ".." in parts or here[len(here) - len(parts):] != parts:
+        return None
+    return Path(*here[:len(here) - len(parts)])
+
+
+def run_paths(record: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """A run.json read as the run in `folder`, from wherever the command runs: its output folder is
+    `folder` (a copy of a run is its own run: --resume continues the copy), and its relative paths
+    (--data news) lead where they led when the run started (run_started_in), as paths relative to here;
+    one that does not exist there stays as typed. `train --config` and `evaluate --config` both read a
+    run.json so."""
+    changes: dict[str, Any] = {"output_dir": str(folder)}
+    started = run_started_in(record, folder)
+    if started is None:
+        return changes
+
+    def rebased(value: Any) -> Any:
+        if not isinstance(value, str) or not value.strip() or os.path.isabs(os.path.expanduser(value)):
+            return value
+        there = started / value
+        return os.path.relpath(there) if there.exists() else value
+
+    config = record.get("config", {})
+    for name in PATH_FIELDS:
+        value = config.get(name)
+        if isinstance(value, list):
+            changes[name] = [rebased(v) for v in value]
+        elif isinstance(value, str):
+            changes[name] = rebased(value)
+    return changes
+
+
+def check_resume_folder(config_path: str | Path, output_dir: str) -> None:
+    """`--config RUN/run.json --resume` continues RUN: an --output-dir that names another folder is refused,
+    naming both (continuing the one would change what the other's run.json describes)."""
+    folder = run_folder_of(config_path, read_config_file(config_path))
+    if folder is None:
+        return
+    if os.path.realpath(os.path.expanduser(output_dir)) != os.path.realpath(folder):
+        raise ConfigError(f"--resume continues the run whose run.json --config names, in {folder}, but --output-dir "
+                          f"is {output_dir}: drop --output-dir to continue {folder}, or give --config "
+                          f"{Path(output_dir) / 'run.json'} to continue {output_dir}")
 
 
 def to_yaml(cfg: Config) -> str:
@@ -513,9 +583,20 @@ def resume_mismatch(saved: dict[str, Any], current: Config) -> str | None:
     for key, value in now.items():
         if key in RESUMABLE_CHANGES or key in TOTALS:
             continue
-        if key in saved and saved[key] != value:
+        if key in saved and saved[key] != value and not (key in PATH_FIELDS and same_paths(saved[key], value)):
             return f"{key} was {saved[key]!r} in the checkpoint, now {value!r}"
     return None
+
+
+def same_paths(a: Any, b: Any) -> bool:
+    """Two values of a path option name the same existing files (runs/x/../news and news)."""
+    a, b = (v if isinstance(v, list) else [v] for v in (a, b))
+    if len(a) != len(b) or not all(isinstance(v, str) for v in a + b):
+        return False
+    try:
+        return all(os.path.exists(x) and os.path.exists(y) and os.path.samefile(x, y) for x, y in zip(a, b))
+    except OSError:
+        return False
 
 
 def parse_count(value: str | None) -> int | None:

@@ -41,3 +41,12 @@ def test_masked_words_are_the_same_for_two_tokenizers_and_scored_word_by_word(ti
                 correct[wid[r, c]] &= bool(logp[r, c].argmax() == lab[r, c])
     assert math.isclose(result.bits_per_char, float(nll.sum()) / math.log(2) / int(a.chars.sum()), rel_tol=1e-4)
     assert math.isclose(result.word_accuracy, float(correct.double().mean()))
+
+
+def test_no_held_out_text_gives_an_empty_set(tokenizer):
+    """A corpus of fewer than 10 documents holds none out: prepare([]) died in tokenizer([])."""
+    from mlmtune.eval.words import prepare, score
+
+    (empty,) = prepare([], [tokenizer], seed=0, max_length=128)
+    assert empty.n_words == 0 and empty.batches == []
+    assert score(None, empty, "cpu").masked_words == 0

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import assert_clean_error, assert_ok, eval_argv, run_cli, train_argv
+from helpers import assert_clean_error, assert_ok, eval_argv, poison_weights, run_cli, train_argv
 
 from mlmtune.errors import ModelError
 from mlmtune.model.load import load_masked_lm, max_positions
@@ -187,3 +187,62 @@ def test_a_hub_model_id_loads_from_the_hub_cache(tiny_bert, tmp_path):
                            "The [MASK] is happy."], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert proc.returncode == 2 and proc.stderr.startswith("error:") and "Traceback" not in proc.stderr
     assert "mlmtune-test/other" in proc.stderr and "no such file" not in proc.stderr
+
+
+# --- weights that are not finite --------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def nan_bert(tmp_path_factory, tiny_bert) -> tuple[str, str]:
+    """tiny_bert with one NaN in a LayerNorm: the folder, and that tensor's name."""
+    folder = Path(shutil.copytree(tiny_bert, tmp_path_factory.mktemp("nan") / "nan-bert"))
+    return str(folder), poison_weights(folder / "model.safetensors", float("nan"))
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")], ids=["nan", "inf", "-inf"])
+def test_a_model_with_a_non_finite_weight_is_refused_naming_it_and_its_file(tmp_path, tiny_bert, value):
+    folder = Path(shutil.copytree(tiny_bert, tmp_path / "model"))
+    name = poison_weights(folder / "model.safetensors", value)
+    with pytest.raises(ModelError, match="NaN or infinity") as err:
+        load_masked_lm(str(folder))
+    assert name in str(err.value) and str(folder / "model.safetensors") in str(err.value)
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_predict_and_evaluate_refuse_a_model_with_a_nan(capsys, nan_bert, news_folder, command):
+    """predict --json printed `"score": NaN` (not JSON) ranking [unused2] first; evaluate printed "n/a"."""
+    folder, name = nan_bert
+    argv = {"predict": ["predict", "--model", folder, "--json", "The [MASK] is happy."],
+            "evaluate": eval_argv(folder, news_folder)}[command]
+    code, out, err = run_cli(capsys, *argv)
+    assert_clean_error(code, err, name, "NaN or infinity")
+    assert out == ""
+
+
+def test_serve_refuses_a_model_with_a_nan(nan_bert):
+    """serve answered 200 with null scores: the model is refused before it listens."""
+    from mlmtune.serve.app import load_models
+
+    folder, name = nan_bert
+    with pytest.raises(ModelError, match=name.replace(".", r"\.")):
+        load_models(folder)
+
+
+def test_the_check_reads_each_tensor_once_and_writes_no_mask(monkeypatch, tiny_bert):
+    """Cheap enough for a large model: one sum per tensor where it lies; a full-size isfinite mask only for
+    a tensor whose sum is not finite."""
+    import mlmtune.model.load as load
+
+    shapes = []
+    real = torch.isfinite
+    monkeypatch.setattr(load.torch, "isfinite", lambda t: shapes.append(t.shape) or real(t))
+    loaded = load_masked_lm(tiny_bert)
+    floating = [t for t in [*loaded.model.parameters(), *loaded.model.buffers()] if t.is_floating_point()]
+    assert len(shapes) == len(floating) and all(s == () for s in shapes)
+
+
+@pytest.mark.parametrize("values, finite", [([1.0, float("nan")], False), ([float("inf"), -float("inf")], False),
+                                            ([3e38, 3e38], True), ([-3e38, -3e38, 1.0], True)])
+def test_a_sum_that_overflows_is_not_taken_for_a_bad_weight(values, finite):
+    from mlmtune.model.load import is_finite
+
+    assert is_finite(torch.tensor(values)) is finite

@@ -1,4 +1,4 @@
-"""TODO"""
+"""Fixtures of the run/ tests: a small disk, and a second process holding an output folder's lock."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from helpers import hold_lock
 
 
 @pytest.fixture
@@ -26,3 +27,19 @@ def small_disk(tmp_path):
     yield make
     for where in mounted:
         subprocess.run(["umount", str(where)], check=False)
+
+
+@pytest.fixture
+def holder():
+    """hold(folder): a real second process that takes the folder's lock and keeps it until the test ends."""
+    procs = []
+
+    def hold(folder: Path) -> subprocess.Popen:
+        procs.append(hold_lock(folder))
+        return procs[-1]
+
+    yield hold
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import assert_clean_error, resume, run_cli, snapshot
+from helpers import assert_clean_error, poison_weights, resume, run_cli, snapshot
 
 # --- trainer_state.json ---------------------------------------------------------------------------
 
@@ -72,4 +72,32 @@ def test_resume_from_a_truncated_checkpoint(capsys, run_copy, name):
     before = snapshot(run_copy)
     code, _, err = run_cli(capsys, "train", "--config", run_copy / "run.json", "--output-dir", run_copy, "--resume")
     assert_clean_error(code, err, "damaged", newest.name)
+    assert snapshot(run_copy) == before
+
+
+# --- a checkpoint that holds NaN or infinity ---------------------------------------------------------
+
+def test_resume_from_a_checkpoint_with_an_infinite_weight_names_it(capsys, run_copy):
+    """It was resumed, trained on, and then blamed on the learning rate ("lower --lr")."""
+    newest = sorted((run_copy / "checkpoints").glob("step-*"))[-1]
+    name = poison_weights(newest / "model.safetensors", float("inf"))
+    before = snapshot(run_copy)
+    code, _, err = run_cli(capsys, "train", "--config", run_copy / "run.json", "--resume", "--max-steps", "3")
+    line = assert_clean_error(code, err, newest.name, "NaN or infinity", name.removeprefix("model."),
+                              "model.safetensors", "older checkpoint")
+    assert "--lr" not in line
+    assert snapshot(run_copy) == before
+
+
+def test_resume_from_a_checkpoint_with_a_nan_in_the_optimizer_names_it(capsys, run_copy):
+    import torch
+
+    newest = sorted((run_copy / "checkpoints").glob("step-*"))[-1]
+    state = torch.load(newest / "optimizer.bin", weights_only=False)
+    first = next(iter(state["state"]))
+    state["state"][first]["exp_avg_sq"].view(-1)[0] = float("nan")
+    torch.save(state, newest / "optimizer.bin")
+    before = snapshot(run_copy)
+    code, _, err = run_cli(capsys, "train", "--config", run_copy / "run.json", "--resume", "--max-steps", "3")
+    assert_clean_error(code, err, newest.name, "NaN or infinity", "exp_avg_sq", "optimizer.bin")
     assert snapshot(run_copy) == before

@@ -53,6 +53,13 @@ def test_push_uploads_the_runs_files_and_a_card_naming_the_repo(run_copy, hub, c
     assert out.strip().splitlines()[-1].startswith(f"pushed to {hub.url}/me/news-bert")
 
 
+def test_push_of_a_run_another_process_holds_is_refused(run_copy, hub, holder, capsys):
+    proc = holder(run_copy)
+    code, _, err = run_cli(capsys, "push", run_copy, "me/busy")
+    assert_clean_error(code, err, f"PID {proc.pid}", "in use")
+    assert "me/busy" not in hub.repos
+
+
 def test_push_checkpoints_when_asked(run_copy, hub, capsys):
     code, _, err = run_cli(capsys, "push", run_copy, "me/with-states", "--checkpoints")
     assert code == 0, err

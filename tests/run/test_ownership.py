@@ -11,11 +11,14 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from helpers import assert_clean_error, assert_ok, error_after_bar, run_cli, snapshot, strict_json, tiny_run, train_argv
 
+from mlmtune.run.layout import set_aside_runs
+from mlmtune.run.ownership import put_back, set_aside_old_run
 from mlmtune.training.fit import fit
 
 
@@ -288,3 +291,124 @@ def test_refuses_an_output_folder_of_another_run(tiny_bert, news_folder, tmp_pat
     assert (out / "run.json").read_text() == before
     fit(tiny_run(tiny_bert, news_folder, out, max_steps=3, overwrite=True))
     assert json.loads((out / "results.json").read_text())["steps"] == 3
+
+
+# --- a run --overwrite set aside, when the --overwrite was killed before it put it back or deleted it ------
+
+KILLED_AT = """
+import os, signal, sys
+import mlmtune.training.fit as fit
+
+def killed(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+setattr(fit, sys.argv[1], killed)
+from mlmtune.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def killed_overwrite(run: Path, hook: str, tiny_bert: str, news_folder: str) -> None:
+    """`train --overwrite` into `run`, SIGKILLed at `hook`: start_tracker (the old run is set aside, the new
+    run.json not yet written) or discard (the new run.json written, the old run not yet deleted)."""
+    from helpers import SRC
+
+    argv = [str(a) for a in train_argv(tiny_bert, news_folder, run, "--overwrite", "--seed", "7")]
+    env = {**os.environ, "PYTHONPATH": SRC, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", KILLED_AT, hook, *argv], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+    assert len(set_aside_runs(run)) == 1  # what the kill left: the whole old run, hidden
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("hook", ["start_tracker", "discard"])
+def test_a_sigkill_during_overwrite_never_loses_the_old_run(capsys, run_copy, tiny_bert, news_folder, hook):
+    """The old run, hidden by a killed --overwrite, was deleted by the next plain `train` (exit 0): it is put
+    back, and that `train` is refused as for any run's folder."""
+    before = snapshot(run_copy)
+    killed_overwrite(run_copy, hook, tiny_bert, news_folder)
+    code, out, err = run_cli(capsys, *train_argv(tiny_bert, news_folder, run_copy))
+    assert "note: put back the run" in out
+    assert_clean_error(code, err, "already holds a run")
+    assert snapshot(run_copy) == before
+
+
+def test_the_next_train_puts_a_set_aside_run_back(capsys, run_copy, tiny_bert, news_folder):
+    """The state a SIGKILL between the set-aside and the new run.json leaves (see the slow test above)."""
+    before = snapshot(run_copy)
+    set_aside_old_run(run_copy)
+    assert not (run_copy / "run.json").exists() and not has_content_but_aside(run_copy)
+    code, out, err = run_cli(capsys, *train_argv(tiny_bert, news_folder, run_copy))
+    assert_clean_error(code, err, "already holds a run")
+    assert "note: put back the run" in out
+    assert snapshot(run_copy) == before
+
+
+def has_content_but_aside(folder: Path) -> bool:
+    return any(p for p in folder.iterdir() if not p.name.startswith(".mlmtune-old-"))
+
+
+@pytest.mark.parametrize("command", ["evaluate", "report", "predict", "resume", "overwrite"])
+def test_whatever_next_touches_the_folder_puts_a_set_aside_run_back(capsys, run_copy, tiny_bert, news_folder, command):
+    trained = json.loads((run_copy / "results.json").read_text())
+    set_aside_old_run(run_copy)
+    argv = {"evaluate": ["evaluate", "--config", run_copy / "run.json", "--json"],
+            "report": ["report", run_copy],
+            "predict": ["predict", "--model", run_copy, "The [MASK] is happy."],
+            "resume": ["train", "--config", run_copy / "run.json", "--resume", "--max-steps", "3"],
+            "overwrite": train_argv(tiny_bert, news_folder, run_copy, "--overwrite", "--seed", "9")}[command]
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    assert "put back the run" in err + out
+    assert not set_aside_runs(run_copy)
+    results = json.loads((run_copy / "results.json").read_text())
+    if command == "evaluate":
+        assert json.loads(out)["perplexity"] == pytest.approx(trained["eval_perplexity"], rel=1e-6)
+    if command == "resume":
+        assert results["steps"] == 3
+    if command == "overwrite":
+        assert json.loads((run_copy / "run.json").read_text())["config"]["seed"] == 9
+
+
+def test_a_new_run_killed_before_it_deleted_the_old_one_is_undone(capsys, run_copy, tiny_bert, news_folder):
+    """Killed after the new run.json and before the old run was deleted: the new run had nothing yet (no
+    checkpoint, no model), so it goes as any new run that fails so early, and the old run comes back."""
+    before = snapshot(run_copy)
+    old = json.loads((run_copy / "run.json").read_text())
+    set_aside_old_run(run_copy)
+    (run_copy / "run.json").write_text(json.dumps({**old, "config": {**old["config"], "seed": 7}}))
+    code, _, err = run_cli(capsys, "evaluate", "--config", run_copy / "run.json", "--json")
+    assert code == 0, err
+    assert snapshot(run_copy) == before
+
+
+def test_a_set_aside_run_beside_a_later_run_is_refused_and_kept(capsys, run_copy, tiny_bert, news_folder):
+    """A hidden old run next to a later run with checkpoints cannot be settled by itself: every command
+    names it, and nothing of either run is deleted."""
+    import shutil as sh
+
+    aside = run_copy / ".mlmtune-old-abcd1234"
+    sh.copytree(run_copy, aside)
+    before = snapshot(run_copy)
+    for argv in (train_argv(tiny_bert, news_folder, run_copy, "--overwrite"), ["report", run_copy],
+                 train_argv(tiny_bert, news_folder, run_copy)):
+        code, _, err = run_cli(capsys, *argv)
+        assert_clean_error(code, err, str(aside), "set aside", "move")
+        assert snapshot(run_copy) == before
+
+
+def test_put_back_never_deletes_what_cannot_go_back(tmp_path):
+    """put_back removed the hidden folder whole, with whatever could not go back (a name taken meanwhile)."""
+    out = tmp_path / "run"
+    (out / "1_Pooling").mkdir(parents=True)
+    (out / "1_Pooling" / "notes.txt").write_text("mine")  # keeps the module folder from being removed
+    (out / "1_Pooling" / "config.json").write_text("{}")
+    (out / "run.json").write_text("{}")
+    (out / "results.json").write_text(json.dumps({"files": ["1_Pooling/config.json"]}))
+    aside = set_aside_old_run(out)
+    assert sorted(p.name for p in out.iterdir()) == sorted(["1_Pooling", aside.name])
+    (out / "results.json").write_text("other")
+    left = put_back(aside, out)
+    assert [p.name for p in left] == ["results.json"] and (aside / "results.json").read_text().startswith("{")
+    assert (out / "1_Pooling" / "config.json").read_text() == "{}" and (out / "run.json").read_text() == "{}"

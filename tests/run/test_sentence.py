@@ -153,6 +153,8 @@ def test_sentence_files_never_come_from_outside_the_base(tmp_path, tiny_encoder)
     layout = sentence_layout(str(base))
     assert sorted(layout.files) == ["1_Pooling/config.json", "modules.json"]
     assert not any(b"PRIVATE" in data for data in layout.files.values())
+    # ... and a set with a file left behind, or a module outside, is incomplete: none of it is written
+    assert any("notes.txt links out" in m for m in layout.missing) and any("../../etc" in m for m in layout.missing)
 
 
 def test_sentence_files_of_a_hub_cache_snapshot_are_read_through_its_links(tmp_path, tiny_encoder):
@@ -172,3 +174,42 @@ def test_sentence_files_of_a_hub_cache_snapshot_are_read_through_its_links(tmp_p
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
     assert sorted(sentence_layout(str(snapshot)).files) == ["1_Pooling/config.json", "modules.json"]
+
+
+# --- an incomplete module set (issue 21) -----------------------------------------------------------------
+
+@pytest.mark.parametrize("damage", ["no-pooling-folder", "pooling-without-config", "dense-missing"])
+def test_an_incomplete_module_set_gives_a_plain_masked_lm_with_a_note(tiny_sentence_encoder, news_folder, tmp_path,
+                                                                      capsys, damage):
+    """With 1_Pooling/ deleted the run wrote a modules.json naming the absent folder, and SentenceTransformer(OUT)
+    failed: a module set is copied whole or not at all (then the output is a plain masked LM, as promised)."""
+    import shutil
+
+    base = Path(shutil.copytree(tiny_sentence_encoder, tmp_path / "base"))
+    if damage == "no-pooling-folder":
+        shutil.rmtree(base / "1_Pooling")
+    elif damage == "pooling-without-config":
+        (base / "1_Pooling" / "config.json").rename(base / "1_Pooling" / "notes.json")
+    else:
+        (base / "modules.json").write_text(json.dumps(
+            MODULES + [{"idx": 3, "name": "3", "path": "3_Dense", "type": "sentence_transformers.models.Dense"}]))
+    out = tmp_path / "out"
+    fit(short_run(str(base), news_folder, out))
+    said = capsys.readouterr().out
+    assert "modules of" in said and "incomplete" in said and "plain masked LM" in said
+    assert not (out / "modules.json").exists() and not (out / "1_Pooling").exists()
+    assert not [n for n in json.loads((out / "results.json").read_text())["files"] if "/" in n or "sentence" in n]
+
+
+@needs_sentence_transformers
+def test_the_plain_output_of_an_incomplete_set_loads_in_sentence_transformers(tiny_sentence_encoder, news_folder,
+                                                                             tmp_path):
+    import shutil
+
+    from sentence_transformers import SentenceTransformer
+
+    base = Path(shutil.copytree(tiny_sentence_encoder, tmp_path / "base"))
+    shutil.rmtree(base / "1_Pooling")
+    out = tmp_path / "out"
+    fit(short_run(str(base), news_folder, out))
+    assert SentenceTransformer(str(out), device="cpu").encode(["Shares fell."]).shape == (1, 32)

@@ -4,10 +4,13 @@ and ends its learning-rate schedule; --max-steps beside it caps the run."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from helpers import records, tiny
 
+import mlmtune.training.loop as loop
+from mlmtune.training.budget import StepTimes, Totals
 from mlmtune.training.fit import fit
 
 
@@ -15,8 +18,12 @@ def test_max_time_stops_saves_and_finishes_its_schedule(tmp_path, tiny_bert, new
     out = tmp_path / "budget"
     results = fit(tiny(tiny_bert, news_folder, out, max_time="3s", warmup_ratio=0.1))
     assert results["steps"] > 0 and results["max_time_seconds"] == 3.0
-    assert 3.0 <= results["budget_seconds_spent"] < 3.0 + 5.0
+    # stopped because the next step (as long as the slowest recent one) would not have fitted; past the
+    # budget only as far as results.json says
     assert (out / "checkpoints" / f"step-{results['steps']:07d}").is_dir()  # a checkpoint at the end
+    state = json.loads((out / "checkpoints" / f"step-{results['steps']:07d}" / "trainer_state.json").read_text())
+    assert results["budget_seconds_spent"] + state["step_seconds"] >= 3.0 - 0.05
+    assert results["budget_seconds_spent"] <= 3.0 + results["budget_exceeded_seconds"] + 1e-3
     train = [r for r in records(out) if r["type"] == "train"]
     assert train[-1]["step"] == results["steps"] and train[-1]["lr"] < 0.25 * 5e-5  # decayed near the end
     last_eval = [r for r in records(out) if r["type"] == "eval"][-1]
@@ -50,3 +57,59 @@ def test_a_budget_the_warm_start_spends_still_scores_the_saved_model(tmp_path, t
     assert results["eval_perplexity"] < results["baseline_perplexity"]
     last = [r for r in records(out) if r["type"] == "eval"][-1]
     assert last["perplexity"] == pytest.approx(results["warm_start_perplexity"], rel=1e-6)
+
+
+# --- the budget holds: no step is started that would not fit -----------------------------------------
+
+def slow_steps(monkeypatch, seconds: float) -> None:
+    """Every training step takes `seconds` more, on a clock moved forward inside the step (after the loop
+    read its start): a loaded machine's slow steps, without sleeping, and far above the real step's time."""
+    real_clock, real_step, offset = time.perf_counter, loop.train_step, [0.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: real_clock() + offset[0])
+
+    def slow(*args, **kwargs):
+        offset[0] += seconds
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "train_step", slow)
+
+
+def test_a_budget_stops_before_a_step_that_would_not_fit(tmp_path, tiny_bert, news_folder, monkeypatch):
+    """Steps of ~100 s in a 250 s budget: a third would end near 300 s. `--max-time 40s` trained 51.7 s under
+    load (a step took ~10 s): the loop looked at the budget only after a step had run past it. (The real
+    time of a step, up to seconds on a loaded machine, is small beside the fake 100 s.)"""
+    slow_steps(monkeypatch, 100.0)
+    out = tmp_path / "budget"
+    results = fit(tiny(tiny_bert, news_folder, out, max_time="250s"))
+    assert results["steps"] == 2
+    assert 200.0 < results["budget_seconds_spent"] <= 250.0 and results["budget_exceeded_seconds"] == 0.0
+    assert (out / "checkpoints" / "step-0000002").is_dir()  # the last step is still evaluated and saved
+    assert [r for r in records(out) if r["type"] == "eval"][-1]["step"] == 2
+    train = [r for r in records(out) if r["type"] == "train"]
+    assert train[-1]["lr"] == 0.0  # the schedule finished, however few steps fitted
+    again = fit(tiny(tiny_bert, news_folder, out, max_time="250s", resume=True))  # a finished run: nothing to do
+    assert again["steps"] == 2
+
+
+def test_a_first_step_past_the_budget_is_reported(tmp_path, tiny_bert, news_folder, monkeypatch):
+    """The first step has nothing to predict it by: when it runs past the budget, results.json says how far."""
+    slow_steps(monkeypatch, 100.0)
+    results = fit(tiny(tiny_bert, news_folder, tmp_path / "over", max_time="50s"))
+    assert results["steps"] == 1
+    assert results["budget_exceeded_seconds"] == pytest.approx(results["budget_seconds_spent"] - 50.0, abs=2e-3)
+    assert results["budget_exceeded_seconds"] >= 50.0
+    assert json.loads((tmp_path / "over" / "results.json").read_text())["budget_exceeded_seconds"] >= 50.0
+
+
+def test_step_times_expect_the_slowest_recent_step_alike_on_every_process():
+    times = StepTimes(10.0)
+    assert times.next_step == 0.0  # nothing to go by yet
+    for agreed in (11.0, 14.0, 15.0, 16.0):
+        times.add(agreed)
+    assert times.next_step == 3.0  # of the last three (3, 1, 1): the slowest
+    times.add(16.01, learned=False)  # an empty batch (no forward) is no measure of a step
+    times.add(17.01)
+    assert times.next_step == 1.0
+    totals = Totals(None, 20.0, 0)
+    assert not totals.finished(5, 18.9, 1.0) and totals.finished(5, 19.1, 1.0) and totals.finished(5, 20.0)
+    assert not Totals(None, None, 10).finished(5, 1e9, 1e9)

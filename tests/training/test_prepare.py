@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from helpers import assert_clean_error, assert_ok, run_cli, strict_json, tiny_run, train_args, train_argv
 
 from mlmtune.run.metrics_log import read_metrics
@@ -75,6 +77,24 @@ def test_train_eval_masks_that_mask_nothing(capsys, tiny_bert, news_folder, tmp_
                                                "--eval-mlm-probability", "0.000001"))
     assert_clean_error(code, err, "--eval-mlm-probability")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("extra", [[], ["--streaming", "--max-steps", "2"]], ids=["text", "stream"])
+def test_a_masking_rate_that_leaves_steps_empty_is_refused_before_training(capsys, tiny_bert, news_folder, tmp_path,
+                                                                           extra):
+    """--mlm-probability 0.0005 trained on nothing (masked_tokens 0, loss 0.0) and exited 0."""
+    out = tmp_path / "out"
+    code, _, err = run_cli(capsys, *train_argv(tiny_bert, news_folder, out, "--mlm-probability", "0.0005", *extra))
+    line = assert_clean_error(code, err, "--mlm-probability 0.0005", "tokens per optimizer step", "3 or more")
+    expected = float(line.split(" masks ")[1].split()[0])
+    assert 0.05 < expected < 0.07  # 0.0005 x ~32 tokens x 4 examples: the figure is computed, not made up
+    assert not out.exists()
+
+
+def test_the_floor_lets_an_ordinary_small_batch_train(capsys, tiny_bert, news_folder, tmp_path):
+    """4 blocks of 32 at 0.03 expect ~3.8 masked tokens: at the floor, not below."""
+    code, _, err = run_cli(capsys, *train_argv(tiny_bert, news_folder, tmp_path / "out", "--mlm-probability", "0.03"))
+    assert_ok(code, err)
 
 
 def test_train_size_below_a_batch_names_train_size(capsys, tmp_path, tiny_bert, news_folder):

@@ -387,3 +387,64 @@ def test_resume_continues_with_the_budget_left(tmp_path, tiny_bert, news_folder)
     first = fit(tiny(tiny_bert, news_folder, out, max_time="2s"))
     again = fit(tiny(tiny_bert, news_folder, out, max_time="2s", resume=True))  # the budget is spent
     assert again["steps"] == first["steps"]
+
+
+# --- --config COPY/run.json --resume continues COPY ---------------------------------------------------
+
+@pytest.fixture
+def relative_run(tmp_path, monkeypatch, tiny_bert, news_folder) -> Path:
+    """A 1-step run started in tmp_path/start as `--data news --output-dir out1` (run.json keeps both
+    relative), with a copy of it in start/copy (`cp -a out1 copy`)."""
+    start = tmp_path / "start"
+    start.mkdir()
+    shutil.copytree(news_folder, start / "news")
+    monkeypatch.chdir(start)
+    fit(tiny(tiny_bert, "news", Path("out1"), max_steps=1, save_every=1))
+    shutil.copytree(start / "out1", start / "copy", symlinks=True)
+    return start
+
+
+def test_resume_of_a_copy_continues_the_copy_and_leaves_the_original(capsys, relative_run):
+    """run.json keeps output_dir as typed (out1), so `--config copy/run.json --resume` trained out1 on."""
+    original = snapshot(relative_run / "out1")
+    code, out, err = run_cli(capsys, "train", "--config", "copy/run.json", "--resume", "--max-steps", "2")
+    assert_ok(code, err)
+    assert "saved the model to copy" in out
+    assert strict_json(relative_run / "copy" / "results.json")["steps"] == 2
+    assert snapshot(relative_run / "out1") == original
+
+
+def test_resume_of_a_copy_from_another_folder(capsys, relative_run, monkeypatch):
+    """From elsewhere the run's relative --data and --output-dir named nothing ("out1 holds no run ... start
+    without --resume"): both are read as the run read them, from where it started (run.json's started_in)."""
+    elsewhere = relative_run.parent / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    code, out, err = run_cli(capsys, "train", "--config", relative_run / "copy" / "run.json", "--resume",
+                             "--max-steps", "2")
+    assert_ok(code, err)
+    assert strict_json(relative_run / "copy" / "results.json")["steps"] == 2
+    assert strict_json(relative_run / "out1" / "results.json")["steps"] == 1
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_resume_with_another_output_dir_than_the_run_json_names_both(capsys, relative_run):
+    before = snapshot(relative_run)
+    code, _, err = run_cli(capsys, "train", "--config", "copy/run.json", "--resume", "--output-dir", "out1",
+                           "--max-steps", "2")
+    assert_clean_error(code, err, "copy", "out1", "--output-dir")
+    assert snapshot(relative_run) == before
+
+
+def test_evaluate_and_resume_read_a_run_json_alike(capsys, relative_run, monkeypatch):
+    """One reading of a run.json for both: from another folder, evaluate --config scores the copy's own
+    model on the run's own text, as it did from where the run started."""
+    code, here, err = run_cli(capsys, "evaluate", "--config", "copy/run.json", "--json")
+    assert code == 0, err
+    elsewhere = relative_run.parent / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    code, there, err = run_cli(capsys, "evaluate", "--config", relative_run / "copy" / "run.json", "--json")
+    assert code == 0, err
+    assert json.loads(there)["perplexity"] == pytest.approx(json.loads(here)["perplexity"])
+    assert json.loads(there)["model"] == str(relative_run / "copy")

@@ -10,7 +10,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import RARE, assert_clean_error, assert_ok, fresh_tokenizer, run_cli, vocab_train_args, words_file
+from helpers import (
+    RARE,
+    assert_clean_error,
+    assert_ok,
+    fresh_tokenizer,
+    run_cli,
+    texts_of,
+    vocab_train_args,
+    words_file,
+)
 
 from mlmtune.config import build_config
 from mlmtune.data.sources import read_corpus
@@ -178,3 +187,19 @@ def test_add_tokens_n_takes_the_most_frequent_cut_words_of_the_training_document
     run = json.loads((out / "run.json").read_text())
     assert run["vocabulary"]["words"] == expected and set(RARE) <= set(expected)
     assert "vocabulary: added 5 words; pieces per word of the training text" in said
+
+
+def test_add_tokens_on_a_corpus_of_fewer_than_10_documents(capsys, tmp_path, tiny_bert, domain_folder):
+    """Nothing is held out of fewer than 10 documents (the tail of the token stream is), so there are no
+    whole documents for the masked-word measure: it died with IndexError in eval/words.encode."""
+    small = tmp_path / "small"
+    small.mkdir()
+    texts = texts_of(domain_folder)
+    for i in range(5):
+        (small / f"{i}.txt").write_text("\n".join(texts[i * 8:(i + 1) * 8]), encoding="utf-8")
+    code, out, err = run_cli(capsys, *vocab_train_args(tiny_bert, small, tmp_path / "out", "--add-tokens",
+                                                       words_file(tmp_path)))
+    assert_ok(code, err)
+    assert "no masked-word measure" in out
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["vocabulary"]["words"] == RARE

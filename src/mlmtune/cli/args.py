@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from dataclasses import MISSING, fields
+from pathlib import Path
 
 from ..config import FIELDS, GROUPS, _hint, build_config, config_layer, load_config_file
 
@@ -51,12 +53,31 @@ def config_from_args(args: argparse.Namespace, only: list[str] | None = None, *,
     """Defaults <- --config file <- flags. `file`: the --config file's mapping when the caller read it already."""
     layers = []
     if getattr(args, "config", None):
-        loaded = config_layer(file) if file is not None else load_config_file(args.config)
+        recover_run_folder(args.config)
+        loaded = config_layer(file, args.config) if file is not None else load_config_file(args.config)
         if only is not None:  # evaluate reads a training config's relevant part; a typo still fails
             loaded = {k: v for k, v in loaded.items() if k in only or k not in FIELDS}
         layers.append(loaded)
     layers.append({k: v for k, v in vars(args).items() if k in FIELDS})
     return build_config(*layers)
+
+
+def recover_run_folder(config: str | None) -> None:
+    """`--config RUN/run.json`: a run that an interrupted --overwrite set aside in RUN (run.json included) is
+    put back before the file is read, when no process holds RUN (run/ownership.recover_for_reading)."""
+    if config and Path(config).name == "run.json" and Path(config).parent.is_dir():
+        from ..run.ownership import recover_for_reading
+
+        recover_for_reading(Path(config).parent, say=lambda m: print(m, file=sys.stderr))
+
+
+def recover_model_folders(*models: str | None) -> None:
+    """predict and serve of a run's folder: a run an interrupted --overwrite set aside there goes back first."""
+    from ..run.ownership import recover_for_reading
+
+    for model in models:
+        if model and Path(model).is_dir():
+            recover_for_reading(model, say=lambda m: print(m, file=sys.stderr))
 
 
 def positive_int(text: str) -> int:

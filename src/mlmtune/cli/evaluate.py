@@ -7,9 +7,9 @@ import os
 import sys
 from pathlib import Path
 
-from ..config import EVALUATE_FIELDS, config_layer, is_run_record, read_config_file
+from ..config import EVALUATE_FIELDS, config_layer, read_config_file, run_folder_of
 from ..errors import ConfigError
-from .args import add_config_flags, config_from_args
+from .args import add_config_flags, config_from_args, recover_run_folder
 
 
 def add_parser(sub) -> None:
@@ -36,12 +36,17 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..eval.compare import format_table, run_comparison
 
+    from ..run.ownership import recover_for_reading
+
+    recover_run_folder(args.config)
     file = read_config_file(args.config) if args.config else None  # read once
-    run_folder = Path(args.config).parent if file is not None and Path(args.config).name == "run.json" \
-        and is_run_record(file) else None
-    options = config_layer(file) if file is not None else {}
+    run_folder = run_folder_of(args.config, file) if file is not None else None
+    options = config_layer(file, args.config) if file is not None else {}
     cfg = config_from_args(args, only=EVALUATE_FIELDS, file=file)
     models = getattr(args, "models", None)  # --model, repeatable; else the run's own model, else the config's
+    for folder in models or []:  # a run an interrupted --overwrite set aside goes back first
+        if Path(folder).is_dir():
+            recover_for_reading(folder, say=lambda m: print(m, file=sys.stderr))
     if not models and run_folder is not None and has_model(run_folder):
         own = str(run_folder)
         print(f"note: scoring the run's own model in {own} (trained from {cfg.model}) on its evaluation set; "
@@ -56,7 +61,7 @@ def run(args) -> int:
                           f"it (mlmtune train --config {args.config} --resume), or give --model {cfg.model} to score "
                           "the base model")
     models = models or [cfg.model]
-    cfg = cfg.replace(model=models[0], **(run_relative_paths(args, cfg, options, run_folder) if run_folder else {}))
+    cfg = cfg.replace(model=models[0])  # a run.json's own paths were read where the run started (config.run_paths)
     # With --eval-data, --data is read only when it was given: its text is then dropped from the
     # evaluation set as train drops it; the default corpus is not read for nothing.
     data_given = "data" in vars(args) or "data" in options
@@ -75,28 +80,3 @@ def run(args) -> int:
 def has_model(folder: Path) -> bool:
     """The run in `folder` saved its model (config.json and results.json, written last)."""
     return (folder / "config.json").is_file() and (folder / "results.json").is_file()
-
-
-def run_relative_paths(args, cfg, options: dict, run_folder: Path) -> dict:
-    """A run.json's relative paths (--data news) were relative to where the run was started, not to
-    where evaluate runs: read from elsewhere, they named nothing, or another folder of that name (a
-    silently different evaluation set). Where the run's folder shows where it started (run.json in
-    OUTPUT, with OUTPUT relative), the run's paths that exist there are used; flags are as given."""
-    output_dir = options.get("output_dir")
-    if not isinstance(output_dir, str) or not output_dir or os.path.isabs(output_dir):
-        return {}
-    parts, folder = Path(os.path.normpath(output_dir)).parts, run_folder.resolve().parts
-    if ".." in parts or folder[len(folder) - len(parts):] != parts:
-        return {}
-    started = Path(*folder[:len(folder) - len(parts)])
-
-    def rebased(value: str) -> str:
-        return str(started / value) if not os.path.isabs(value) and (started / value).exists() else value
-
-    changes = {}
-    for name in ("data", "eval_data"):
-        if name not in vars(args) and getattr(cfg, name):
-            changes[name] = [rebased(v) for v in getattr(cfg, name)]
-    if "tokenizer" not in vars(args) and cfg.tokenizer:
-        changes["tokenizer"] = rebased(cfg.tokenizer)
-    return changes

@@ -10,7 +10,7 @@ from ..config import DEFAULT_PROBES
 from ..errors import InputError
 from ..run.files import read_json
 from ..run.layout import is_run
-from .args import positive_int
+from .args import positive_int, recover_model_folders
 
 
 def add_parser(sub) -> None:
@@ -28,6 +28,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..model.fill_mask import GENERIC_MASK, FillMask
 
+    recover_model_folders(args.model, args.compare)
     texts = read_texts(args.texts) if args.texts else run_probes(args.model)
     models = [FillMask(args.model)] + ([FillMask(args.compare)] if args.compare else [])
     for m in models:

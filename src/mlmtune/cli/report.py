@@ -17,13 +17,15 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from ..run.card import write_card
+    from ..run.ownership import run_folder_lock
     from ..run.report import write_report
 
-    path = write_report(args.output_dir, base_model=args.base_model, probes=args.probe or None, cloze=args.probes,
-                        say=lambda m: print(m, file=sys.stderr))
-    print(path)
-    from ..run.card import write_card
-
-    if (args.output_dir and (Path(args.output_dir) / "results.json").is_file()):  # a finished run: its card too
-        write_card(args.output_dir, say=lambda m: print(m, file=sys.stderr))
+    say = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    with run_folder_lock(args.output_dir, "report", say):  # the report and the card under one hold of the lock
+        path = write_report(args.output_dir, base_model=args.base_model, probes=args.probe or None, cloze=args.probes,
+                            say=say)
+        print(path)
+        if (args.output_dir and (Path(args.output_dir) / "results.json").is_file()):  # a finished run: its card too
+            write_card(args.output_dir, say=say)
     return 0

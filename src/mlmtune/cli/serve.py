@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .args import port_number, positive_int, seconds
+from .args import port_number, positive_int, recover_model_folders, seconds
 
 
 def add_parser(sub) -> None:
@@ -23,6 +23,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..serve.server import run_server
 
+    recover_model_folders(args.model, args.compare)
     return run_server(args.model, compare=args.compare, host=args.host, port=args.port,
                       timeout_keep_alive=args.timeout_keep_alive, timeout_request=args.timeout_request,
                       max_connections=args.max_connections)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from ..config import resolve, to_yaml, validate
+from ..config import check_resume_folder, resolve, to_yaml, validate
 from .args import add_config_flags, config_from_args
 
 
@@ -18,6 +18,8 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     cfg = config_from_args(args)
+    if cfg.resume and args.config:  # --resume continues the run whose run.json is given, or says why not
+        check_resume_folder(args.config, cfg.output_dir)
     validate(cfg)
     cfg = resolve(cfg)  # --print-config shows what the run will use
     if args.print_config:

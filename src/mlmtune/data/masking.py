@@ -72,6 +72,11 @@ class Masker:
         vocab = np.arange(len(tokenizer), dtype=np.int64)
         self.random_candidates = vocab[~np.isin(vocab, self.special_ids)]  # never draw [CLS], [PAD], ...
 
+    def maskable_share(self, tokens: np.ndarray, sample: int = 1 << 20) -> float:
+        """The share of `tokens` that may be chosen (not special), from its first `sample` tokens."""
+        head = np.asarray(tokens[:sample])
+        return float(np.isin(head, self.special_ids, invert=True).mean()) if len(head) else 0.0
+
     def special_mask(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         return np.isin(input_ids, self.special_ids) | ~attention_mask.astype(bool)
 

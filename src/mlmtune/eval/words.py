@@ -91,6 +91,8 @@ class Encoded:
 
 
 def encode(tokenizer, wins: list[Window], max_length: int) -> Encoded:
+    if not wins:  # nothing held out (a corpus of fewer than 10 documents): a fast tokenizer fails on []
+        return Encoded([], [], [])
     enc = tokenizer([w.text for w in wins], return_offsets_mapping=True, return_attention_mask=False,
                     return_token_type_ids=False)
     unk = tokenizer.unk_token_id

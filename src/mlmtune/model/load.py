@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,9 +135,55 @@ def load_masked_lm(model: str, *, seed: int = 0, dtype: torch.dtype = torch.floa
         raise load_failure("masked-LM model", source, exc) from None
     if tokenizer is not None:
         check_vocab(tokenizer, lm.get_input_embeddings().num_embeddings, model)
+    check_finite_model(lm, source, model)
     missing = set(info.get("missing_keys", ()))
     new = [name for name, _ in lm.named_parameters() if name in missing]
     return LoadedModel(lm, new)
+
+
+def first_non_finite(tensors: Iterable[tuple[str, torch.Tensor]]) -> str | None:
+    """The name of the first floating-point tensor holding a NaN or an infinity, or None."""
+    with torch.no_grad():  # a sum of a parameter would otherwise be recorded for autograd
+        for name, tensor in tensors:
+            if torch.is_tensor(tensor) and tensor.is_floating_point() and not is_finite(tensor):
+                return name
+    return None
+
+
+def is_finite(tensor: torch.Tensor) -> bool:
+    """Every value of `tensor` is finite. A sum is NaN or infinite whenever a value is, so one reduction where
+    the tensor lies (no copy, no mask) clears a healthy tensor; ~20x faster than torch.isfinite(t).all(),
+    which writes a mask as large as the tensor. Only a sum that is not finite (a bad value, or finite
+    values whose sum overflows) is looked at exactly."""
+    return bool(torch.isfinite(tensor.sum())) or bool(torch.isfinite(tensor).all())
+
+
+def weights_file(source: str, name: str, prefix: str = "") -> str:
+    """The file of a model folder that holds the weight `name` (a shard, by the index), for messages."""
+    folder = Path(source)
+    if not folder.is_dir():
+        return f"the weights of {source}"
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+            shard = weight_map.get(name) or weight_map.get(name.removeprefix(f"{prefix}."))
+            return str(folder / shard) if shard else str(index)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return str(index)
+    found = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("pytorch_model*.bin"))
+    return str(found[0]) if found else str(folder)
+
+
+def check_finite_model(lm: nn.Module, source: str, model: str) -> None:
+    """A weight with a NaN or an infinity answers NaN scores (`predict --json` printed invalid JSON, the
+    server null scores) and trains to NaN: refused at load, naming the tensor and its file."""
+    bad = first_non_finite([*lm.named_parameters(), *lm.named_buffers()])
+    if bad is not None:
+        where = weights_file(source, bad, getattr(lm, "base_model_prefix", ""))
+        raise ModelError(f"the weight {bad} of the model {model!r} holds NaN or infinity ({where}): the file is damaged "
+                         "or was saved from a run that diverged; use another copy or checkpoint of the model, or "
+                         "train it again")
 
 
 def use_training_attention(model: nn.Module, device: torch.device) -> str | None:

@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointError
+from ..model.device import unwrap
+from ..model.load import first_non_finite
 from .files import atomic_write_json
 from .layout import _NAME, STATE_FILE, checkpoint_root, complete_checkpoints
 
@@ -50,7 +52,7 @@ def save_checkpoint(accelerator, output_dir: Path, step: int, state: dict, keep:
 
 
 # The counters fit() keeps in trainer_state.json besides the step; None where a figure was not finite.
-COUNTERS = {"tokens": (int,), "train_seconds": (int, float), "eval_seconds": (int, float),
+COUNTERS = {"tokens": (int,), "empty_steps": (int,), "step_seconds": (int, float), "train_seconds": (int, float), "eval_seconds": (int, float),
             "warm_seconds": (int, float), "budget_spent": (int, float),
             "baseline_perplexity": (int, float, type(None)), "warm_start_perplexity": (int, float, type(None)),
             "baseline_accuracy": (int, float, type(None))}
@@ -89,9 +91,9 @@ def read_state(path: Path) -> dict:
     return state
 
 
-def load_checkpoint(accelerator, path: Path) -> None:
+def load_checkpoint(accelerator, path: Path, objective=None, optimizer=None) -> None:
     """Restore the weights, optimizer, schedule and RNG states saved in `path` (its trainer_state.json is
-    read before, by read_state)."""
+    read before, by read_state); then the restored weights and optimizer moments must be finite."""
     try:
         # Accelerate only logs a warning for an unreadable RNG state and goes on with the wrong
         # one; exact resume needs it, so read it first and fail like any other damaged file.
@@ -103,3 +105,20 @@ def load_checkpoint(accelerator, path: Path) -> None:
             f"checkpoint {path} is damaged ({first}): delete that folder to resume from an older "
             "checkpoint, or start again with --overwrite"
         ) from None
+    check_finite_state(accelerator, Path(path), objective, optimizer)
+
+
+def check_finite_state(accelerator, path: Path, objective=None, optimizer=None) -> None:
+    """A NaN or infinity restored from a checkpoint would be trained on and then blamed on the learning rate:
+    refused, naming the tensor and the checkpoint's file."""
+    weights = [] if objective is None else [
+        (f"the weight {name.removeprefix('model.')}", p) for name, p in unwrap(accelerator, objective).named_parameters()]
+    moments = [] if optimizer is None else [
+        (f"the optimizer's {key} of parameter {index}", value)
+        for index, state in optimizer.state_dict()["state"].items() for key, value in state.items()]
+    model_file = next(iter(sorted(path.glob("model*.safetensors")) + sorted(path.glob("pytorch_model*.bin"))), path)
+    for tensors, file in ((weights, model_file), (moments, path / "optimizer.bin")):
+        bad = first_non_finite(tensors)
+        if bad is not None:
+            raise CheckpointError(f"checkpoint {path} holds NaN or infinity in {bad} ({file}): delete that folder to "
+                                  "resume from an older checkpoint, or start again with --overwrite")

@@ -19,6 +19,7 @@ from .card import write_card
 from .files import TEMP_PREFIX, read_json
 from .layout import _tracker_folder, is_run, run_written
 from .layout import inside as _inside
+from .ownership import run_folder_lock
 
 LOGIN = "set HF_TOKEN to a token with write access (https://huggingface.co/settings/tokens) or run `hf auth login`"
 
@@ -68,9 +69,15 @@ def files_to_push(out: Path, checkpoints: bool = False) -> list[str]:
 def push(output_dir: str | Path, repo: str, *, private: bool | None = None, checkpoints: bool = False,
          say=print) -> str:
     """Upload the finished run in `output_dir` to the model repository `repo` (created if missing).
-    Returns the URL of the commit."""
+    Returns the URL of the commit. Holds the folder's lock while it rewrites the card and uploads (a run
+    writing the folder refuses it, and it refuses a run)."""
     out = Path(output_dir)
     check_hub_access(repo, "push")
+    with run_folder_lock(out, "push", say):
+        return _push(out, repo, private=private, checkpoints=checkpoints, say=say)
+
+
+def _push(out: Path, repo: str, *, private: bool | None, checkpoints: bool, say) -> str:
 
     if not is_run(out):
         raise ConfigError(f"{out} holds no run (no run.json mlmtune wrote): give a folder written by mlmtune train")

@@ -10,7 +10,13 @@
   checkpoints/step-NNNNNNN/   full training states for --resume (STATE_FILE written last)
 
 Every temporary mlmtune makes in the folder starts with TEMP_PREFIX (a checkpoint's: .step-N.tmp);
-nothing else of a user's does, so the next run may remove them.
+nothing else of a user's does, so the next run may remove them. Two names with that prefix are not
+temporaries and are never removed as such:
+
+  .mlmtune-lock    the folder's lock (run/lock.py), held by the one process that writes the folder;
+                   its holder removes it when done
+  .mlmtune-old-*   an earlier run that --overwrite set aside (run/ownership.py): a whole run, put back
+                   by whatever next takes the folder when the --overwrite that made it was killed
 """
 
 from __future__ import annotations
@@ -34,14 +40,30 @@ MODEL_FILE_PATTERNS = (  # only for a results.json of mlmtune 0.1.0, which did n
 )
 _STEP = re.compile(r"^step-\d{7}$")
 _STEP_TMP = re.compile(r"^\.step-\d{7}\.tmp$")  # checkpoints.save_checkpoint's temporary folder
+LOCK_FILE = f"{TEMP_PREFIX}lock"
+SET_ASIDE_PREFIX = f"{TEMP_PREFIX}old-"
 
 
 def _temporaries(folder: Path) -> list[Path]:
-    found = [p for p in folder.iterdir() if p.name.startswith(TEMP_PREFIX)]
+    found = [p for p in folder.iterdir() if p.name.startswith(TEMP_PREFIX) and not kept_hidden(p.name)]
     checkpoints = folder / "checkpoints"
     if checkpoints.is_dir() and not checkpoints.is_symlink():
         found += [p for p in checkpoints.iterdir() if _STEP_TMP.match(p.name)]
     return found
+
+
+def kept_hidden(name: str) -> bool:
+    """The lock and a set-aside run: hidden names of ours that are not temporaries."""
+    return name == LOCK_FILE or name.startswith(SET_ASIDE_PREFIX)
+
+
+def set_aside_runs(folder: Path) -> list[Path]:
+    """The earlier runs an --overwrite set aside in `folder` (normally none: the run that set one aside
+    deletes it once it has taken the folder, or puts it back when it cannot start)."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir()
+                  if p.name.startswith(SET_ASIDE_PREFIX) and p.is_dir() and not p.is_symlink())
 
 
 def remove_path(path: Path) -> None:
@@ -65,11 +87,12 @@ def is_run(folder: Path) -> bool:
 
 
 def has_content(folder: Path) -> bool:
-    """Anything in `folder` but the temporaries of an earlier save (hidden files count: .git is content)."""
+    """Anything in `folder` but the temporaries of an earlier save and the lock (hidden files count: .git
+    is content, and so is a set-aside run)."""
     if not folder.is_dir():
         return False
-    temporaries = set(_temporaries(folder))
-    return any(p not in temporaries for p in folder.iterdir())
+    ignored = set(_temporaries(folder)) | {folder / LOCK_FILE}
+    return any(p not in ignored for p in folder.iterdir())
 
 
 def inside(path: Path, folder: Path) -> bool:

@@ -2,8 +2,15 @@
 
 A run never writes over its inputs, never into a folder of someone else's files, and replaces an
 earlier run only with --overwrite (only the files that run wrote: run/layout.run_written). The old
-run is set aside by renames and put back if the new one cannot start; a new run that fails before
-its first checkpoint removes what it wrote, and the folders it created.
+run is set aside by renames into OUTPUT/.mlmtune-old-XXXX and put back if the new one cannot start;
+it is deleted only once the new run has written its run.json. A new run that fails before its first
+checkpoint removes what it wrote, and the folders it created.
+
+A run holds the folder's lock (run/lock.py) from before it looks at the folder's content to its end,
+so no two processes decide about one folder. A set-aside run whose --overwrite was killed (SIGKILL,
+power loss) before it could put it back or delete it is put back by whatever next takes the lock
+(train, report, push; evaluate, predict and serve of the folder when no process holds it), or that
+command is refused naming it: it is never deleted, and never taken for a temporary.
 """
 
 from __future__ import annotations
@@ -22,14 +29,18 @@ from ..model.load import resolve_model
 from .files import TEMP_PREFIX, read_json, write_problem
 from .layout import (
     CARD,
+    SET_ASIDE_PREFIX,
     complete_checkpoints,
     has_content,
     inside,
     is_ours,
+    is_run,
     remove_path,
     remove_temporaries,
     run_written,
+    set_aside_runs,
 )
+from .lock import FolderBusy, folder_lock, is_main
 
 
 def _check_writable(folder: Path) -> None:
@@ -66,18 +77,26 @@ def check_output_dir(folder: Path, *, overwrite: bool, resume: bool,
     - a folder with content that is not an mlmtune run (no run.json) is refused, --overwrite or not;
     - a run's folder needs --overwrite (replace the files a run writes) or --resume (continue it).
 
-    Returns the run.json of the run the folder holds (read once here), or None.
+    Returns the run.json of the run the folder holds (read once here), or None. `train` calls the two
+    halves apart: the path before it takes the folder's lock, the content under it.
     """
+    check_output_path(folder, inputs=inputs)
+    return check_output_content(folder, overwrite=overwrite, resume=resume)
+
+
+def check_output_path(folder: Path, *, inputs: list[tuple[str, str]] | tuple = ()) -> None:
+    """The part of check_output_dir that does not depend on what the folder holds: a name, a folder (or
+    none yet) that can be written, and none of the run's inputs."""
     if not str(folder).strip():
         raise ConfigError("--output-dir is empty: name a folder for the model and metrics, e.g. runs/mine")
     try:
-        return _check_output_dir(folder, overwrite=overwrite, resume=resume, inputs=inputs)
+        _check_output_path(folder, inputs)
     except OSError as exc:  # a name too long, a loop of links, ...: the OS says no before anything is written
         raise ConfigError(f"--output-dir {folder} cannot be used ({exc.strerror or exc}): choose another "
                           "folder") from None
 
 
-def _check_output_dir(folder: Path, *, overwrite: bool, resume: bool, inputs) -> dict | None:
+def _check_output_path(folder: Path, inputs) -> None:
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"--output-dir {folder} is a file: pick a folder name")
     here = folder.resolve()
@@ -88,6 +107,18 @@ def _check_output_dir(folder: Path, *, overwrite: bool, resume: bool, inputs) ->
             raise ConfigError(f"--output-dir {folder} {what} the {flag} {given}: mlmtune never writes over its "
                               "inputs; choose another --output-dir")
     _check_writable(folder)
+
+
+def check_output_content(folder: Path, *, overwrite: bool, resume: bool) -> dict | None:
+    """The part of check_output_dir that reads what the folder holds (a run: --overwrite or --resume)."""
+    try:
+        return _check_output_content(folder, overwrite=overwrite, resume=resume)
+    except OSError as exc:
+        raise ConfigError(f"--output-dir {folder} cannot be used ({exc.strerror or exc}): choose another "
+                          "folder") from None
+
+
+def _check_output_content(folder: Path, *, overwrite: bool, resume: bool) -> dict | None:
     record = read_json(folder / "run.json")
     run = record if is_run_record(record) else None
     if resume:
@@ -124,7 +155,7 @@ def set_aside_old_run(folder: Path) -> Path | None:
            and not (p == folder / CARD and not is_ours(p))]
     if not old:
         return None
-    aside = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}old-", dir=folder))
+    aside = Path(tempfile.mkdtemp(prefix=SET_ASIDE_PREFIX, dir=folder))
     for p in sorted(old, key=lambda p: p.name == "run.json"):  # run.json last: still a run if cut short
         target = aside / p.relative_to(folder)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -139,26 +170,100 @@ def set_aside_old_run(folder: Path) -> Path | None:
     return aside
 
 
-def put_back(aside: Path | None, folder: Path) -> None:
-    """Undo set_aside_old_run: the earlier run's files return where they were (top-level entries,
-    and the step folders of checkpoints/)."""
-    if aside is None or not aside.is_dir():
-        return
-    for p in aside.iterdir():
+def _real_dir(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink()
+
+
+def put_back(aside: Path | None, folder: Path) -> list[Path]:
+    """Undo set_aside_old_run: the earlier run's files return where they were, run.json last (a top-level
+    folder such as checkpoints/ or 1_Pooling/ that exists again is filled, entry by entry). Returns what
+    could not go back because something else now has its name; the hidden folder is removed only when
+    it is empty, so nothing of the earlier run is ever deleted here."""
+    if aside is None or not _real_dir(aside):
+        return []
+    left: list[Path] = []
+    for p in sorted(aside.iterdir(), key=lambda p: p.name == "run.json"):
         target = folder / p.name
-        if p.name == "checkpoints" and p.is_dir() and not p.is_symlink():
-            target.mkdir(exist_ok=True)
-            for q in p.iterdir():
-                if not (target / q.name).exists():
-                    os.replace(q, target / q.name)
-        elif not target.exists() and not target.is_symlink():
-            os.replace(p, target)
-    shutil.rmtree(aside, ignore_errors=True)
+        if _real_dir(p) and _real_dir(target):
+            for q in sorted(p.iterdir()):
+                _move_back(q, target / q.name, left)
+        else:
+            _move_back(p, target, left)
+    for p in sorted(aside.rglob("*"), key=lambda p: len(p.parts), reverse=True):  # the emptied folders
+        if _real_dir(p):
+            with contextlib.suppress(OSError):
+                p.rmdir()
+    with contextlib.suppress(OSError):
+        aside.rmdir()
+    return left
+
+
+def _move_back(source: Path, target: Path, left: list[Path]) -> None:
+    if target.exists() or target.is_symlink():
+        left.append(source)
+    else:
+        os.replace(source, target)
 
 
 def discard(aside: Path | None) -> None:
-    if aside is not None:
-        shutil.rmtree(aside, ignore_errors=True)
+    """The new run has taken the folder: the set-aside run goes. Renamed first (a temporary's name), so a
+    kill while it is being deleted leaves a temporary the next run removes, never half a set-aside run."""
+    if aside is None or not aside.is_dir():
+        return
+    doomed = aside.with_name(f"{TEMP_PREFIX}discard-{aside.name.removeprefix(SET_ASIDE_PREFIX)}")
+    os.replace(aside, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def restore_set_aside(folder: Path, say=print) -> None:
+    """Under the folder's lock: put back a run that an --overwrite set aside and could not put back or
+    delete itself (it was killed while the new run was starting). When the new run had already written
+    its run.json (killed just before deleting the old one), that new run has no checkpoint and no model,
+    and is undone as any new run that fails so early. Anything that cannot be settled so is refused,
+    naming the hidden folder: it is never deleted."""
+    for aside in set_aside_runs(folder):
+        if (aside / "run.json").exists() and is_run(folder):
+            if complete_checkpoints(folder) or (folder / "results.json").exists():
+                raise OutputError(
+                    f"{aside} holds an earlier run that an interrupted --overwrite set aside, and {folder} holds a "
+                    f"later run with a checkpoint or a model: move {aside.name} out of {folder} to keep the earlier "
+                    "run (it is whole), or delete it")
+            undo_new_run(folder, None)
+        left = put_back(aside, folder)
+        if left:
+            names = ", ".join(p.relative_to(aside).as_posix() for p in left[:3])
+            raise OutputError(
+                f"{aside} holds part of an earlier run that an interrupted --overwrite set aside, and {folder} has "
+                f"other files in its place ({names}): move {aside.name} out of {folder} to keep them, or delete it")
+        say(f"note: put back the run in {folder} that an interrupted --overwrite had set aside ({aside.name})")
+
+
+@contextlib.contextmanager
+def run_folder_lock(folder: str | Path, command: str, say=print) -> Iterator[None]:
+    """report and push of a run's folder: hold its lock for the block (refused while a run writes it), and
+    first put back a run an interrupted --overwrite had set aside. A folder that does not exist is left
+    to the command's own check (the lock would create it)."""
+    folder = Path(folder)
+    if not folder.is_dir() or not os.access(folder, os.W_OK):  # no run can write it either: read as it is
+        yield
+        return
+    with folder_lock(folder, command):
+        restore_set_aside(folder, say)
+        yield
+
+
+def recover_for_reading(folder: str | Path, say=print) -> None:
+    """evaluate, predict and serve read a run's folder without locking it; when it holds a set-aside run
+    and no process holds its lock (the --overwrite that set it aside died), put that run back first.
+    With a live holder the set-aside run is that process's own, to put back or delete."""
+    folder = Path(folder)
+    if not set_aside_runs(folder):
+        return
+    try:
+        with folder_lock(folder):
+            restore_set_aside(folder, say)
+    except FolderBusy:
+        pass
 
 
 def run_inputs(cfg) -> list[tuple[str, str]]:
@@ -219,24 +324,28 @@ class Folder:
 
 
 @contextlib.contextmanager
-def failure_rules(out: Path, *, resume: bool) -> Iterator[Folder]:
-    """What a run that fails leaves in `out` (the main process decides): before it took the folder, only
-    the temporaries and the empty folders it created go; after, a new run without a checkpoint or a final
-    model removes what it wrote (undo_new_run), a resumed one only its temporaries. A failed write is one
-    OutputError line naming the folder."""
+def failure_rules(out: Path, *, resume: bool, command: str = "train") -> Iterator[Folder]:
+    """Hold the folder's lock (run/lock.py; created with the folder when missing) for the run, and decide
+    what a run that fails leaves in `out` (the main process decides, still holding the lock): before it
+    took the folder, only the temporaries and the empty folders it created go; after, a new run without
+    a checkpoint or a final model removes what it wrote (undo_new_run), a resumed one only its
+    temporaries. A failed write is one OutputError line naming the folder."""
     created = first_missing(out)  # what a failed new run removes again
     folder = Folder(out)
     try:
-        yield folder
+        with folder_lock(out, command):
+            try:
+                yield folder
+            except BaseException:
+                if is_main() and out.is_dir():
+                    remove_temporaries(out)
+                    if folder.taken and not resume:
+                        undo_new_run(out, None)
+                raise
     except BaseException as exc:
-        if os.environ.get("RANK", "0") == "0" and folder.taken:
-            remove_temporaries(out)
-            if not resume:
-                undo_new_run(out, created)
-        elif os.environ.get("RANK", "0") == "0" and out.is_dir():  # not started: only what it created, if empty
-            remove_temporaries(out)
+        if is_main():  # the lock is given back: the folders the run created go, when empty
             remove_created_folders(out, created)
-        problem = write_problem(exc, out) if isinstance(exc, OSError) else None
+        problem = write_problem(exc, out) if isinstance(exc, OSError) and not isinstance(exc, FolderBusy) else None
         if problem is not None:
             raise OutputError(f"cannot write into {out}: {problem}; free space or fix the permissions, or choose "
                               "another --output-dir") from None

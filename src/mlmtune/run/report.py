@@ -25,6 +25,7 @@ from ..model.device import autocast_for
 from ..model.fill_mask import GENERIC_MASK, FillMask
 from .files import atomic_write_bytes, atomic_write_text, read_json_object
 from .metrics_log import read_metrics
+from .ownership import run_folder_lock
 
 
 def series(records: list[dict], kind: str, key: str, low: float) -> list[tuple[int, float]]:
@@ -363,10 +364,15 @@ def _run_parts(run: dict, path: Path) -> tuple[dict, dict, dict]:
 def write_report(output_dir: str | Path, *, base_model: str | None = None, probes: list[str] | None = None,
                  cloze: str | Path | list | None = None, say=print) -> Path:
     """Check every input (run.json, the probes, the cloze file, the models), then write curves.png
-    and report.html, each atomically: a failure leaves the folder as it was.
+    and report.html, each atomically: a failure leaves the folder as it was. Holds the folder's lock
+    (refused while a run writes it; run/ownership.run_folder_lock).
 
     `probes` are fill-mask sentences (--probe); `cloze` is a cloze TSV (--probes FILE) or its parsed items."""
-    out = Path(output_dir)
+    with run_folder_lock(output_dir, "report", say):
+        return _write_report(Path(output_dir), base_model=base_model, probes=probes, cloze=cloze, say=say)
+
+
+def _write_report(out: Path, *, base_model: str | None, probes: list[str] | None, cloze, say) -> Path:
     if not (out / "run.json").is_file():
         raise ConfigError(f"{out} holds no run.json: give a folder written by mlmtune train")
     run = read_json_object(out / "run.json", required=True)

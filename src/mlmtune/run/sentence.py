@@ -35,6 +35,13 @@ MODULE_FILE_LIMIT = 64 << 20  # a module folder holds configs and at most a smal
 class SentenceLayout:
     files: dict[str, bytes] = field(default_factory=dict)  # relative POSIX path -> content
     modules: list[str] = field(default_factory=list)  # the module types, in order (for the card)
+    missing: list[str] = field(default_factory=list)  # what makes the module set incomplete: then none is copied
+
+
+# Module types that keep no file of their own (sentence-transformers loads them from modules.json alone),
+# and those whose folder must hold a config.json; any other module needs a folder with at least one file.
+NO_FILES = {"Normalize"}
+NEEDS_CONFIG = {"Pooling", "Dense"}
 
 
 def _local_folder(model: str, patterns: list[str]) -> Path | None:
@@ -57,7 +64,7 @@ def _safe_relative(path: str) -> bool:
         p not in ("", ".", "..") and not p.startswith(".") for p in parts)
 
 
-def _own_file(path: Path, folder: Path) -> bool:
+def _own_file(path: Path, folder: Path, kind: str = "file") -> bool:
     """`path` is a file of the base itself: it resolves inside the base's folder, or, for a snapshot of
     the Hugging Face cache (models--org--name/snapshots/<hash>, whose files link into ../../blobs),
     inside that repository's cache folder. A link out to the user's other files (~/.ssh, say) is not
@@ -69,34 +76,70 @@ def _own_file(path: Path, folder: Path) -> bool:
         real = path.resolve()
     except (OSError, RuntimeError):  # a link loop
         return False
-    return path.is_file() and any(inside(real, root) for root in roots)
+    exists = path.is_file() if kind == "file" else path.is_dir()
+    return exists and any(inside(real, root) for root in roots)
 
 
 def sentence_layout(model: str) -> SentenceLayout | None:
-    """The sentence-transformers files of the base `model`, or None when it is not such a model."""
+    """The sentence-transformers files of the base `model`, or None when it is not such a model. A module
+    folder that modules.json names and the base lacks, or a file of it that cannot be copied (a link out of
+    the base, too large), is listed in `missing`: a modules.json naming an absent module would make
+    `SentenceTransformer(OUTPUT)` fail, so such a set is not copied at all (keep_sentence_encoder)."""
     folder = _local_folder(model, ["modules.json"])
     if folder is None or not (folder / "modules.json").is_file():
         return None
     try:
         modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
-        paths = [m.get("path", "") for m in modules]
-        types = [str(m.get("type", "")) for m in modules]
+        entries = [(m.get("path", ""), str(m.get("type", ""))) for m in modules]
     except (OSError, ValueError, AttributeError, TypeError):
         return None
-    folders = sorted({p.strip("/") for p in paths if isinstance(p, str) and p.strip("/") and _safe_relative(p.strip("/"))})
+    paths = {p.strip("/") for p, _ in entries if isinstance(p, str) and p.strip("/")}
+    folders = sorted(p for p in paths if _safe_relative(p))
     if not Path(resolve_model(model)).is_dir():  # a Hub id: fetch the module folders too
         folder = _local_folder(model, [*SENTENCE_FILES, *(f"{p}/*" for p in folders)]) or folder
-    layout = SentenceLayout(modules=[t.rsplit(".", 1)[-1] for t in types])
+    layout = SentenceLayout(modules=[t.rsplit(".", 1)[-1] for _, t in entries])
+    layout.missing += [f"the module path {p!r} leads out of the base" for p in sorted(paths - set(folders))]
     for name in SENTENCE_FILES:
         if _own_file(folder / name, folder):
             layout.files[name] = (folder / name).read_bytes()
+    if "modules.json" not in layout.files:
+        layout.missing.append("modules.json links out of the base")
+    kinds = {str(p).strip("/"): t.rsplit(".", 1)[-1] for p, t in entries}
     for sub in folders:
-        module = folder / sub
-        for path in sorted(module.rglob("*")) if module.is_dir() else []:  # each file checked: links may lead out
-            relative = path.relative_to(folder).as_posix()
-            if _own_file(path, folder) and _safe_relative(relative) and path.stat().st_size <= MODULE_FILE_LIMIT:
-                layout.files[relative] = path.read_bytes()
+        _read_module(folder, sub, layout, needed=kinds.get(sub) not in NO_FILES)
+    for sub in folders:
+        kind = kinds.get(sub)
+        if kind in NO_FILES:
+            continue
+        if not any(name.startswith(f"{sub}/") for name in layout.files):
+            layout.missing.append(f"{sub}/ is missing or empty")
+        elif kind in NEEDS_CONFIG and f"{sub}/config.json" not in layout.files:
+            layout.missing.append(f"{sub}/config.json is missing")
     return layout
+
+
+def _read_module(folder: Path, sub: str, layout: SentenceLayout, *, needed: bool) -> None:
+    """The files of one module folder into `layout`. One that cannot be copied (a link out of the base, too
+    large) is never copied, and goes into `missing` when the module `needed` its files (not a Normalize)."""
+    module = folder / sub
+    if not module.is_dir():
+        return
+    problems = []
+    if not _own_file(module, folder, kind="folder"):
+        problems.append(f"{sub}/ links out of the base")
+    else:
+        for path in sorted(module.rglob("*")):  # each file checked: links may lead out
+            if path.is_dir() and not path.is_symlink():
+                continue
+            relative = path.relative_to(folder).as_posix()
+            if not _own_file(path, folder) or not _safe_relative(relative):
+                problems.append(f"{relative} links out of the base")
+            elif path.stat().st_size > MODULE_FILE_LIMIT:
+                problems.append(f"{relative} is larger than {MODULE_FILE_LIMIT >> 20} MB")
+            else:
+                layout.files[relative] = path.read_bytes()
+    if needed:
+        layout.missing += problems
 
 
 def _weight_files(folder: Path) -> list[Path]:
@@ -138,14 +181,19 @@ def pooler_weights(model: str, prefix: str, have: set[str]) -> dict:
     return found
 
 
-def keep_sentence_encoder(base: str, model, state: dict):
+def keep_sentence_encoder(base: str, model, state: dict, say=print):
     """The base's pooler weights go into `state` (a *ForMaskedLM has no pooler); returns the base's
-    sentence-transformers files to write beside the model, or None."""
+    sentence-transformers files to write beside the model, or None (an incomplete set: with a note)."""
     prefix = getattr(model, "base_model_prefix", "")
     if prefix and any(k.startswith(f"{prefix}.") for k in state):
         dtype = model.get_input_embeddings().weight.dtype
         state.update({k: v.to(dtype) for k, v in pooler_weights(base, prefix, set(state)).items()})
-    return sentence_layout(base)
+    layout = sentence_layout(base)
+    if layout is not None and layout.missing:
+        say(f"note: the sentence-transformers modules of {base} are incomplete ({'; '.join(layout.missing[:3])}), so "
+            "the output is a plain masked LM without them (SentenceTransformer would fail on the missing module)")
+        return None
+    return layout
 
 
 def write_sentence_files(layout: SentenceLayout, out: Path) -> list[str]:

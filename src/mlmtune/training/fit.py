@@ -1,5 +1,7 @@
 """`mlmtune train`: fit(config) -> results. The recipe, phase by phase:
 
+  0. the folder          its lock, held to the end (run/lock.py); a run an interrupted --overwrite
+                         set aside put back; then what the folder holds is checked   (run/ownership.py)
   1. prepare_data        read, deduplicate, split, cut; mask the evaluation set once        (prepare.py)
   2. load_model          the masked LM, a grown head, the added words' rows; build_trainable:
                          the objective, AdamW, the schedule by steps or by a --max-time budget (build.py)
@@ -11,8 +13,8 @@
   7. finish              final evaluation, finite-weight check, the model in the Hugging Face layout,
                          its card, results.json; the report; then --push-to-hub uploads the folder
 
-Phases 1-3 write nothing, so bad input, a signal or a failure there leaves the output folder as it
-was. Each phase takes what it uses and returns what the next one needs.
+Phases 0-3 write nothing but the lock file, which goes with the lock, so bad input, a signal or a
+failure there leaves the output folder as it was. Each phase takes what it uses and returns what the next one needs.
 """
 
 from __future__ import annotations
@@ -23,18 +25,28 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 
 from ..config import Config, build_config, resolve, to_command, validate
 from ..errors import TrainingError
 from ..model.device import make_accelerator, shutdown, unwrap
+from ..model.load import first_non_finite
 from ..run.card import write_card
 from ..run.checkpoints import load_checkpoint, save_checkpoint
 from ..run.files import atomic_write_json, save_model, versions, writing
 from ..run.hub import check_hub_access, push
 from ..run.layout import complete_checkpoints, remove_temporaries
 from ..run.metrics_log import MetricsLog, utc_iso
-from ..run.ownership import Folder, check_output_dir, discard, failure_rules, put_back, run_inputs, set_aside_old_run
+from ..run.ownership import (
+    Folder,
+    check_output_content,
+    check_output_path,
+    discard,
+    failure_rules,
+    put_back,
+    restore_set_aside,
+    run_inputs,
+    set_aside_old_run,
+)
 from ..run.report import write_report
 from ..run.sentence import keep_sentence_encoder, write_sentence_files
 from .budget import Totals, plan_totals
@@ -59,11 +71,17 @@ def fit(cfg: Config) -> dict:
     check_tracker(cfg.report_to)
     check_hub_access(cfg.push_to_hub)  # offline or no token: say so before training, not after
     out = Path(os.path.expanduser(cfg.output_dir))
-    record = check_output_dir(out, overwrite=cfg.overwrite, resume=cfg.resume, inputs=run_inputs(cfg))
-    resume = find_resume(cfg, out, record) if cfg.resume else None
+    check_output_path(out, inputs=run_inputs(cfg))
+    # The folder's lock from here to the end (another process on it is refused); what it holds is read
+    # under the lock, after a run an interrupted --overwrite set aside is put back.
     with failure_rules(out, resume=cfg.resume) as folder, AbortOnSignal():
         accelerator = make_accelerator(cfg, out)
         say, world = accelerator.print, accelerator.num_processes
+        if accelerator.is_main_process:
+            restore_set_aside(out, say)
+        accelerator.wait_for_everyone()
+        record = check_output_content(out, overwrite=cfg.overwrite, resume=cfg.resume)
+        resume = find_resume(cfg, out, record) if cfg.resume else None
         started_at = time.time()  # wall clock, for results.json's started_at
         # 1. data
         data = prepare_data(cfg, accelerator, resume, say)
@@ -105,10 +123,13 @@ def fit(cfg: Config) -> dict:
                                         "data": data.summary}, cfg.keep_checkpoints)
 
         # 6. the loop
-        batches = data.batches(cfg, state.step, rank=accelerator.process_index, world=world)
+        batches = data.batches(cfg, state.position, rank=accelerator.process_index, world=world)
         train_loop(accelerator, trainable.objective, trainable.optimizer, trainable.scheduler, batches, state, totals,
                    cfg, out=out, log=log, checkpoint=checkpoint,
                    evaluate=lambda step, when: evaluations(trainable.objective, step, when, state))
+        if state.empty_steps:
+            say(f"note: {state.empty_steps} global batches had no masked token; they were skipped, not counted as "
+                "steps (results.json: empty_steps)")
         # 7. finish
         if evaluations.last_step != state.step:  # no step ran in this session (a finished run resumed: its last
             # eval is logged already; or a budget the warm start spent: its model is scored and logged here)
@@ -132,12 +153,16 @@ def results_record(accelerator, state: TrainState, baseline: Baseline, evaluatio
     """results.json's figures (the model's files are added when it is saved)."""
     results = {
         "steps": state.step,
+        "empty_steps": state.empty_steps,  # global batches without a masked token: skipped, not counted in steps
         "max_time_seconds": totals.budget,
         "train_tokens": state.tokens,
         "train_seconds": round(state.train_seconds, 3),
         "train_tokens_per_second": state.tokens / max(state.train_seconds, 1e-9),
         "warm_start_seconds": round(state.warm_seconds, 3),
         "budget_seconds_spent": round(state.budget_spent, 3),
+        # how far the last step ran past --max-time (0.0 within it; null without a budget)
+        "budget_exceeded_seconds": None if totals.budget is None
+        else round(max(0.0, state.budget_spent - totals.budget), 3),
         "eval_seconds": round(state.eval_seconds, 3),
         "prepare_seconds": round(prepare_seconds, 3),  # this session: reading, tokenizing, cutting
         "wall_seconds": round(time.perf_counter() - started, 3),  # this session, up to the final save
@@ -208,14 +233,24 @@ def run_record(cfg: Config, accelerator, data: Data, new_parameters: list[str], 
         "steps_per_epoch": totals.steps_per_epoch,
         "command": to_command(cfg),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        # where the run started: its relative paths (--data news, --output-dir runs/x) lead from here, so
+        # `--config OUT/run.json` reads them alike from any folder (config.run_paths)
+        "started_in": started_in(),
     }
+
+
+def started_in() -> str | None:
+    try:
+        return os.getcwd()
+    except OSError:  # the current folder was deleted
+        return None
 
 
 def restore(cfg: Config, accelerator, resume: Resume, trainable: Trainable, totals: Totals, log: MetricsLog,
             say=print) -> tuple[TrainState, Baseline]:
     """The newest complete checkpoint: weights, optimizer, schedule, RNG states, the counters; the
     metrics after it dropped. A longer plan than run.json's is taken up here (resume.continue_plan)."""
-    load_checkpoint(accelerator, resume.checkpoint)
+    load_checkpoint(accelerator, resume.checkpoint, trainable.objective, trainable.optimizer)
     state, baseline = TrainState.restored(resume.state), Baseline.restored(resume.state)
     log.truncate_after(state.step)
     goal = f"of {totals.total_steps}" if totals.total_steps else \
@@ -235,7 +270,7 @@ def finish(cfg: Config, accelerator, out: Path, trainable: Trainable, data: Data
         # Keys of the objective's state dict are "model.<hf key>" ("_orig_mod." inserted by compile).
         model_state = {k.replace("_orig_mod.", "").removeprefix("model."): v for k, v in state_dict.items()}
         check_finite_weights(model_state, complete_checkpoints(out))
-        layout = keep_sentence_encoder(cfg.model, model, model_state)
+        layout = keep_sentence_encoder(cfg.model, model, model_state, say=say)
         with writing("the final model", out):
             results["files"] = save_model(model, data.tokenizer, out, state_dict=model_state)
             if layout is not None:
@@ -256,11 +291,11 @@ def finish(cfg: Config, accelerator, out: Path, trainable: Trainable, data: Data
 
 def check_finite_weights(state: dict, checkpoints: list[Path]) -> None:
     """Never save a model with a NaN or infinite weight (a loss can stay finite while one goes bad)."""
-    for name, tensor in state.items():
-        if torch.is_tensor(tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            where = f"the last good checkpoint is {checkpoints[-1]}" if checkpoints else "no checkpoint was saved"
-            raise TrainingError(f"the weight {name} holds NaN or infinity, so it is not saved ({where}): "
-                                "lower --lr, --head-lr or --weight-decay, or use --precision fp32")
+    name = first_non_finite(state.items())
+    if name is not None:
+        where = f"the last good checkpoint is {checkpoints[-1]}" if checkpoints else "no checkpoint was saved"
+        raise TrainingError(f"the weight {name} holds NaN or infinity, so it is not saved ({where}): "
+                            "lower --lr, --head-lr or --weight-decay, or use --precision fp32")
 
 
 def peak_rss_mb() -> float:

@@ -16,7 +16,7 @@ from ..errors import Interrupted, TrainingError
 from ..run.files import finite_json
 from ..run.layout import complete_checkpoints
 from ..run.metrics_log import MetricsLog
-from .budget import Totals
+from .budget import StepTimes, Totals
 from .signals import SIGNAL_EXIT, StopFlag
 from .step import NonFiniteLoss, TrainState, train_step
 
@@ -34,20 +34,36 @@ def train_loop(accelerator, objective, optimizer, scheduler, batches: Iterator[B
     spent = torch.tensor(float(state.budget_spent), device=accelerator.device)
     state.budget_agreed = float(accelerator.reduce(spent, "sum")) / accelerator.num_processes
     objective.train()
+    empty_in_a_row = 0
+    times = StepTimes(state.budget_agreed, state.step_seconds)  # a budget stops before a step that would not fit
     with StopFlag() as stop, bar:
-        while not totals.finished(state.step, state.budget_agreed):
-            state.step += 1
-            step, t0, before = state.step, time.perf_counter(), state.budget_spent
+        while not totals.finished(state.step, state.budget_agreed, times.next_step):
+            step, t0, before = state.step + 1, time.perf_counter(), state.budget_spent
             micro = [next(batches) for _ in range(accum)]
             try:
                 result = train_step(accelerator, objective, optimizer, scheduler, micro, state,
                                     max_grad_norm=cfg.max_grad_norm, budget=totals.budget if totals.by_time else None,
-                                    stop_signum=stop.signum, started=t0)
+                                    stop_signum=stop.signum, started=t0, expected_step=times.next_step)
             except NonFiniteLoss as exc:
                 kept = complete_checkpoints(out)
                 where = f"the last good checkpoint is {kept[-1]}" if kept else "no checkpoint was saved"
                 raise TrainingError(f"{exc} at step {step}; {where}: lower --lr or --head-lr, or use --precision "
                                     "fp32") from None
+            times.add(state.budget_agreed, learned=result.masked > 0)
+            state.step_seconds = times.next_step  # saved with a checkpoint: a resume expects the same
+            if result.masked == 0:  # not a training step: the next batches are drawn in its place
+                state.empty_steps += 1
+                state.train_seconds += time.perf_counter() - t0
+                empty_in_a_row += 1
+                if empty_in_a_row >= MAX_EMPTY_IN_A_ROW:
+                    raise TrainingError(f"{empty_in_a_row} global batches in a row had no masked token (after step "
+                                        f"{state.step}): the text has nothing left to mask; raise --mlm-probability "
+                                        "or check the data")
+                if result.stop:
+                    stopped(stop.signum, state.step, checkpoint(state.step), out)
+                continue
+            empty_in_a_row = 0
+            state.step = step
             # account and log
             seconds = time.perf_counter() - t0
             tokens = sum(b.n_tokens for b in micro) * accelerator.num_processes
@@ -55,7 +71,7 @@ def train_loop(accelerator, objective, optimizer, scheduler, batches: Iterator[B
             state.train_seconds += seconds
             window.add(result.nll, result.masked, tokens, seconds)
             bar.update(min(state.budget_spent, totals.budget) - min(before, totals.budget) if totals.by_time else 1)
-            last = totals.finished(step, state.budget_agreed)
+            last = totals.finished(step, state.budget_agreed, times.next_step)
             if step % cfg.log_every == 0 or last:
                 window.log(accelerator, bar, log, scheduler, state, totals, cfg.report_to)
             # evaluate and checkpoint when due
@@ -66,10 +82,19 @@ def train_loop(accelerator, objective, optimizer, scheduler, batches: Iterator[B
             if result.stop or epoch_end or last or (cfg.save_every and step % cfg.save_every == 0):
                 path = checkpoint(step)
             if result.stop:
-                signum = signal.SIGTERM if (stop.signum or signal.SIGTERM) == signal.SIGTERM else signal.SIGINT
-                raise Interrupted(f"stopped by {signal.Signals(signum).name} after step {step}; checkpoint saved in "
-                                  f"{path}. Resume with: mlmtune train --config {out / 'run.json'} --resume",
-                                  SIGNAL_EXIT[signum])
+                stopped(stop.signum, step, path, out)
+
+
+# A run of global batches without one masked token this long means the text has nothing to mask (a rate
+# that low is refused before training: training/prepare.check_masked_per_step).
+MAX_EMPTY_IN_A_ROW = 100
+
+
+def stopped(signum: int | None, step: int, path: Path, out: Path) -> None:
+    """A signal stopped the loop after `step`, its checkpoint saved in `path`: say how to resume."""
+    signum = signal.SIGTERM if (signum or signal.SIGTERM) == signal.SIGTERM else signal.SIGINT
+    raise Interrupted(f"stopped by {signal.Signals(signum).name} after step {step}; checkpoint saved in "
+                      f"{path}. Resume with: mlmtune train --config {out / 'run.json'} --resume", SIGNAL_EXIT[signum])
 
 
 def progress_bar(totals: Totals, state: TrainState, *, enabled: bool):
@@ -77,7 +102,9 @@ def progress_bar(totals: Totals, state: TrainState, *, enabled: bool):
     from tqdm.auto import tqdm  # lazy: tqdm.auto looks for a notebook
 
     if totals.by_time:
-        return tqdm(total=round(totals.budget), initial=min(state.budget_spent, totals.budget), disable=not enabled,
+        # the total as it is: tqdm drops a total its count passes by 0.5 (2.5 s rounded to 2), and then its
+        # bar_format fails on {total:.0f} (--max-time 2.5s crashed the bar)
+        return tqdm(total=totals.budget, initial=min(state.budget_spent, totals.budget), disable=not enabled,
                     desc="train", unit="s", dynamic_ncols=True,
                     bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}{postfix}]")
     return tqdm(total=totals.total_steps, initial=state.step, disable=not enabled, desc="train", unit="step",

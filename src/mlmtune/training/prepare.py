@@ -3,6 +3,7 @@ the evaluation set once, and say what the run will train on. Nothing is written.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -87,6 +88,9 @@ def prepare_data(cfg: Config, accelerator, resume: Resume | None, say=print) -> 
                 "so no evaluation text is also training text")
     if resume is not None:
         check_same_data(resume, summary)
+    masker = Masker(tokenizer, spec)
+    # a stream's training text is not read yet: its evaluation examples (its first documents) stand in
+    check_masked_per_step(cfg, masker, eval_blocks if cfg.streaming else train, world)
 
     # the evaluation set, masked once and kept
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -99,8 +103,31 @@ def prepare_data(cfg: Config, accelerator, resume: Resume | None, say=print) -> 
         raise DataError(f"the fixed evaluation masks chose no token of the {eval_blocks.num_tokens:,} evaluation "
                         f"tokens (--eval-mlm-probability {cfg.eval_mlm_probability:g}): raise it (0.15 is the "
                         "standard) or --eval-size")
-    return Data(tokenizer, positions, Masker(tokenizer, spec), train, eval_set, summary, steps_per_epoch, pad_id,
-                multiple, vocabulary)
+    return Data(tokenizer, positions, masker, train, eval_set, summary, steps_per_epoch, pad_id, multiple, vocabulary)
+
+
+# The fewest masked tokens an optimizer step should expect. A step's count is close to Poisson, so at 3
+# about 1 step in 20 (e^-3 = 5%) masks nothing at all, and the rest learn from very few tokens; below it
+# the rate is a mistake (--mlm-probability 0.0005 for 0.05). 0.15 of a 16 x 128 batch expects ~300.
+MIN_MASKED_PER_STEP = 3
+
+
+def check_masked_per_step(cfg: Config, masker: Masker, blocks: Blocks, world: int) -> None:
+    """Refuse, before training, a masking rate that leaves many optimizer steps with nothing to predict."""
+    if len(blocks) == 0:
+        return
+    per_example = masker.maskable_share(blocks.tokens[blocks.offsets[0]:blocks.offsets[-1]]) * blocks.num_tokens \
+        / len(blocks)
+    examples = cfg.batch_size * world * cfg.gradient_accumulation_steps
+    expected = cfg.mlm_probability * per_example * examples
+    if expected >= MIN_MASKED_PER_STEP:
+        return
+    empty = math.exp(per_example * examples * math.log1p(-cfg.mlm_probability))  # no token chosen in a step
+    raise ConfigError(
+        f"--mlm-probability {cfg.mlm_probability:g} masks {expected:.2f} tokens per optimizer step on average "
+        f"({per_example:.0f} maskable tokens per example x {examples} examples per step), so about {empty:.0%} of "
+        f"the steps would have no token to learn from: mlmtune needs {MIN_MASKED_PER_STEP} or more per step (then "
+        "at most 5% are empty); raise --mlm-probability (0.15 is the standard), --batch-size or --chunk-size")
 
 
 def check_probes(cfg: Config, tokenizer) -> None:

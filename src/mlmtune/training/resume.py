@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import Config, build_config, resume_mismatch, to_command
+from ..config import Config, build_config, resume_mismatch, run_paths, to_command
 from ..errors import CheckpointError, ConfigError
 from ..run.checkpoints import read_state
 from ..run.files import atomic_write_json, writing
@@ -49,7 +49,7 @@ def find_resume(cfg: Config, out: Path, run: dict | None) -> Resume:
     if not isinstance(saved, dict):
         raise CheckpointError(f"{out / 'run.json'} is damaged: it must be the run.json mlmtune wrote; "
                               "start again with --overwrite")
-    problem = resume_mismatch(saved, cfg)
+    problem = resume_mismatch({**saved, **run_paths(run, out)}, cfg)  # its paths as `--config` reads them
     if problem:
         raise ConfigError(f"--resume needs the config of the run in {out}: {problem}; "
                           f"resume with --config {out / 'run.json'} --resume")

@@ -30,8 +30,16 @@ class TrainState:
     budget_spent: float = 0.0  # of --max-time: the warm start and the steps (evaluations do not count)
     budget_agreed: float = 0.0  # the budget spent as all processes agreed at the last step: stopping decides on it
     grad_norm: torch.Tensor | None = None  # of the last step, read only when logged (no extra wait for the device)
+    empty_steps: int = 0  # global batches with no masked token, skipped: the data is at step + empty_steps
+    step_seconds: float = 0.0  # what the next step is expected to take of a budget (budget.StepTimes)
 
-    SAVED = ("tokens", "train_seconds", "eval_seconds", "warm_seconds", "budget_spent")
+    SAVED = ("tokens", "train_seconds", "eval_seconds", "warm_seconds", "budget_spent", "empty_steps",
+             "step_seconds")
+
+    @property
+    def position(self) -> int:
+        """The optimizer steps' worth of batches drawn so far: where the data goes on from."""
+        return self.step + self.empty_steps
 
     def counters(self) -> dict:
         """What a checkpoint's trainer_state.json keeps besides the step."""
@@ -58,21 +66,26 @@ class NonFiniteLoss(Exception):
 
 class StepResult(NamedTuple):
     nll: float  # summed over the masked tokens of the global batch
-    masked: int  # masked tokens of the global batch
+    masked: int  # masked tokens of the global batch; 0: nothing was learned, no optimizer step was taken
     stop: bool  # a signal reached some process: stop after this step
 
 
 def train_step(accelerator, objective, optimizer, scheduler, micro: list[Batch], state: TrainState, *,
                max_grad_norm: float | None, budget: float | None = None, stop_signum: int | None = None,
-               started: float | None = None) -> StepResult:
+               started: float | None = None, expected_step: float = 0.0) -> StepResult:
     """One optimizer step over `len(micro)` micro-batches. The loss is the NLL summed over the masked
     tokens of all of them on all processes, divided by their number, so it does not depend on how
     the global batch is split. DDP averages gradients over processes and Accelerate divides by the
     accumulation, hence `* world * accum`. With a `budget` (a schedule by time), the schedule follows
-    the share of it spent. Updates state.budget_spent, budget_agreed and grad_norm."""
+    the share of it spent by the end of the next step (this one's time, or `expected_step` when a recent
+    step took longer), so the step the budget ends with runs at a learning rate near 0, however few
+    steps fit. Updates state.budget_spent, budget_agreed and grad_norm."""
     started = time.perf_counter() if started is None else started
     device, world, accum = accelerator.device, accelerator.num_processes, len(micro)
     n_masked = accelerator.reduce(torch.tensor(float(sum(b.n_masked for b in micro)), device=device), "sum")
+    if float(n_masked) == 0:  # nothing to predict on any process: no forward, and no step of the weights,
+        # the moments or the schedule (AdamW would still move them); the loop does not count it
+        return _agree_without_learning(accelerator, state, stop_signum, started)
     step_nll = torch.zeros((), device=device)
     for b in micro:
         b = b.to(device)
@@ -86,6 +99,7 @@ def train_step(accelerator, objective, optimizer, scheduler, micro: list[Batch],
     flags = accelerator.reduce(torch.stack([step_nll.float(), torch.tensor(float(stop_signum or 0), device=device),
                                             torch.tensor(spent, device=device)]), "sum")
     nll_sum, stop, agreed = float(flags[0]), bool(flags[1] > 0), float(flags[2]) / world
+    next_step = max(expected_step, agreed - state.budget_agreed)  # agreed values: the same on every process
     agreed_at, state.budget_agreed = time.perf_counter(), agreed
     if not math.isfinite(nll_sum):
         optimizer.zero_grad(set_to_none=True)
@@ -94,10 +108,20 @@ def train_step(accelerator, objective, optimizer, scheduler, micro: list[Batch],
     state.grad_norm = accelerator.clip_grad_norm_(objective.parameters(), max_grad_norm or math.inf)
     optimizer.step()
     if budget is not None:
-        set_progress(scheduler, agreed / budget)
+        set_progress(scheduler, (agreed + next_step) / budget)
     if not accelerator.optimizer_step_was_skipped:  # fp16: the grad scaler skips inf steps
         scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     # the optimizer's time counts too; each process adds its own, the next step's reduce averages
     state.budget_spent = agreed + (time.perf_counter() - agreed_at)
     return StepResult(nll_sum, int(n_masked), stop)
+
+
+def _agree_without_learning(accelerator, state: TrainState, stop_signum: int | None, started: float) -> StepResult:
+    """A global batch with no masked token: the processes still agree on stopping and on the budget spent."""
+    device, world = accelerator.device, accelerator.num_processes
+    spent = state.budget_spent + (time.perf_counter() - started)
+    flags = accelerator.reduce(torch.tensor([float(stop_signum or 0), spent], device=device), "sum")
+    state.budget_agreed = float(flags[1]) / world
+    state.budget_spent = state.budget_agreed
+    return StepResult(0.0, 0, bool(flags[0] > 0))
