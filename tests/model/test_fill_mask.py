@@ -175,3 +175,41 @@ def test_a_mask_past_the_model_is_an_error_naming_the_limit(tiny_bert):
     # a text longer than the model but with every mask within it is cut, and answered in full
     answer = fm("[MASK] and [MASK] " + "x " * 990, top_k=1)
     assert len(answer) == 2 and answer[1][0]["sequence"].endswith("x x")  # the sequence is the whole text
+
+
+def run_steps(steps) -> tuple[int, list]:
+    """Drive a predict_steps generator: how many steps it took, and its answer."""
+    count = 0
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return count, stop.value
+        count += 1
+
+
+def flat(answer, what) -> list:
+    """what(prediction) for every prediction of every mask of every text, in order."""
+    return [what(p) for text in answer for mask in text for p in mask]
+
+
+def test_predict_in_steps_gives_predicts_answer(tiny_bert):
+    """predict_steps (serve's large requests): forward passes of a few texts a step, the sequences decoded
+    a few at a time; the answer is predict's (the scores to 1e-5: batches pad differently)."""
+    fm = FillMask(tiny_bert)
+    texts = [TWO, "[MASK] one and [MASK] two, [MASK] three.", ONE, "Short [MASK]."]
+    whole = fm.predict(texts, top_k=4)
+    count, answer = run_steps(fm.predict_steps(texts, top_k=4, forward_tokens=30, decode_tokens=30))
+    assert count > 4 + 1  # forward passes of one or two texts, and the 36 sequences decoded in pieces
+    assert [[len(mask) for mask in text] for text in answer] == [[4] * 2, [4] * 3, [4], [4]]
+    assert flat(answer, lambda p: (p.token_id, p.token_str, p.sequence)) == \
+        flat(whole, lambda p: (p.token_id, p.token_str, p.sequence))
+    assert flat(answer, lambda p: p.score) == pytest.approx(flat(whole, lambda p: p.score), abs=1e-5)
+    count, answer = run_steps(fm.predict_steps(texts, top_k=4))  # the defaults: one step does it all here
+    assert count <= 2 and flat(answer, lambda p: p.sequence) == flat(whole, lambda p: p.sequence)
+    assert run_steps(fm.predict_steps([], top_k=4)) == (0, [])
+
+
+def test_predict_in_steps_refuses_what_predict_refuses(tiny_bert):
+    with pytest.raises(InputError, match="no mask token"):
+        next(FillMask(tiny_bert).predict_steps(["no mask here"]))

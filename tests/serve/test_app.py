@@ -1,7 +1,8 @@
 """mlmtune serve (serve/app.py): the JSON API on tiny models (tiny_bert tuned beside tiny_encoder, a
-base with a grown head; or tiny_bert alone), the Hub's request shape, the page and the docs, a real
-uvicorn server; and a hostile client (issue 11): masks past the model and bodies that are not what they
-claim. The server around the app (sockets, deadlines, connections) is tests/serve/test_server.py.
+base with a grown head; or tiny_bert alone), the Hub's request shape, the page and the API's description,
+HEAD for uptime checks, a real uvicorn server; a hostile client (issue 11): masks past the model and
+bodies that are not what they claim; the work one request may ask for, and small requests answered while
+large ones run (issue 21). The server around the app (sockets, deadlines, connections) is tests/serve/test_server.py.
 
 Every refusal is an HTTP error whose body is JSON with a `detail` naming the field (or the body) and
 the fix."""
@@ -9,6 +10,7 @@ the fix."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +21,7 @@ from fastapi.testclient import TestClient
 from helpers import API
 
 from mlmtune.model.fill_mask import FillMask
-from mlmtune.serve.app import MAX_MASKS, MAX_TEXT_CHARS, MAX_TOP_K, create_app
+from mlmtune.serve.app import MAX_INPUTS, MAX_MASKS, MAX_PREDICTIONS, MAX_TEXT_CHARS, MAX_TOP_K, create_app
 from mlmtune.serve.server import bind_socket, make_server
 
 
@@ -145,6 +147,28 @@ def test_limits_at_their_edge_are_accepted(client):
     r = fill(client, "[MASK] is" + "x" * (MAX_TEXT_CHARS - 9), top_k=MAX_TOP_K)
     assert r.status_code == 200, r.text
     assert len(r.json()["models"][0]["masks"][0]) == MAX_TOP_K
+    # the most one text may ask: every mask with top_k 50, answered in full by both models (in steps)
+    r = fill(client, "[MASK] " * MAX_MASKS, top_k=MAX_TOP_K)
+    assert r.status_code == 200 and all(len(m["masks"]) == MAX_MASKS for m in r.json()["models"])
+
+
+def test_a_request_asks_for_at_most_400_predictions(client):
+    """16 texts x 8 masks x top_k 50 held the model ~20 s and answered 13 MB (issue 21): texts x masks x top_k
+    is bounded, and the 422 says by how much and what to lower."""
+    assert MAX_PREDICTIONS == 400 == MAX_MASKS * MAX_TOP_K  # one text may still ask for every mask at top_k 50
+    texts = ["[MASK] " * MAX_MASKS] * MAX_INPUTS
+    r = client.post(API, json={"inputs": texts, "parameters": {"top_k": MAX_TOP_K}})
+    assert r.status_code == 422, r.text[:300]
+    for words in ["6,400 predictions", "16 texts with 128 masks x top_k 50", "limit is 400 per request",
+                  "lower top_k to 3 or less"]:
+        assert words in r.json()["detail"], r.json()["detail"]
+    r = client.post(API, json={"inputs": texts, "parameters": {"top_k": 3}})  # 384: within
+    assert r.status_code == 200 and [len(a) for a in r.json()] == [MAX_MASKS] * MAX_INPUTS
+    # targets narrow each mask's answer to at most that many words: 128 masks x 2 targets = 256
+    r = client.post(API, json={"inputs": texts, "parameters": {"top_k": MAX_TOP_K, "targets": ["cat", "dog"]}})
+    assert r.status_code == 200, r.text
+    r = client.post(API, json={"inputs": ["a [MASK]"] * MAX_INPUTS, "parameters": {"top_k": 26}})  # 416
+    assert r.status_code == 422 and "416 predictions" in r.json()["detail"]
 
 
 def test_single_model_without_compare(tiny_bert):
@@ -209,9 +233,12 @@ def test_health_lists_the_models(client, tiny_bert, tiny_encoder):
     ]}
 
 
-def test_docs_and_page_are_served(client):
+def test_the_page_and_the_api_description_are_served_without_a_cdn(client):
+    """/docs was Swagger UI, whose scripts come from a CDN: a blank page offline. No installed package ships
+    them, so /docs is gone (a 404 naming /openapi.json) and the page links the description."""
     docs = client.get("/docs")
-    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    assert docs.status_code == 404 and "/openapi.json" in docs.json()["detail"]
+    assert client.get("/redoc").status_code == 404
     spec = client.get("/openapi.json").json()
     assert "/v1/fill-mask" in spec["paths"] and "/health" in spec["paths"]
     assert spec["paths"]["/v1/fill-mask"]["post"]["responses"]["422"]["content"]["application/json"]["schema"] == {
@@ -219,6 +246,19 @@ def test_docs_and_page_are_served(client):
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "<title>mlmtune" in page.text and 'id="text"' in page.text
+    assert 'href="openapi.json"' in page.text and 'href="docs"' not in page.text
+    assert not re.search(r'(src|href)="(https?:)?//', page.text)  # nothing loaded from elsewhere
+
+
+@pytest.mark.parametrize("path", ["/", "/health"])
+def test_head_is_answered_as_get_without_a_body(client, live_url, path):
+    """Uptime checks ask HEAD /; it was a 405."""
+    get, head = client.get(path), client.head(path)
+    assert head.status_code == 200 == get.status_code
+    assert head.headers["content-type"] == get.headers["content-type"]
+    live = httpx.head(live_url + path, timeout=30)  # through uvicorn: the headers of GET, no body
+    assert live.status_code == 200 and live.content == b""
+    assert live.headers["content-length"] == str(len(get.content))
 
 
 @pytest.fixture(scope="module")
@@ -263,9 +303,9 @@ class SlowModel:
     def __getattr__(self, name):
         return getattr(self.fm, name)
 
-    def predict(self, texts, top_k=5):
+    def predict(self, texts, top_k=5, **options):
         time.sleep(self.seconds)
-        return self.fm.predict(texts, top_k)
+        return self.fm.predict(texts, top_k, **options)
 
 
 def test_inference_runs_off_the_event_loop(tiny_bert):
@@ -289,6 +329,68 @@ def test_inference_runs_off_the_event_loop(tiny_bert):
             assert health.status_code == 200 and not slow.done()
             assert waited < 1.0, f"/health waited {waited:.2f} s behind a running inference"
             assert slow.result().status_code == 200
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+class BusyModel:
+    """A FillMask stand-in whose every forward pass (per text) and step takes `seconds` longer, one at a
+    time, as the model's own lock has them."""
+
+    def __init__(self, fm, seconds):
+        self.fm, self.seconds, self.lock = fm, seconds, threading.Lock()
+
+    def __getattr__(self, name):
+        return getattr(self.fm, name)
+
+    def predict(self, texts, top_k=5, **options):
+        with self.lock:
+            time.sleep(self.seconds * len(texts))
+        return self.fm.predict(texts, top_k, **options)
+
+    def predict_steps(self, texts, top_k=5, **options):
+        steps = self.fm.predict_steps(texts, top_k, **options)
+        while True:
+            with self.lock:
+                time.sleep(self.seconds)
+            try:
+                next(steps)
+            except StopIteration as stop:
+                return stop.value
+            yield
+
+
+def test_a_small_request_is_answered_while_a_large_one_runs(tiny_bert):
+    """Two clients of 16 long texts each held the model for ~40 s while "The [MASK] is happy." waited
+    (issue 21). A large request now runs in steps and the small one goes in between: it is answered
+    first, and both answers are whole."""
+    app = create_app(tiny_bert)
+    app.state.models[0].fm = BusyModel(app.state.models[0].fm, seconds=0.2)  # 16 texts: >= 3.2 s
+    sock = bind_socket("127.0.0.1", 0)
+    server = make_server(app)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    finished: dict[str, float] = {}
+
+    def ask(name, body):
+        r = httpx.post(url + API, json=body, timeout=120)
+        finished[name] = time.monotonic()
+        return r
+
+    try:
+        while not server.started:
+            time.sleep(0.02)
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        with ThreadPoolExecutor(3) as pool:
+            large = [pool.submit(ask, f"large{i}", {"inputs": [f"Story {j}: the [MASK] rose." for j in range(16)]})
+                     for i in range(2)]
+            time.sleep(0.5)  # both large requests are inside the model
+            small = pool.submit(ask, "small", {"text": "The [MASK] is happy.", "top_k": 3})
+            assert small.result().status_code == 200 and [len(m) for m in small.result().json()["models"][0]["masks"]] == [3]
+            assert all(r.result().status_code == 200 and len(r.result().json()) == 16 for r in large)
+        assert finished["small"] < min(finished["large0"], finished["large1"]), finished
     finally:
         server.should_exit = True
         thread.join(10)

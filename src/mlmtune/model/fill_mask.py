@@ -28,6 +28,12 @@ from .objective import masked_logits, masked_positions_head
 from .tokenizer import load_tokenizer
 
 GENERIC_MASK = "[MASK]"
+# The work of one step of FillMask.predict_steps, of the order of 0.1 s for minilm on 2 cores: a forward
+# pass over a batch of at most ~1,000 padded tokens (two long texts, or sixteen sentences), or ~20,000
+# tokens of decoding (~0.2 M tokens/s). Batches of one text were 3-4x slower per text than batches of 16
+# on the shared machine (OpenMP barriers under contention), so short texts still share a batch.
+STEP_FORWARD_TOKENS = 1024
+STEP_DECODE_TOKENS = 20_000
 
 
 @dataclass
@@ -156,6 +162,40 @@ class FillMask:
                 row += n
         return out
 
+    def predict_steps(self, texts: list[str], top_k: int = 5, *, targets: str | list[str] | None = None,
+                      forward_tokens: int = STEP_FORWARD_TOKENS, decode_tokens: int = STEP_DECODE_TOKENS):
+        """`predict(texts, top_k, targets=targets)` as a generator of bounded steps, for a caller that shares
+        the model between requests (`mlmtune serve` lets a small request in between two steps of a large
+        one): each `next()` runs the forward pass of a batch of at most `forward_tokens` padded tokens (or
+        of one longer text), or decodes about `decode_tokens` tokens of the answer's sequences. The
+        generator returns predict's answer (StopIteration.value); a text predict refuses is refused at
+        the first step, before any forward pass."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        checked = [self.check(t) for t in texts]
+        with self._lock:  # the tokenizer is not reentrant
+            whole = self.tokenizer(checked, add_special_tokens=False, verbose=False)["input_ids"] if texts else []
+        extra = self.tokenizer.num_special_tokens_to_add()
+        out: list[list[list[Prediction]]] = []
+        for group in _batches([min(len(ids) + extra, self.max_length) for ids in whole], forward_tokens):
+            out += self.predict([texts[i] for i in group], top_k, sequences=False, targets=targets)
+            yield
+        decoded = 0
+        for ids, masks in zip(whole, out):
+            where = [j for j, t in enumerate(ids) if t == self.tokenizer.mask_token_id][:len(masks)]
+            todo = [(where[m], p) for m, mask in enumerate(masks) for p in mask]
+            per_step = max(1, decode_tokens // max(1, len(ids)))
+            for start in range(0, len(todo), per_step):
+                part = todo[start:start + per_step]
+                with self._lock:
+                    filled = self._decode(ids, [(position, p.token_id) for position, p in part], several=len(masks) > 1)
+                for (_, p), sequence in zip(part, filled):
+                    p.sequence = sequence
+                decoded += len(part) * len(ids)
+                if decoded >= decode_tokens:
+                    decoded = 0
+                    yield
+        return out
+
     def continues_word(self, token_id: int) -> bool:
         """Whether a token continues the word before it rather than starting one: WordPiece's "##s"; in a
         vocabulary that marks word starts (byte-level BPE's "Ġhappy", SentencePiece's "▁happy"), a token that
@@ -192,13 +232,30 @@ class FillMask:
         """The text (its ids without special tokens) with mask m filled by each of top_ids[m], decoded
         as the pipeline decodes it: special tokens dropped for one mask, kept (the other masks) for several."""
         where = [j for j, t in enumerate(ids) if t == self.tokenizer.mask_token_id][:len(top_ids)]
-        filled = []
-        for position, candidates in zip(where, top_ids):
-            for t in candidates:
-                filled.append(ids[:position] + [t] + ids[position + 1:])
-        decoded = self.tokenizer.batch_decode(filled, skip_special_tokens=len(top_ids) == 1)
+        decoded = self._decode(ids, [(position, t) for position, candidates in zip(where, top_ids) for t in candidates],
+                               several=len(top_ids) > 1)
         k = len(top_ids[0]) if top_ids else 0
         return [decoded[m * k:(m + 1) * k] for m in range(len(top_ids))]
+
+    def _decode(self, ids: list[int], fills: list[tuple[int, int]], *, several: bool) -> list[str]:
+        """The text `ids` with the token at each (position, token) of `fills` put in, each decoded."""
+        return self.tokenizer.batch_decode([ids[:position] + [t] + ids[position + 1:] for position, t in fills],
+                                           skip_special_tokens=not several)
+
+
+def _batches(lengths: list[int], budget: int) -> list[list[int]]:
+    """Consecutive indices of `lengths` in batches whose padded size (count x longest) is within `budget`;
+    a longer one alone."""
+    batches: list[list[int]] = []
+    longest = 0
+    for i, n in enumerate(lengths):
+        if batches and (len(batches[-1]) + 1) * max(longest, n) <= budget:
+            batches[-1].append(i)
+            longest = max(longest, n)
+        else:
+            batches.append([i])
+            longest = n
+    return batches
 
 
 def require_utf8(text: str, what: str = "the text") -> None:

@@ -5,14 +5,17 @@
                                 "masks": [[{"score", "token", "token_str", "sequence"}]], "pieces": [[bool]]}]}
     POST /v1/fill-mask  {"inputs": "The [MASK] is happy.", "parameters": {"top_k": 5, "targets": [...]}}   (the Hub's)
         -> [{"score", "token", "token_str", "sequence"}, ...]   (the tuned model's, as the fill-mask pipeline)
-    GET  /health        -> {"status": "ok", "models": [...]}
+    GET  /health        -> {"status": "ok", "models": [...]}   (HEAD too, as GET / for uptime checks)
     GET  /              the page (static/index.html)
-    GET  /docs          OpenAPI docs
+    GET  /openapi.json  the API's description (no /docs: Swagger UI would load its scripts from a CDN,
+                        a blank page offline, and no installed package ships them)
 
-Each model is loaded once as a FillMask. Inference runs in the thread pool, never on the event loop;
-FillMask serialises its forward passes with a lock, so concurrent requests are safe. Every problem
-with a request is a 422 whose `detail` is one sentence a person can act on (413 for a body over
-64 kB, however it is sent; 404/405 for a wrong path or method), always JSON.
+Each model is loaded once as a FillMask. Inference runs in the thread pool, never on the event loop,
+one request's work at a time in turns (serve/turns.py): a small request in one turn, a large one in
+steps with the small requests let in between. A request asks for at most MAX_PREDICTIONS predictions
+(texts x masks x top_k), which bounds its work and its answer. Every problem with a request is a 422
+whose `detail` is one sentence a person can act on (413 for a body over 64 kB, however it is sent;
+404/405 for a wrong path or method), always JSON.
 
 The server closes a connection whose request is not all in within --timeout-request seconds, an idle
 one after --timeout-keep-alive, and answers 503 beyond --max-connections (uvicorn's own plain-text
@@ -38,6 +41,7 @@ from ..config import DEFAULT_PROBES
 from ..errors import InputError, MlmtuneError
 from ..model.fill_mask import GENERIC_MASK, FillMask, pipeline_shape, require_utf8
 from ..version import __version__
+from . import turns
 
 MAX_TEXT_CHARS = 2000
 MAX_MASKS = 8
@@ -45,6 +49,10 @@ MAX_TOP_K = 50
 TOP_K = 5  # predictions per mask when a request names none
 MAX_INPUTS = 16  # texts in one Hub-shaped request (each within the text limits)
 MAX_TARGETS = 100  # words in the Hub request's parameters.targets
+# Predictions in one request (texts x masks x top_k, per model): one text with 8 masks and top_k 50 at
+# most, so an answer is at most ~0.9 MB per model (each prediction carries its text, up to 2,000
+# characters). 16 texts x 8 masks x top_k 50 asked for 6,400 and took ~20 s and 13 MB (issue 21).
+MAX_PREDICTIONS = MAX_MASKS * MAX_TOP_K
 MAX_BODY_BYTES = 64 * 1024  # 2,000 characters are at most ~24 kB of JSON, even all \u-escaped
 EXAMPLE = "The [MASK] is happy."
 
@@ -278,10 +286,13 @@ def create_app(model: str, compare: str | None = None, *, models: list[Served] |
         version=__version__,
         summary="Top-k fillers for every [MASK] in a sentence, from a tuned masked LM and its base.",
         description=(f"Limits: text up to {MAX_TEXT_CHARS:,} characters with 1 to {MAX_MASKS} masks "
-                     f"({' or '.join(mask_tokens)}), top_k from 1 to {MAX_TOP_K}. "
+                     f"({' or '.join(mask_tokens)}), top_k from 1 to {MAX_TOP_K}, up to {MAX_INPUTS} texts and "
+                     f"{MAX_PREDICTIONS} predictions (texts x masks x top_k) per request. "
                      "Every problem with a request is a 422 with a one-sentence `detail`."),
+        docs_url=None, redoc_url=None,  # Swagger UI and ReDoc load from a CDN: blank offline
     )
     app.state.models = served
+    app.state.turns = turns.Turns()
     app.add_middleware(BodySizeLimit)
 
     @app.exception_handler(RequestValidationError)
@@ -304,7 +315,8 @@ def create_app(model: str, compare: str | None = None, *, models: list[Served] |
         if exc.status_code == 400 and cause is not None:
             detail = f"the request body could not be read ({type(cause).__name__}): {_BODY_HINT}"
         elif exc.status_code == 404:
-            detail = f"there is no {request.url.path}: the page is /, the API POST /v1/fill-mask, its docs /docs"
+            detail = (f"there is no {request.url.path}: the page is /, the API POST /v1/fill-mask, "
+                      "its description /openapi.json")
         elif exc.status_code == 405:
             allowed = (exc.headers or {}).get("Allow", "another method")
             detail = f"{request.method} is not allowed on {request.url.path}: use {allowed}"
@@ -319,7 +331,8 @@ def create_app(model: str, compare: str | None = None, *, models: list[Served] |
         return _error_response(500, f"the server failed on this request ({type(exc).__name__}): "
                                     "see the server's log; try a shorter text")
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    # HEAD beside GET: uptime checks ask HEAD / (it was a 405); the server sends the headers only.
+    @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:
         return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
 
@@ -327,6 +340,8 @@ def create_app(model: str, compare: str | None = None, *, models: list[Served] |
     async def health() -> dict:
         """Liveness and the models being served."""
         return {"status": "ok", "models": [s.info() for s in served]}
+
+    app.add_api_route("/health", health, methods=["HEAD"], include_in_schema=False)  # one operation in the schema
 
     @app.post("/v1/fill-mask", response_model=FillMaskResponse, tags=["fill-mask"],
               responses={422: {"model": ErrorBody, "description": "the text or top_k is unusable; `detail` says why"}})
@@ -338,7 +353,7 @@ def create_app(model: str, compare: str | None = None, *, models: list[Served] |
         of `{score, token, token_str, sequence}`, with several masks a list of those per mask, for a list
         of texts one such answer per text."""
         if body.inputs is not None:
-            return JSONResponse(await _hub_answer(body, served))
+            return JSONResponse(await _hub_answer(body, served, app.state.turns))
         if body.text is None and "inputs" in body.model_fields_set:  # "inputs": null
             raise HTTPException(422, f"inputs is null: send a text or a list of texts, e.g. "
                                      f'{{"inputs": "{EXAMPLE}"}}')
@@ -347,15 +362,22 @@ def create_app(model: str, compare: str | None = None, *, models: list[Served] |
         if "inputs" in body.model_fields_set or "parameters" in body.model_fields_set:
             raise HTTPException(422, "send either text and top_k or inputs and parameters, not both: "
                                      f"{_BODY_HINT}")
-        text = _checked_text(body.text, served)
-        results = await run_in_threadpool(_predict_all, served, text, body.top_k)
+        text, n_masks = _checked_text(body.text, served)
+        which = turns.lane([text], [n_masks], body.top_k)
+        if which == turns.SMALL:
+            results = await turns.run(app.state.turns, which, _predict_all, served, text, body.top_k)
+        else:  # in steps, each model in turn
+            results = []
+            for s in served:
+                (masks,) = await turns.run_steps(app.state.turns, which, s.fm.predict_steps([text], body.top_k))
+                results.append(await run_in_threadpool(_result, s, masks))
         return {"text": body.text, "models": results}
 
     return app
 
 
-def _checked_text(text: str, served: list[Served], what: str = "the text") -> str:
-    """The text with every mask written as [MASK]; a text without a mask or with too many is a 422."""
+def _checked_text(text: str, served: list[Served], what: str = "the text") -> tuple[str, int]:
+    """The text with every mask written as [MASK], and its masks; a text without a mask or with too many is a 422."""
     text, n_masks = _count_masks(text, served)
     if n_masks == 0:
         raise HTTPException(422, f"{what} has no mask: write [MASK] where a word should be filled in, "
@@ -363,10 +385,20 @@ def _checked_text(text: str, served: list[Served], what: str = "the text") -> st
     if n_masks > MAX_MASKS:
         raise HTTPException(422, f"{what} has {n_masks} masks, the limit is {MAX_MASKS}: "
                                  "remove some [MASK]s or split the text")
-    return text
+    return text, n_masks
 
 
-async def _hub_answer(body: FillMaskRequest, served: list[Served]) -> list:
+def _check_predictions(masks: list[int], per_mask: int) -> None:
+    """At most MAX_PREDICTIONS predictions (texts x masks x top_k) in one request: a 422 naming them."""
+    asked = sum(masks) * per_mask
+    if asked > MAX_PREDICTIONS:
+        texts = f"{len(masks)} texts with {sum(masks)} masks" if len(masks) > 1 else f"{masks[0]} masks"
+        raise HTTPException(422, f"this request asks for {asked:,} predictions ({texts} x top_k {per_mask}), the "
+                                 f"limit is {MAX_PREDICTIONS:,} per request: lower top_k to "
+                                 f"{MAX_PREDICTIONS // sum(masks)} or less, or send the texts in several requests")
+
+
+async def _hub_answer(body: FillMaskRequest, served: list[Served], turns_of: turns.Turns) -> list:
     """The Hub's request -> the tuned model's answer in the pipeline's shape (a str: that text's answer)."""
     if body.text is not None or "top_k" in body.model_fields_set:
         raise HTTPException(422, "send either text and top_k or inputs and parameters, not both: "
@@ -376,7 +408,7 @@ async def _hub_answer(body: FillMaskRequest, served: list[Served]) -> list:
     if not 1 <= len(texts) <= MAX_INPUTS:
         raise HTTPException(422, f"inputs holds {len(texts)} texts, the limit is 1 to {MAX_INPUTS}: "
                                  f"send at most {MAX_INPUTS} texts per request")
-    checked = []
+    checked, masks = [], []
     for i, text in enumerate(texts):
         what = "inputs" if single else f"inputs[{i}]"
         if not text:
@@ -385,24 +417,33 @@ async def _hub_answer(body: FillMaskRequest, served: list[Served]) -> list:
             raise HTTPException(422, f"{what} is too long: {len(text):,} characters, the limit is "
                                      f"{MAX_TEXT_CHARS:,}: shorten it to the sentence around the mask")
         require_utf8(text, what)  # a lone surrogate passes pydantic's str | list[str]
-        checked.append(_checked_text(text, served, what))
+        text, n_masks = _checked_text(text, served, what)
+        checked.append(text)
+        masks.append(n_masks)
     top_k = body.parameters.top_k if body.parameters else TOP_K
     targets = body.parameters.targets if body.parameters else None
-    if targets is not None and not 1 <= (1 if isinstance(targets, str) else len(targets)) <= MAX_TARGETS:
+    n_targets = None if targets is None else 1 if isinstance(targets, str) else len(targets)
+    if n_targets is not None and not 1 <= n_targets <= MAX_TARGETS:
         raise HTTPException(422, f"parameters.targets holds {len(targets)} words, the limit is 1 to {MAX_TARGETS}: "
                                  'send e.g. "targets": ["happy", "sad"]')
-    tuned = served[0]
-    per_text = await run_in_threadpool(functools.partial(tuned.fm.predict, checked, top_k, targets=targets))
+    per_mask = top_k if n_targets is None else min(top_k, n_targets)  # targets: at most that many each
+    _check_predictions(masks, per_mask)
+    tuned, which = served[0], turns.lane(checked, masks, per_mask)
+    if which == turns.SMALL:
+        per_text = await turns.run(turns_of, which, functools.partial(tuned.fm.predict, checked, top_k, targets=targets))
+    else:
+        per_text = await turns.run_steps(turns_of, which, tuned.fm.predict_steps(checked, top_k, targets=targets))
     answers = [pipeline_shape(masks) for masks in per_text]
     return answers[0] if single or len(answers) == 1 else answers  # as the pipeline: a list of one is that one
 
 
 def _predict_all(served: list[Served], text: str, top_k: int) -> list[dict]:
     """Runs in a worker thread: each model in turn (a forward already uses every core)."""
-    out = []
-    for s in served:
-        (masks,) = s.fm.predict([text], top_k=top_k)
-        out.append({"name": s.name, "role": s.role, "grown_head": s.fm.grown_head,
-                    "masks": [[p.as_dict() for p in mask] for mask in masks],
-                    "pieces": [[s.fm.continues_word(p.token_id) for p in mask] for mask in masks]})
-    return out
+    return [_result(s, s.fm.predict([text], top_k=top_k)[0]) for s in served]
+
+
+def _result(s: Served, masks) -> dict:
+    """One model's part of mlmtune's answer."""
+    return {"name": s.name, "role": s.role, "grown_head": s.fm.grown_head,
+            "masks": [[p.as_dict() for p in mask] for mask in masks],
+            "pieces": [[s.fm.continues_word(p.token_id) for p in mask] for mask in masks]}

@@ -123,7 +123,7 @@ def run_server(model: str, compare: str | None = None, host: str = "127.0.0.1", 
         server = make_server(app, timeout_request=timeout_request, timeout_keep_alive=timeout_keep_alive,
                              max_connections=max_connections)
         url = url_for(sock)
-        print(f"mlmtune serve: {url}  (API: POST {url}v1/fill-mask, docs: {url}docs; Ctrl+C stops)", flush=True)
+        print(f"mlmtune serve: {url}  (API: POST {url}v1/fill-mask, described at {url}openapi.json; Ctrl+C stops)", flush=True)
         if host not in ("127.0.0.1", "localhost", "::1"):
             say("note: listening beyond loopback: anyone who can reach this machine can use the models")
         with _stop_quietly():
