@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -23,6 +24,8 @@ def add_parser(sub) -> None:
                    help="model folder or Hugging Face id, repeatable: every model is scored on the same masks, made "
                         "with the first one's tokenizer; a model with another tokenizer, or one given twice, is "
                         "refused (default: the config's model, minilm)")
+    p.add_argument("--model_name_or_path", "--model-name-or-path", dest="models", action="append",
+                   help=argparse.SUPPRESS)  # the Trainer's name for --model
     p.add_argument("--probes", metavar="FILE",
                    help="cloze TSV (a sentence with one [MASK], a tab, accepted answers separated by |; # comments): "
                         "adds top-1 and top-5 cloze accuracy, e.g. benchmarks/cloze_news.tsv")

@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import EVALUATE_FIELDS, Config, build_config, resolve, validate
+from ..config import EVALUATE_FIELDS, Config, build_config, canonical_name, resolve, validate
 from ..data.batching import eval_batches
 from ..data.blocks import splits_from_config
 from ..data.masking import Masker, MaskingSpec
@@ -224,7 +224,8 @@ def masked_word_sets(cfg: Config, documents, tokenizers: list, positions: int) -
 
 
 def _config(model: str, data, options: dict, what: str) -> Config:
-    unknown = set(options) - set(EVALUATE_FIELDS) | ({"model"} & set(options))
+    named = {key: canonical_name(key) for key in options}  # a Trainer name (per_device_eval_batch_size) is its field
+    unknown = {key for key, name in named.items() if name not in EVALUATE_FIELDS or name == "model"}
     if unknown:
         raise ConfigError(f"{what} does not take {', '.join(sorted(unknown))}")
     return build_config({"model": model, "data": [data] if isinstance(data, str) else data, **options})
