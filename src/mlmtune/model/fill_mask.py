@@ -73,7 +73,7 @@ class FillMask:
         require_utf8(text)
         text = self.normalise(text)
         if self.tokenizer.mask_token not in text:
-            raise InputError(f"no mask token in {text[:60]!r}: write [MASK] where a word should be filled in")
+            raise no_mask_error(text)
         return text
 
     def __call__(self, inputs: str | list[str], top_k: int = 5, targets: str | list[str] | None = None) -> list:
@@ -199,6 +199,10 @@ class FillMask:
         decoded = self.tokenizer.batch_decode(filled, skip_special_tokens=len(top_ids) == 1)
         k = len(top_ids[0]) if top_ids else 0
         return [decoded[m * k:(m + 1) * k] for m in range(len(top_ids))]
+
+
+def no_mask_error(text: str) -> InputError:
+    return InputError(f"no mask token in {text[:60]!r}: write [MASK] where a word should be filled in")
 
 
 def require_utf8(text: str, what: str = "the text") -> None:
