@@ -107,9 +107,10 @@ def add_other_spellings(group, field: str, hint) -> None:
 
 
 def config_from_args(args: argparse.Namespace, only: list[str] | None = None, *, file: dict | None = None):
-    """Defaults <- --config file <- flags. `file`: the --config file's mapping when the caller read it already."""
+    """Defaults <- --config file <- flags. `file`: the config file's mapping when the caller read it already
+    (evaluate --model OUT reads OUT/run.json without --config)."""
     layers = []
-    if getattr(args, "config", None):
+    if file is not None or getattr(args, "config", None):
         loaded = config_layer(file) if file is not None else load_config_file(args.config)
         if only is not None:  # evaluate reads a training config's relevant part; a typo still fails
             loaded = {k: v for k, v in loaded.items()
