@@ -1,7 +1,8 @@
 """Full training states for --resume: OUTPUT/checkpoints/step-NNNNNNN/.
 
 Accelerate's save_state writes model, optimizer, scheduler and every process's RNG states; we add
-trainer_state.json (the optimizer step, which fixes the position in the data, and the counters).
+mlmtune_state.json (the optimizer step, which fixes the position in the data, and the counters; named
+trainer_state.json by mlmtune 0.1.0, a name the Trainer's own schema owns: run/layout.state_file).
 Everything is written into a hidden temporary folder that is renamed once complete, so a folder
 named step-N is always whole; a kill mid-save leaves only a temporary folder, which is ignored.
 """
@@ -17,7 +18,7 @@ import torch
 
 from ..errors import CheckpointError
 from .files import atomic_write_json
-from .layout import _NAME, STATE_FILE, checkpoint_root, complete_checkpoints
+from .layout import _NAME, STATE_FILE, checkpoint_root, complete_checkpoints, state_file
 
 
 def save_checkpoint(accelerator, output_dir: Path, step: int, state: dict, keep: int) -> Path:
@@ -49,7 +50,7 @@ def save_checkpoint(accelerator, output_dir: Path, step: int, state: dict, keep:
     return final
 
 
-# The counters fit() keeps in trainer_state.json besides the step; None where a figure was not finite.
+# The counters fit() keeps in mlmtune_state.json besides the step; None where a figure was not finite.
 COUNTERS = {"tokens": (int,), "train_seconds": (int, float), "eval_seconds": (int, float),
             "warm_seconds": (int, float), "budget_spent": (int, float),
             "baseline_perplexity": (int, float, type(None)), "warm_start_perplexity": (int, float, type(None)),
@@ -57,7 +58,7 @@ COUNTERS = {"tokens": (int,), "train_seconds": (int, float), "eval_seconds": (in
 
 
 def _state_problem(state, folder: Path) -> str | None:
-    """What is wrong with the shape of a trainer_state.json, or None."""
+    """What is wrong with the shape of a checkpoint's state file, or None."""
     if not isinstance(state, dict):
         return f"a JSON {type(state).__name__}, not an object"
     step = state.get("step")
@@ -74,9 +75,9 @@ def _state_problem(state, folder: Path) -> str | None:
 
 
 def read_state(path: Path) -> dict:
-    """The trainer_state.json of checkpoint `path`, checked: an object with a whole step (the folder's)
+    """The state file of checkpoint `path` (layout.state_file), checked: an object with a whole step (the folder's)
     and counters of the right type. Reads no tensors, so it is quick to call before loading a model."""
-    file = Path(path) / STATE_FILE
+    file = state_file(Path(path))
     try:
         state = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
@@ -90,7 +91,7 @@ def read_state(path: Path) -> dict:
 
 
 def load_checkpoint(accelerator, path: Path) -> None:
-    """Restore the weights, optimizer, schedule and RNG states saved in `path` (its trainer_state.json is
+    """Restore the weights, optimizer, schedule and RNG states saved in `path` (its state file is
     read before, by read_state)."""
     try:
         # Accelerate only logs a warning for an unreadable RNG state and goes on with the wrong

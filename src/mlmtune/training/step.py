@@ -34,7 +34,7 @@ class TrainState:
     SAVED = ("tokens", "train_seconds", "eval_seconds", "warm_seconds", "budget_spent")
 
     def counters(self) -> dict:
-        """What a checkpoint's trainer_state.json keeps besides the step."""
+        """What a checkpoint's mlmtune_state.json keeps besides the step."""
         return {name: getattr(self, name) for name in self.SAVED}
 
     @classmethod
