@@ -62,6 +62,10 @@ class DataConfig:
     line_by_line: bool = _opt(
         False, "one example per non-empty line, padded per batch, instead of concatenate-and-cut"
     )
+    line_per_document: bool = _opt(
+        False, "each non-empty line of a .txt file is one document, as run_mlm.py's --train_file reads it, "
+        "concatenated and cut into --chunk-size blocks like any text (--line-by-line pads each line instead)"
+    )
     chunk_size: int = _opt(128, "tokens per block when concatenating and cutting")
     max_length: int | None = _opt(
         None, "longest example in --line-by-line mode, longer lines are truncated (default: model maximum)"
@@ -657,7 +661,8 @@ def parse_count(value: str | None) -> int | None:
 
 # The options `evaluate` reads; the rest of a config (optimizer, schedule, output) is ignored.
 EVALUATE_FIELDS = [
-    "data", "data_split", "eval_split", "eval_data", "text_column", "encoding", "line_by_line", "chunk_size",
+    "data", "data_split", "eval_split", "eval_data", "text_column", "encoding", "line_by_line", "line_per_document",
+    "chunk_size",
     "max_length", "eval_size", "eval_fraction", "eval_mlm_probability", "mask_replace_prob",
     "random_replace_prob", "whole_word_mask", "model", "tokenizer", "precision", "seed",
     "eval_batch_size", "batch_size",

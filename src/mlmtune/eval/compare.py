@@ -142,6 +142,8 @@ def run_comparison(cfg: Config, models: list[str] | None = None, *, probes=None,
         probe_texts, probe_labels = probe_documents(texts, labels, label_column=label_column, seed=cfg.seed, say=note)
     # read once; split and cut exactly as train does
     documents = documents_from_config(cfg, read_train=read_train)
+    for line in documents.notes:
+        note(line)
     splits = splits_from_config(cfg, tokenizer, positions, need_train=False, documents=documents)
     word_sets = masked_word_sets(cfg, documents, tokenizers, positions)
     if items:
