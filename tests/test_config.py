@@ -14,6 +14,7 @@ from helpers import assert_clean_error, assert_ok, eval_argv, run_cli, train_arg
 from mlmtune.cli import build_parser, main
 from mlmtune.cli.args import config_from_args
 from mlmtune.config import (
+    FOLLOWING,
     build_config,
     load_config_file,
     parse_count,
@@ -216,7 +217,7 @@ def test_non_finite_options_write_nothing(capsys, tmp_path, tiny_bert, news_fold
 @pytest.mark.parametrize("command", ["train", "evaluate"])
 @pytest.mark.parametrize("yaml_text, key", [
     ("chunck_size: 64\n", "chunck_size"),
-    ("learning_rate: 0.1\n", "learning_rate"),
+    ("lerning_rate: 0.1\n", "lerning_rate"),  # learning_rate is the Trainer's name for lr (ALIASES)
     ("chunk_size: [1, 2]\n", "chunk_size"),
     ("chunk_size: sixty-four\n", "chunk_size"),
     ("data: 5\n", "data"),
@@ -389,3 +390,150 @@ def test_resume_takes_the_same_budget_written_otherwise():
     assert resume_mismatch({"max_time": "20s"}, cfg) is None
     # another budget is no mismatch but a new plan: continuation.py checks it (tests/test_hf_habits.py)
     assert resume_mismatch({"max_time": "30s"}, cfg) is None
+
+
+# --- the Trainer's and run_mlm.py's names (config.ALIASES) -------------------------------------------
+
+# alias -> (the value typed on the command line, or None for a flag alone; the field it sets; its value)
+ALIAS_CASES = {
+    "learning_rate": ("3e-4", "lr", 3e-4),
+    "per_device_train_batch_size": ("8", "batch_size", 8),
+    "per_device_eval_batch_size": ("7", "eval_batch_size", 7),
+    "num_train_epochs": ("2.0", "epochs", 2),  # the Trainer's epochs are floats
+    "model_name_or_path": ("bert-base-uncased", "model", "bert-base-uncased"),
+    "tokenizer_name": ("bert-base-cased", "tokenizer", "bert-base-cased"),
+    "train_file": ("train.txt", "data", ["train.txt"]),
+    "dataset_name": ("imdb", "data", ["imdb"]),
+    "validation_file": ("valid.txt", "eval_data", ["valid.txt"]),
+    "max_train_samples": ("100", "train_size", 100),
+    "max_eval_samples": ("50", "eval_size", 50),
+    "overwrite_output_dir": (None, "overwrite", True),
+    "logging_steps": ("5", "log_every", 5),
+    "eval_steps": ("20", "eval_every", 20),
+    "save_steps": ("30", "save_every", 30),
+    "save_total_limit": ("4", "keep_checkpoints", 4),
+    "torch_compile": (None, "compile", True),
+    "hub_model_id": ("me/news-bert", "push_to_hub", "me/news-bert"),
+}
+
+
+def test_every_alias_has_a_case():
+    from mlmtune.config import ALIASES
+
+    assert set(ALIAS_CASES) | {"resume_from_checkpoint"} == set(ALIASES)  # resume_from_checkpoint: tests below
+
+
+@pytest.mark.parametrize("alias", sorted(ALIAS_CASES))
+def test_an_alias_sets_its_one_field_as_a_flag_a_yaml_key_and_a_keyword(alias, tmp_path, capsys):
+    typed, field, expected = ALIAS_CASES[alias]
+    value = [] if typed is None else [typed]
+    defaults = build_config().to_dict()
+    for flag in (f"--{alias}", f"--{alias.replace('_', '-')}"):  # HfArgumentParser takes both spellings
+        code, out, err = run_cli(capsys, "train", flag, *value, "--print-config")
+        assert code == 0, err
+        shown = yaml.safe_load(out)
+        assert shown[field] == expected
+        changed = {k for k in shown if shown[k] != defaults[k] and (k == field or k not in FOLLOWING)}  # resolved
+        assert changed == {field}, changed  # exactly one field
+        assert alias not in shown  # run.json and --print-config keep mlmtune's own name
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({alias: True if typed is None else typed}))
+    assert getattr(build_config(load_config_file(tmp_path / "c.yaml")), field) == expected
+    assert getattr(build_config({alias: True if typed is None else typed}), field) == expected
+
+
+def test_an_alias_and_its_field_together_are_refused(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "train", "--lr", "1e-4", "--learning_rate", "2e-4", "--print-config")
+    assert_clean_error(code, err, "learning_rate", "lr", "keep one")
+    with pytest.raises(ConfigError, match="keep one"):
+        build_config({"train_file": "a.txt", "dataset_name": "imdb"})
+    # a flag overrides a file's key for the same field, whatever the name
+    (tmp_path / "c.yaml").write_text("learning_rate: 1.0e-4\n")
+    code, out, err = run_cli(capsys, "train", "--config", tmp_path / "c.yaml", "--lr", "2e-4", "--print-config")
+    assert code == 0 and yaml.safe_load(out)["lr"] == 2e-4
+
+
+def test_every_option_takes_its_underscore_spelling_and_a_trainer_boolean(capsys):
+    code, out, err = run_cli(capsys, "train", "--output_dir", "runs/x", "--chunk_size", "64", "--line_by_line",
+                             "--whole_word_mask", "true", "--eval_data", "v.txt", "--print-config")
+    assert code == 0, err
+    shown = yaml.safe_load(out)
+    assert (shown["output_dir"], shown["chunk_size"], shown["line_by_line"], shown["whole_word_mask"],
+            shown["eval_data"]) == ("runs/x", 64, True, True, ["v.txt"])
+    code, out, err = run_cli(capsys, "train", "--line_by_line", "False", "--print-config")
+    assert code == 0 and yaml.safe_load(out)["line_by_line"] is False
+
+
+@pytest.mark.parametrize("name, needle", [("max_seq_length", "--chunk-size"),
+                                          ("validation_split_percentage", "--eval-fraction"),
+                                          ("do_train", "always trains")])
+def test_a_trainer_name_without_one_meaning_says_what_to_write(capsys, name, needle):
+    code, _, err = run_cli(capsys, "train", f"--{name}", "5", "--print-config")
+    assert_clean_error(code, err, name, needle)
+    with pytest.raises(ConfigError, match=needle):
+        build_config({name: 5})
+
+
+def test_num_train_epochs_must_be_whole(capsys):
+    code, _, err = run_cli(capsys, "train", "--num_train_epochs", "2.5", "--print-config")
+    assert_clean_error(code, err, "num_train_epochs", "--max-steps")
+
+
+def test_the_python_api_takes_trainer_names(monkeypatch, tmp_path):
+    import mlmtune
+    import mlmtune.training.fit as fit_module
+
+    seen = []
+    monkeypatch.setattr(fit_module, "fit", lambda cfg: seen.append(cfg) or {})
+    mlmtune.train(learning_rate=3e-4, per_device_train_batch_size=8, output_dir=str(tmp_path / "x"))
+    assert (seen[0].lr, seen[0].batch_size) == (3e-4, 8)
+    with pytest.raises(ConfigError, match="unknown config key 'learnin_rate'"):
+        mlmtune.train(learnin_rate=3e-4)
+    with pytest.raises(ConfigError, match="does not take"):
+        mlmtune.evaluate("minilm", "bbc-news", learning_rate=1e-3)  # evaluate reads no learning rate
+
+
+def test_evaluate_takes_the_trainer_names_it_has(monkeypatch):
+    import mlmtune.eval.compare as compare
+
+    seen = []
+    monkeypatch.setattr(compare, "run_comparison", lambda cfg, *a, **k: seen.append(cfg) or [])
+    with pytest.raises(IndexError):  # run_comparison gave no row: the config is all this test wants
+        compare.evaluate("minilm", "bbc-news", per_device_eval_batch_size=3, max_eval_samples=9)
+    assert (seen[0].eval_batch_size, seen[0].eval_size) == (3, 9)
+    cfg = config_from_args(build_parser().parse_args(["evaluate", "--model_name_or_path", "m", "--max_eval_samples",
+                                                      "9", "--validation_file", "v.txt"]), only=["eval_size",
+                                                                                              "eval_data"])
+    assert (cfg.eval_size, cfg.eval_data) == (9, ["v.txt"])
+
+
+# --- --resume_from_checkpoint: what the Trainer means by it (a checkpoint folder), or a clear no -------
+
+def test_resume_from_checkpoint_continues_the_run_of_that_checkpoint(run_copy, capsys):
+    newest = run_copy / "checkpoints" / "step-0000002"
+    code, out, err = run_cli(capsys, "train", "--config", run_copy / "run.json", "--resume_from_checkpoint", newest,
+                             "--max-steps", "3")
+    assert code == 0, err
+    assert json.loads((run_copy / "results.json").read_text())["steps"] == 3
+    assert f"resumed from {newest} at step 2" in out
+
+
+def test_resume_from_checkpoint_true_is_resume():
+    assert build_config({"resume_from_checkpoint": True}).resume
+    assert build_config({"resume_from_checkpoint": "true"}).resume
+
+
+@pytest.mark.parametrize("which, needle", [
+    ("older", "newer checkpoint"),
+    ("trainer", "pass it as --model"),
+    ("missing", "no such folder"),
+    ("other-output", "not of --output-dir"),
+])
+def test_resume_from_checkpoint_refuses_what_it_cannot_mean(finished_run, tmp_path, capsys, which, needle):
+    trainer = tmp_path / "checkpoint-500"
+    trainer.mkdir()
+    path = {"older": finished_run / "checkpoints" / "step-0000001", "trainer": trainer,
+            "missing": tmp_path / "nope", "other-output": finished_run / "checkpoints" / "step-0000002"}[which]
+    extra = ["--output-dir", tmp_path / "elsewhere"] if which == "other-output" else []
+    code, out, err = run_cli(capsys, "train", "--resume_from_checkpoint", path, *extra, "--print-config")
+    assert_clean_error(code, err, "--resume_from_checkpoint", needle)
+    assert out == ""

@@ -62,6 +62,10 @@ class DataConfig:
     line_by_line: bool = _opt(
         False, "one example per non-empty line, padded per batch, instead of concatenate-and-cut"
     )
+    line_per_document: bool = _opt(
+        False, "each non-empty line of a .txt file is one document, as run_mlm.py's --train_file reads it, "
+        "concatenated and cut into --chunk-size blocks like any text (--line-by-line pads each line instead)"
+    )
     chunk_size: int = _opt(128, "tokens per block when concatenating and cutting")
     max_length: int | None = _opt(
         None, "longest example in --line-by-line mode, longer lines are truncated (default: model maximum)"
@@ -284,19 +288,136 @@ def _coerce(name: str, value: Any) -> Any:
 
 
 def build_config(*layers: dict[str, Any]) -> Config:
-    """Defaults, then each layer in turn (file, then flags). Unknown keys and wrong types raise."""
+    """Defaults, then each layer in turn (file, then flags). A Trainer / run_mlm name (ALIASES) counts as
+    its field; unknown keys, a field named twice in one layer and wrong types raise."""
     values: dict[str, dict[str, Any]] = {g: {} for g in GROUPS}
     for layer in layers:
-        for key, value in layer.items():
-            if not isinstance(key, str):
-                raise ConfigError(f"config key {key!r} must be a flag name such as chunk_size; "
-                                  "see `mlmtune train --print-config`")
-            if key not in FIELDS:
-                close = [k for k in FIELDS if k.replace("_", "") == key.replace("_", "").replace("-", "")]
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                raise ConfigError(f"unknown config key '{key}'{hint}; see `mlmtune train --print-config`")
+        for key, value in canonical_layer(layer).items():
             values[FIELD_GROUP[key]][key] = _coerce(key, value)
     return Config(**{g: cls(**values[g]) for g, cls in GROUPS.items()})
+
+
+# --- the names a Trainer or run_mlm.py user types -------------------------------------------------
+#
+# transformers' TrainingArguments and examples/pytorch/language-modeling/run_mlm.py name some options
+# otherwise. Each name below means exactly one mlmtune option: it is accepted as a flag (--learning_rate
+# or --learning-rate), a YAML key and a keyword of mlmtune.train / evaluate, and stored under
+# mlmtune's own name (run.json, --print-config). Every option's own name with `_` is a flag too
+# (--output_dir, --chunk_size, --mlm_probability, --line_by_line).
+ALIASES: dict[str, str] = {
+    "learning_rate": "lr",
+    "per_device_train_batch_size": "batch_size",
+    "per_device_eval_batch_size": "eval_batch_size",
+    "num_train_epochs": "epochs",
+    "model_name_or_path": "model",
+    "tokenizer_name": "tokenizer",
+    "train_file": "data",
+    "dataset_name": "data",
+    "validation_file": "eval_data",
+    "max_train_samples": "train_size",
+    "max_eval_samples": "eval_size",
+    "overwrite_output_dir": "overwrite",
+    "logging_steps": "log_every",
+    "eval_steps": "eval_every",
+    "save_steps": "save_every",
+    "save_total_limit": "keep_checkpoints",
+    "torch_compile": "compile",
+    "hub_model_id": "push_to_hub",
+    "resume_from_checkpoint": "resume",  # a checkpoint folder of the run, or true (see resume_from_checkpoint)
+}
+
+# Trainer / run_mlm names that mean no single mlmtune option: refused with what to write instead.
+NOT_ALIASES: dict[str, str] = {
+    "max_seq_length": "run_mlm's --max_seq_length is two options here: --chunk-size (the blocks text is "
+                      "concatenated and cut into) or --max-length (the longest line with --line-by-line)",
+    "validation_split_percentage": "use --eval-fraction, a share rather than a percentage (5 percent is 0.05)",
+    "do_train": "mlmtune train always trains and evaluates: drop it",
+    "do_eval": "mlmtune train always trains and evaluates: drop it (mlmtune evaluate scores a model alone)",
+}
+
+
+def canonical_name(key: str) -> str | None:
+    """The field a config key names (its own name or an ALIASES name, `-` or `_`), or None."""
+    key = key.replace("-", "_")
+    return key if key in FIELDS else ALIASES.get(key)
+
+
+def canonical_layer(layer: dict[str, Any]) -> dict[str, Any]:
+    """One layer of options (a file, the flags, keywords) under mlmtune's own names: aliases translated,
+    an unknown key or a field given under two names an error."""
+    out: dict[str, Any] = {}
+    named: dict[str, str] = {}
+    for key, value in layer.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"config key {key!r} must be a flag name such as chunk_size; "
+                              "see `mlmtune train --print-config`")
+        name = canonical_name(key)
+        if name is None:
+            flat = key.replace("-", "_")
+            if flat in NOT_ALIASES:
+                raise ConfigError(f"'{key}' (--{flat}) is not an mlmtune option: {NOT_ALIASES[flat]}")
+            close = [k for k in FIELDS if k.replace("_", "") == key.replace("_", "").replace("-", "")]
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"unknown config key '{key}'{hint}; see `mlmtune train --print-config`")
+        if name in named:
+            raise ConfigError(f"'{named[name]}' and '{key}' both set {name} (--{name.replace('_', '-')}): keep one")
+        named[name] = key
+        flat = key.replace("-", "_")
+        if flat == "resume_from_checkpoint":
+            out.update(resume_from_checkpoint(value, layer))
+        elif flat == "num_train_epochs":
+            out[name] = whole_epochs(value)
+        else:
+            out[name] = value
+    return out
+
+
+def whole_epochs(value: Any) -> Any:
+    """--num_train_epochs 3.0 (the Trainer's float) -> 3; a fraction of an epoch is not a plan mlmtune makes."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return value  # _coerce names the key and the value
+    if isinstance(value, bool) or not math.isfinite(number) or not number.is_integer():
+        raise ConfigError(f"num_train_epochs must be a whole number of epochs here, got {value!r}: give e.g. 3, or "
+                          "--max-steps for part of an epoch")
+    return int(number)
+
+
+_CHECKPOINT = re.compile(r"^step-(\d+)$")  # run/layout's checkpoint folders (a folder named so is complete)
+
+
+def resume_from_checkpoint(value: Any, layer: dict[str, Any]) -> dict[str, Any]:
+    """The Trainer's resume_from_checkpoint: true (the newest checkpoint of --output-dir) or the path of a
+    checkpoint folder. mlmtune continues a run from its newest complete checkpoint, so PATH must be that:
+    OUTPUT/checkpoints/step-N with no newer step folder beside it. It sets --resume, and --output-dir to
+    OUTPUT when none is given (a different one is a contradiction)."""
+    if isinstance(value, bool) or (isinstance(value, str) and value.strip().lower() in ("true", "false")):
+        return {"resume": value is True or str(value).strip().lower() == "true"}
+    if value is None:
+        return {}
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"resume_from_checkpoint must be a checkpoint folder or true, got {value!r}")
+    path = Path(os.path.expanduser(value.rstrip("/")))
+    found = _CHECKPOINT.match(path.name)
+    if not path.is_dir():
+        raise ConfigError(f"--resume_from_checkpoint {value}: no such folder; give a run's checkpoint "
+                          "(OUTPUT/checkpoints/step-N) or use --resume with --output-dir OUTPUT")
+    if not found or path.parent.name != "checkpoints":
+        raise ConfigError(f"--resume_from_checkpoint {value} is not an mlmtune checkpoint (OUTPUT/checkpoints/step-N): "
+                          "mlmtune resumes its own runs (--resume --output-dir OUTPUT); to start from another "
+                          "model's weights, such as a Trainer checkpoint-N folder, pass it as --model")
+    run = path.parent.parent
+    newer = sorted(int(m.group(1)) for p in path.parent.iterdir() if (m := _CHECKPOINT.match(p.name)) and p.is_dir())
+    if newer and newer[-1] > int(found.group(1)):
+        raise ConfigError(f"--resume_from_checkpoint {value}: the run in {run} has a newer checkpoint (step "
+                          f"{newer[-1]}), and mlmtune resumes from the newest one: pass that one, or delete the "
+                          "newer checkpoints to go back")
+    given = next((layer[k] for k in layer if isinstance(k, str) and k.replace("-", "_") == "output_dir"), None)
+    if given is not None and Path(os.path.expanduser(str(given))).resolve() != run.resolve():
+        raise ConfigError(f"--resume_from_checkpoint {value} is a checkpoint of {run}, not of --output-dir {given}: "
+                          f"drop --output-dir, or give --output-dir {run}")
+    return {"resume": True, **({} if given is not None else {"output_dir": str(run)})}
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -620,7 +741,8 @@ def parse_count(value: str | None) -> int | None:
 
 # The options `evaluate` reads; the rest of a config (optimizer, schedule, output) is ignored.
 EVALUATE_FIELDS = [
-    "data", "data_split", "eval_split", "eval_data", "text_column", "encoding", "line_by_line", "chunk_size",
+    "data", "data_split", "eval_split", "eval_data", "text_column", "encoding", "line_by_line", "line_per_document",
+    "chunk_size",
     "max_length", "eval_size", "eval_fraction", "eval_mlm_probability", "mask_replace_prob",
     "random_replace_prob", "whole_word_mask", "model", "tokenizer", "precision", "seed",
     "eval_batch_size", "batch_size",

@@ -96,3 +96,51 @@ def test_evaluate_with_tokenizer_scores_a_run_with_its_added_words(capsys, tmp_p
     assert_ok(code, err)
     base, tuned = (json.loads(line) for line in stdout.splitlines())
     assert tuned["perplexity"] == pytest.approx(final["perplexity"], rel=1e-4) and tuned["own_tokenization"]
+
+
+def last_eval(run: Path) -> dict:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
+            if json.loads(line)["type"] == "eval"][-1]
+
+
+def test_evaluate_a_run_folder_scores_on_the_runs_own_eval_set(finished_run, tiny_bert, capsys):
+    """`mlmtune evaluate --model runs/demo` scored other masks (143.25 on 15,755 tokens against the run's
+    142.93 on 5,685): it took the default --data, --eval-size and --chunk-size, not the run's."""
+    final = last_eval(finished_run)
+    code, out, err = run_cli(capsys, "evaluate", "--model", finished_run, "--json")
+    assert_ok(code, err)
+    row = json.loads(out)
+    assert row["perplexity"] == pytest.approx(final["perplexity"], rel=1e-6)
+    assert (row["accuracy"], row["masked_tokens"]) == (pytest.approx(final["accuracy"]), final["masked_tokens"])
+    notes = [line for line in err.splitlines() if line.startswith("note: scoring on the evaluation set of the run")]
+    assert len(notes) == 1 and str(finished_run) in notes[0] and "eval size 8" in notes[0]
+    # beside its base, on the same masks: the base is scored on the run's evaluation set too
+    code, out, err = run_cli(capsys, "evaluate", "--model", tiny_bert, "--model", finished_run, "--json")
+    assert_ok(code, err)
+    base, tuned = (json.loads(line) for line in out.splitlines())
+    assert tuned["perplexity"] == pytest.approx(final["perplexity"], rel=1e-6)
+    assert base["masked_tokens"] == final["masked_tokens"]
+    # a flag still chooses: another --eval-size is another evaluation set, and the note says it was given
+    code, out, err = run_cli(capsys, "evaluate", "--model", finished_run, "--eval-size", "4", "--json")
+    assert_ok(code, err)
+    assert json.loads(out)["masked_tokens"] < final["masked_tokens"] and "with --eval-size as given" in err
+
+
+def test_evaluate_shows_progress_on_stderr_without_carriage_returns_when_piped(finished_run, capsys):
+    """A piped evaluate ran 355 s without a word; a bar's \\r frames would litter a log."""
+    code, out, err = run_cli(capsys, "evaluate", "--model", finished_run, "--json")
+    assert_ok(code, err)
+    assert f"evaluating {finished_run} on 8 examples" in err and f"evaluated {finished_run} in " in err
+    assert "\r" not in err and out.count("\n") == 1  # stdout: the one JSON line
+
+
+def test_the_masked_word_measure_respects_eval_size(tiny_bert, news_folder, capsys):
+    from helpers import eval_argv
+
+    rows = {}
+    for size in (2, 8):
+        code, out, err = run_cli(capsys, *eval_argv(tiny_bert, news_folder, "--json")[:-0 or None], "--eval-size",
+                                 str(size))
+        assert_ok(code, err)
+        rows[size] = json.loads(out)
+    assert 0 < rows[2]["masked_words"] < rows[8]["masked_words"]

@@ -6,10 +6,14 @@ import pytest
 from helpers import assert_clean_error, run_cli, train_argv
 
 
-@pytest.mark.parametrize("flag", ["--chunksize", "--learning-rate", "--no-such-flag"])
-def test_unknown_flag(capsys, tiny_bert, news_folder, tmp_path, flag):
+@pytest.mark.parametrize("flag, meant", [("--chunksize", "--chunk-size"), ("--no-such-flag", None),
+                                         ("--batch", "--batch-size"), ("--learning", "--learning_rate")])
+def test_unknown_flag(capsys, tiny_bert, news_folder, tmp_path, flag, meant):
+    """An unknown flag is one line naming it and the flag it probably meant. A prefix is not an
+    abbreviation: argparse took `--batch 5` as --batch-size 5 (and trained)."""
     code, _, err = run_cli(capsys, *train_argv(tiny_bert, news_folder, tmp_path / "out", flag, "5"))
-    assert_clean_error(code, err, "unrecognized arguments", flag)
+    line = assert_clean_error(code, err, "unrecognized arguments", flag)
+    assert (f"did you mean {meant}?" in line) if meant else "did you mean" not in line
     assert not (tmp_path / "out").exists()
 
 

@@ -91,7 +91,7 @@ def test_overwrite_replaces_the_run_and_keeps_the_users_files(capsys, run_copy, 
     assert new_run["config"]["seed"] == 5 != old_run["config"]["seed"]
     # the old run's checkpoints (steps 1 and 2) went with it; the new run saved its final step
     assert sorted(p.name for p in (run_copy / "checkpoints").iterdir()) == ["step-0000001"]
-    assert strict_json(run_copy / "checkpoints" / "step-0000001" / "trainer_state.json")["config"]["seed"] == 5
+    assert strict_json(run_copy / "checkpoints" / "step-0000001" / "mlmtune_state.json")["config"]["seed"] == 5
     assert (run_copy / "model.safetensors").is_file()
 
 

@@ -100,3 +100,45 @@ def test_the_floor_lets_an_ordinary_small_batch_train(capsys, tiny_bert, news_fo
 def test_train_size_below_a_batch_names_train_size(capsys, tmp_path, tiny_bert, news_folder):
     code, _, err = run_cli(capsys, *train_argv(tiny_bert, news_folder, tmp_path / "o", "--train-size", "1"))
     assert_clean_error(code, err, "raise --train-size to at least 4")
+
+
+# --- a run_mlm user's text file: one example a line ------------------------------------------------
+
+def one_example_a_line(news_folder, path, n: int = 300, blank_lines: bool = False) -> list[str]:
+    """`n` sentences of the news articles, one a line (as run_mlm.py's --train_file reads a file)."""
+    import re
+    from pathlib import Path
+
+    text = " ".join(p.read_text(encoding="utf-8") for p in sorted(Path(news_folder).glob("*.txt")))
+    sentences = [" ".join(s.split()) for s in re.split(r"(?<=[.!?])\s+", text) if len(s.split()) > 4][:n]
+    path.write_text(("\n\n" if blank_lines else "\n").join(sentences) + "\n", encoding="utf-8")
+    return sentences
+
+
+def test_a_file_of_one_example_a_line_says_how_it_is_read(tiny_bert, news_folder, tmp_path, capsys):
+    """`--data train.txt` with 2,000 lines was one document, silently: run_mlm's --train_file makes each
+    line an example, and --line-by-line pads lines instead of concatenating them."""
+    data = tmp_path / "train.txt"
+    sentences = one_example_a_line(news_folder, data)
+    code, out, err = run_cli(capsys, *train_argv(tiny_bert, data, tmp_path / "whole"))
+    assert_ok(code, err)
+    notes = [line for line in out.splitlines() if line.startswith(f"note: {data} has 300 lines")]
+    assert len(notes) == 1 and "--line-per-document" in notes[0]
+    assert strict_json(tmp_path / "whole" / "run.json")["data"]["documents"] == 1
+    # --line-per-document: each line a document, concatenated and cut (blocks of 32), not padded lines
+    code, out, err = run_cli(capsys, *train_argv(tiny_bert, data, tmp_path / "lines", "--line-per-document"))
+    assert_ok(code, err)
+    assert "note: " + str(data) not in out
+    record = strict_json(tmp_path / "lines" / "run.json")
+    assert record["data"]["documents"] == len(set(sentences)) and record["data"]["holdout"] == "documents"
+    assert record["config"]["line_per_document"] and "blocks of 32 tokens" in out
+
+
+def test_no_note_for_a_file_with_paragraphs_or_few_lines(news_folder, tmp_path):
+    from mlmtune.data.sources import read_corpus
+
+    paragraphs, few = tmp_path / "paragraphs.txt", tmp_path / "few.txt"
+    one_example_a_line(news_folder, paragraphs, blank_lines=True)
+    one_example_a_line(news_folder, few, n=20)
+    assert read_corpus([str(paragraphs)]).notes == [] and read_corpus([str(few)]).notes == []
+    assert read_corpus([str(few)], line_by_line=True).notes == []  # already one document a line

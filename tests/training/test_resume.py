@@ -242,7 +242,7 @@ def test_resume_on_changed_data_is_refused(capsys, tmp_path, tiny_bert, news_fol
     assert_ok(code, err)
     run = strict_json(out / "run.json")
     assert len(run["data"]["train_fingerprint"]) == 16
-    state = strict_json(sorted((out / "checkpoints").glob("step-*"))[-1] / "trainer_state.json")
+    state = strict_json(sorted((out / "checkpoints").glob("step-*"))[-1] / "mlmtune_state.json")
     assert state["data"]["train_fingerprint"] == run["data"]["train_fingerprint"]
     before = snapshot(out)
     first = sorted(data.glob("*.txt"))[0]

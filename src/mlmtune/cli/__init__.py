@@ -31,7 +31,11 @@ examples:
   mlmtune evaluate --config runs/notes/run.json                             score the run's own model
   mlmtune predict --model runs/notes --compare bert-base-uncased "The [MASK] is happy."
   mlmtune serve --model runs/notes --compare bert-base-uncased
-`mlmtune COMMAND --help` lists a command's options."""
+`mlmtune COMMAND --help` lists a command's options. The train flags most runs need: --model, --data,
+--eval-data, --output-dir, --epochs, --max-steps, --max-time, --batch-size, --lr, --chunk-size,
+--line-by-line, --resume, --overwrite. The Trainer's and run_mlm.py's names are understood too
+(--learning_rate, --per_device_train_batch_size, --num_train_epochs, --output_dir, --model_name_or_path,
+--train_file, --resume_from_checkpoint ...): `mlmtune train --print-config` shows what they set."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for command in COMMANDS:
         command.add_parser(sub)
+    parser.commands = sub.choices  # name -> its parser: an unknown flag is answered by the command's own
     return parser
 
 
@@ -60,7 +65,9 @@ def quiet_progress_when_piped() -> None:
 def main(argv: list[str] | None = None) -> int:
     quiet_progress_when_piped()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        parser.commands.get(getattr(args, "command", None), parser).unknown(extra)
     try:
         return args.func(args)
     except MlmtuneError as exc:

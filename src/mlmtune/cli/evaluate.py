@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
 from pathlib import Path
 
-from ..config import EVALUATE_FIELDS, config_layer, read_config_file, run_folder_of
+from ..config import EVALUATE_FIELDS, canonical_name, config_layer, is_run_record, read_config_file, run_folder_of
 from ..errors import ConfigError
+from ..run.files import read_json
 from .args import add_config_flags, config_from_args, recover_run_folder
 
 
@@ -23,6 +25,8 @@ def add_parser(sub) -> None:
                    help="model folder or Hugging Face id, repeatable: every model is scored on the same masks, made "
                         "with the first one's tokenizer; a model with another tokenizer, or one given twice, is "
                         "refused (default: the config's model, minilm)")
+    p.add_argument("--model_name_or_path", "--model-name-or-path", dest="models", action="append",
+                   help=argparse.SUPPRESS)  # the Trainer's name for --model
     p.add_argument("--probes", metavar="FILE",
                    help="cloze TSV (a sentence with one [MASK], a tab, accepted answers separated by |; # comments): "
                         "adds top-1 and top-5 cloze accuracy, e.g. benchmarks/cloze_news.tsv")
@@ -38,27 +42,37 @@ def run(args) -> int:
 
     from ..run.ownership import recover_for_reading
 
-    recover_run_folder(args.config)
-    file = read_config_file(args.config) if args.config else None  # read once
-    run_folder = run_folder_of(args.config, file) if file is not None else None
-    options = config_layer(file, args.config) if file is not None else {}
-    cfg = config_from_args(args, only=EVALUATE_FIELDS, file=file)
     models = getattr(args, "models", None)  # --model, repeatable; else the run's own model, else the config's
     for folder in models or []:  # a run an interrupted --overwrite set aside goes back first
         if Path(folder).is_dir():
             recover_for_reading(folder, say=lambda m: print(m, file=sys.stderr))
+    config = args.config
+    run_given = None if config else first_run(models or [])
+    if run_given is not None:  # --model OUT: the run's own evaluation set, as --config OUT/run.json gives it
+        config = str(run_given / "run.json")
+    recover_run_folder(config)
+    file = read_config_file(config) if config else None  # read once
+    run_folder = run_folder_of(config, file) if file is not None else None
+    options = config_layer(file, config) if file is not None else {}
+    cfg = config_from_args(args, only=EVALUATE_FIELDS, file=file, path=config)
+    if run_given is not None:
+        given = sorted(f"--{k.replace('_', '-')}" for k in vars(args) if canonical_name(k) in EVALUATE_FIELDS)
+        print(f"note: scoring on the evaluation set of the run in {run_given} (its data, split, eval size "
+              f"{cfg.eval_size}, masks and seed, from its run.json)"
+              + (f", with {', '.join(given)} as given" if given else "") + "; --data or --config choose another",
+              file=sys.stderr)
     if not models and run_folder is not None and has_model(run_folder):
         own = str(run_folder)
         print(f"note: scoring the run's own model in {own} (trained from {cfg.model}) on its evaluation set; "
               f"--model {cfg.model} scores the base", file=sys.stderr)
         models = [own]
-        if options.get("streaming"):
-            print("note: that run streamed and evaluated on the first documents of its stream; evaluate reads the "
-                  "text whole and draws its evaluation examples with --seed, so its numbers are not the run's",
-                  file=sys.stderr)
+    if run_folder is not None and options.get("streaming") and (run_given is not None or models == [str(run_folder)]):
+        print("note: that run streamed and evaluated on the first documents of its stream; evaluate reads the "
+              "text whole and draws its evaluation examples with --seed, so its numbers are not the run's",
+              file=sys.stderr)
     elif not models and run_folder is not None:  # its run has not saved a model: scoring the base would mislead
         raise ConfigError(f"{run_folder} holds no finished model yet (no results.json): let the run finish or resume "
-                          f"it (mlmtune train --config {args.config} --resume), or give --model {cfg.model} to score "
+                          f"it (mlmtune train --config {config} --resume), or give --model {cfg.model} to score "
                           "the base model")
     models = models or [cfg.model]
     cfg = cfg.replace(model=models[0])  # a run.json's own paths were read where the run started (config.run_paths)
@@ -75,6 +89,15 @@ def run(args) -> int:
     else:
         print(format_table(rows))
     return 0
+
+
+def first_run(models: list[str]) -> Path | None:
+    """The first --model that is the folder of a finished mlmtune run (run.json, and its saved model)."""
+    for model in models:
+        folder = Path(os.path.expanduser(model))
+        if folder.is_dir() and is_run_record(read_json(folder / "run.json")) and has_model(folder):
+            return folder
+    return None
 
 
 def has_model(folder: Path) -> bool:

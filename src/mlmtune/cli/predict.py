@@ -26,10 +26,11 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    recover_model_folders(args.model, args.compare)  # a run an interrupted --overwrite set aside goes back first
+    texts = read_texts(args.texts) if args.texts else run_probes(args.model)
+    require_masks(texts, [args.model] + ([args.compare] if args.compare else []))  # before a model loads
     from ..model.fill_mask import GENERIC_MASK, FillMask
 
-    recover_model_folders(args.model, args.compare)
-    texts = read_texts(args.texts) if args.texts else run_probes(args.model)
     models = [FillMask(args.model)] + ([FillMask(args.compare)] if args.compare else [])
     for m in models:
         if m.grown_head:
@@ -49,6 +50,23 @@ def run(args) -> int:
             columns = [(m.name, r[i]) for m, r in zip(models, results)]
             print(format_columns(text, columns[::-1]))
     return 0
+
+
+def require_masks(texts: list[str], models: list[str]) -> None:
+    """Every text holds [MASK] or a model's own mask token (<mask>), checked before any model loads: a
+    text without one fails in a second rather than after loading the weights. Only a text without
+    [MASK] needs the tokenizers (for their mask token); the models are not loaded here."""
+    from ..model.fill_mask import GENERIC_MASK, no_mask_error
+
+    missing = [t for t in texts if GENERIC_MASK not in t]
+    if not missing:
+        return
+    from ..model.tokenizer import load_tokenizer
+
+    masks = {load_tokenizer(m).mask_token for m in models}
+    for text in missing:
+        if not any(mask in text for mask in masks):
+            raise no_mask_error(text)
 
 
 def run_probes(model: str) -> list[str]:

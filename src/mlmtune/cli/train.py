@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import os
 
-from ..config import check_resume_folder, resolve, to_yaml, validate
+from ..config import ALIASES, check_resume_folder, resolve, to_yaml, validate
 from .args import add_config_flags, config_from_args
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("train", help="adapt a masked LM to your text; writes the model, metrics, run.json")
+    p = sub.add_parser("train", help="adapt a masked LM to your text; writes the model, metrics, run.json",
+                       epilog=ALIASES_EPILOG)
     p.add_argument("--config", help="YAML or run.json file; flags override its values")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     add_config_flags(p)
     p.set_defaults(func=run)
+
+
+ALIASES_EPILOG = ("The names of transformers' TrainingArguments and run_mlm.py are understood as well, each as the "
+                  "one option it means: " + ", ".join(
+                      f"--{alias}{' OUTPUT/checkpoints/step-N' if alias == 'resume_from_checkpoint' else ''} "
+                      f"(--{name.replace('_', '-')})" for alias, name in ALIASES.items())
+                  + "; and every option with _ for - (--output_dir).")
 
 
 def run(args) -> int:

@@ -14,7 +14,8 @@ def add_parser(sub) -> None:
                                      "frequent words it cuts (candidates for train --add-tokens)")
     p.add_argument("--top", type=positive_int, default=50, metavar="N", help="cut words to list (default: 50)")
     p.add_argument("--json", action="store_true", help="one JSON object instead of the text")
-    add_config_flags(p, VOCAB_FIELDS)
+    add_config_flags(p, VOCAB_FIELDS, helps={"min_count": "list only cut words seen at least this many times "
+                                                          "(train --add-tokens N takes the same --min-count)"})
     p.set_defaults(func=run)
 
 

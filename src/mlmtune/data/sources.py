@@ -39,6 +39,27 @@ class Documents:
     # One class per document (None where a source has none) when any source has classes, else None.
     labels: list | None = None  # beside `train`
     eval_labels: list | None = None  # beside `eval`
+    notes: list[str] = field(default_factory=list)  # what the reader should know about how a source was read
+
+
+# A .txt file of this many lines or more, none of them blank, was most likely written one example a line
+# (run_mlm.py's --train_file): read whole, it is one document, which a note points out.
+MANY_LINES = 100
+
+
+def lines_are_documents(cfg) -> bool:
+    """Whether each non-empty line of a .txt file is a document: --line-by-line or --line-per-document."""
+    return bool(cfg.line_by_line or getattr(cfg, "line_per_document", False))
+
+
+def one_document_note(path: Path, text: str) -> str | None:
+    """The note for a .txt file read as one document that looks like one example a line, or None."""
+    lines = text.strip().splitlines()
+    if len(lines) < MANY_LINES or not all(line.strip() for line in lines):
+        return None
+    return (f"note: {path} has {len(lines):,} lines and no blank line between them, and is read as one document (its "
+            "lines joined, cut into blocks, the evaluation text taken from its end); --line-per-document makes each "
+            "line a document, as run_mlm.py's --train_file does, and --line-by-line also pads each line")
 
 
 def bbc_news_folder() -> Path:
@@ -96,7 +117,7 @@ def read_text_file(path: Path, encoding: str) -> str:
 
 
 def split_documents(text: str, line_by_line: bool) -> list[str]:
-    """A file is one document, or with --line-by-line each non-empty line is one."""
+    """A file is one document, or with --line-by-line (or --line-per-document) each non-empty line is one."""
     if line_by_line:
         return [line.strip() for line in text.splitlines() if line.strip()]
     return [text] if text.strip() else []
@@ -336,7 +357,9 @@ def read_source(source: str, *, split: str, eval_split: str | None, text_column:
     if path.is_dir():
         return Documents(_read_folder(path, encoding, line_by_line))
     if path.is_file():
-        return Documents(split_documents(read_text_file(path, encoding), line_by_line))
+        text = read_text_file(path, encoding)
+        note = None if line_by_line else one_document_note(path, text)
+        return Documents(split_documents(text, line_by_line), notes=[note] if note else [])
     if path.exists() or looks_like_path(source):
         raise missing_source_error(source)
     train = _read_hub(source, split, text_column)
@@ -369,6 +392,7 @@ def read_corpus(sources: list[str], *, split: str = "train", eval_split: str | N
         if not docs.train:
             raise DataError(f"--data {source} holds no text (it is empty or only whitespace): give a source with text")
         out.train.extend(docs.train)
+        out.notes.extend(docs.notes)
         labels.extend(docs.labels if docs.labels is not None else [None] * len(docs.train))
         if docs.eval is not None:
             out.eval = (out.eval or []) + docs.eval
@@ -401,6 +425,7 @@ def read_eval_sources(documents: Documents, sources: list[str], *, split: str, t
         except DataError as exc:
             raise as_eval_source(exc, source) from None
         texts.extend(part.train)
+        documents.notes.extend(part.notes)
         labels.extend(part.labels if part.labels is not None else [None] * len(part.train))
     documents.eval = texts
     if any(label is not None for label in labels) or documents.labels is not None:
@@ -413,10 +438,11 @@ def documents_from_config(cfg, *, read_train: bool = True, label_column: str | N
     """--data (unless `read_train` is False: evaluate with --eval-data and no --data), and the
     --eval-data sources as its evaluation documents."""
 
+    lines = lines_are_documents(cfg)
     documents = (read_corpus(cfg.data, split=cfg.data_split, eval_split=cfg.eval_split, text_column=cfg.text_column,
-                             encoding=cfg.encoding, line_by_line=cfg.line_by_line, label_column=label_column)
+                             encoding=cfg.encoding, line_by_line=lines, label_column=label_column)
                  if read_train and cfg.data else Documents())
     if cfg.eval_data:
         documents = read_eval_sources(documents, cfg.eval_data, split=cfg.data_split, text_column=cfg.text_column,
-                                      encoding=cfg.encoding, line_by_line=cfg.line_by_line, label_column=label_column)
+                                      encoding=cfg.encoding, line_by_line=lines, label_column=label_column)
     return documents

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import math
 import os
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import EVALUATE_FIELDS, Config, build_config, resolve, validate
+from ..config import EVALUATE_FIELDS, Config, build_config, canonical_name, resolve, validate
 from ..data.batching import eval_batches
 from ..data.blocks import splits_from_config
 from ..data.masking import Masker, MaskingSpec
@@ -140,6 +142,8 @@ def run_comparison(cfg: Config, models: list[str] | None = None, *, probes=None,
         probe_texts, probe_labels = probe_documents(texts, labels, label_column=label_column, seed=cfg.seed, say=note)
     # read once; split and cut exactly as train does
     documents = documents_from_config(cfg, read_train=read_train)
+    for line in documents.notes:
+        note(line)
     splits = splits_from_config(cfg, tokenizer, positions, need_train=False, documents=documents)
     word_sets = masked_word_sets(cfg, documents, tokenizers, positions)
     if items:
@@ -160,11 +164,18 @@ def run_comparison(cfg: Config, models: list[str] | None = None, *, probes=None,
                             rank=accelerator.process_index, world=accelerator.num_processes)
 
     shared_batches = masked_batches(tokenizer, splits.eval)
+    if accelerator.num_processes == 1 and not sum(b.n_masked for b in shared_batches):  # before any model loads
+        shutdown(accelerator)
+        raise nothing_masked(splits.eval.num_tokens, cfg)
     scores: list[ModelScores] = []
-    for m, tok in zip(models, tokenizers):
+    for number, (m, tok) in enumerate(zip(models, tokenizers), 1):
         own = tok is not tokenizer  # adds words to the first model's tokenizer: its own tokens and masks
         batches = masked_batches(tok, splits_from_config(cfg, tok, positions, need_train=False,
                                                          documents=documents).eval) if own else shared_batches
+        started = time.perf_counter()
+        which = f" ({number} of {len(models)})" if len(models) > 1 else ""
+        note(f"evaluating {m}{which} on {len(splits.eval):,} examples ({splits.eval.num_tokens:,} tokens)"
+             + (", then the masked words" if word_sets is not None else ""))
         loaded = load_masked_lm(m, seed=cfg.seed, tokenizer=tok)
         row = ModelScores(m, EvalResult.from_sums(0, 0, 0), grown_head=bool(loaded.new_parameters), own_tokens=own)
         if row.grown_head:
@@ -173,15 +184,11 @@ def run_comparison(cfg: Config, models: list[str] | None = None, *, probes=None,
         # visibly in bf16 (minilm: 46,450.49 against train's 46,461.92), and the numbers are to be train's.
         use_training_attention(loaded.model, accelerator.device)
         objective = accelerator.prepare(MaskedLMObjective(loaded.model))
-        row.result = evaluate_batches(objective, batches, accelerator.device,
+        row.result = evaluate_batches(objective, progress(batches, m, enabled=main), accelerator.device,
                                       reduce=lambda t: accelerator.reduce(t, "sum"))
-        if row.result.masked_tokens == 0:  # perplexity and accuracy would be nan
+        if row.result.masked_tokens == 0:  # perplexity and accuracy would be nan (several processes: known only now)
             shutdown(accelerator)
-            raise DataError(
-                f"no token of the {splits.eval.num_tokens:,} evaluation tokens was masked "
-                f"(--eval-mlm-probability {cfg.eval_mlm_probability:g}): raise --eval-mlm-probability "
-                "(0.15 is the standard) or --eval-size"
-            )
+            raise nothing_masked(splits.eval.num_tokens, cfg)
         model = accelerator.unwrap_model(objective).model
         if word_sets is not None:
 
@@ -202,10 +209,32 @@ def run_comparison(cfg: Config, models: list[str] | None = None, *, probes=None,
             row.probe = {**linear_probe(features, probe_labels, seed=cfg.seed), "documents": len(probe_texts),
                          "classes": len(set(probe_labels)), "label_column": label_column}
         scores.append(row)
+        note(f"evaluated {m} in {time.perf_counter() - started:,.0f} s: perplexity {row.result.perplexity:,.2f}")
         del objective, loaded, model
         accelerator.free_memory()  # one model in memory at a time
     shutdown(accelerator)
     return scores
+
+
+def nothing_masked(tokens: int, cfg: Config) -> DataError:
+    return DataError(f"no token of the {tokens:,} evaluation tokens was masked (--eval-mlm-probability "
+                     f"{cfg.eval_mlm_probability:g}): raise --eval-mlm-probability (0.15 is the standard) or --eval-size")
+
+
+def interactive() -> bool:
+    """A terminal or a notebook shows a progress bar; a pipe or a log gets the lines alone (no \\r frames)."""
+    return sys.stderr.isatty() or "ipykernel" in sys.modules
+
+
+def progress(batches: list, model: str, *, enabled: bool):
+    """The batches of one model's evaluation, with a bar on stderr where one is shown (tqdm.auto: a widget
+    in a notebook with ipywidgets, else tqdm's text bar, which a notebook shows as well)."""
+    if not (enabled and interactive()):
+        return batches
+    from tqdm.auto import tqdm
+
+    return tqdm(batches, desc=f"evaluate {Path(model).name or model}", unit="batch", leave=False, file=sys.stderr,
+                dynamic_ncols=True)
 
 
 def masked_word_sets(cfg: Config, documents, tokenizers: list, positions: int) -> list | None:
@@ -217,14 +246,16 @@ def masked_word_sets(cfg: Config, documents, tokenizers: list, positions: int) -
     if not texts:
         return None
     unique = list({id(t): t for t in tokenizers}.values())
-    sets = wordeval.prepare(texts, unique, seed=cfg.seed, max_length=positions)
+    sets = wordeval.prepare(texts, unique, seed=cfg.seed, max_length=positions,
+                            max_windows=wordeval.max_windows(cfg.eval_size))
     by_id = {id(t): s for t, s in zip(unique, sets)}
     ordered = [by_id[id(t)] for t in tokenizers]
     return ordered if ordered[0].n_words else None
 
 
 def _config(model: str, data, options: dict, what: str) -> Config:
-    unknown = set(options) - set(EVALUATE_FIELDS) | ({"model"} & set(options))
+    named = {key: canonical_name(key) for key in options}  # a Trainer name (per_device_eval_batch_size) is its field
+    unknown = {key for key, name in named.items() if name not in EVALUATE_FIELDS or name == "model"}
     if unknown:
         raise ConfigError(f"{what} does not take {', '.join(sorted(unknown))}")
     return build_config({"model": model, "data": [data] if isinstance(data, str) else data, **options})

@@ -37,6 +37,13 @@ MASK_SHARE = 0.15
 MAX_WINDOWS = 256  # ~16k words, ~2,400 masked: a second or two of forward passes for minilm
 
 
+def max_windows(eval_size: int | None) -> int:
+    """How many windows the measure scores: at most --eval-size (a window of 64 words is about a block
+    of text), and never more than MAX_WINDOWS. Training and `evaluate` both take it from here, so the
+    two give the same figures for one config."""
+    return MAX_WINDOWS if eval_size is None else max(1, min(MAX_WINDOWS, int(eval_size)))
+
+
 @dataclass
 class Window:
     text: str

@@ -79,7 +79,7 @@ class FillMask:
         require_utf8(text)
         text = self.normalise(text)
         if self.tokenizer.mask_token not in text:
-            raise InputError(f"no mask token in {text[:60]!r}: write [MASK] where a word should be filled in")
+            raise no_mask_error(text)
         return text
 
     def __call__(self, inputs: str | list[str], top_k: int = 5, targets: str | list[str] | None = None) -> list:
@@ -256,6 +256,10 @@ def _batches(lengths: list[int], budget: int) -> list[list[int]]:
             batches.append([i])
             longest = n
     return batches
+
+
+def no_mask_error(text: str) -> InputError:
+    return InputError(f"no mask token in {text[:60]!r}: write [MASK] where a word should be filled in")
 
 
 def require_utf8(text: str, what: str = "the text") -> None:

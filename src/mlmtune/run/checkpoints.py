@@ -1,7 +1,8 @@
 """Full training states for --resume: OUTPUT/checkpoints/step-NNNNNNN/.
 
 Accelerate's save_state writes model, optimizer, scheduler and every process's RNG states; we add
-trainer_state.json (the optimizer step, which fixes the position in the data, and the counters).
+mlmtune_state.json (the optimizer step, which fixes the position in the data, and the counters; named
+trainer_state.json by mlmtune 0.1.0, a name the Trainer's own schema owns: run/layout.state_file).
 Everything is written into a hidden temporary folder that is renamed once complete, so a folder
 named step-N is always whole; a kill mid-save leaves only a temporary folder, which is ignored.
 """
@@ -19,7 +20,7 @@ from ..errors import CheckpointError
 from ..model.device import unwrap
 from ..model.load import first_non_finite
 from .files import atomic_write_json
-from .layout import _NAME, STATE_FILE, checkpoint_root, complete_checkpoints
+from .layout import _NAME, STATE_FILE, checkpoint_root, complete_checkpoints, state_file
 
 
 def save_checkpoint(accelerator, output_dir: Path, step: int, state: dict, keep: int) -> Path:
@@ -51,15 +52,16 @@ def save_checkpoint(accelerator, output_dir: Path, step: int, state: dict, keep:
     return final
 
 
-# The counters fit() keeps in trainer_state.json besides the step; None where a figure was not finite.
-COUNTERS = {"tokens": (int,), "empty_steps": (int,), "step_seconds": (int, float), "train_seconds": (int, float), "eval_seconds": (int, float),
+# The counters fit() keeps in mlmtune_state.json besides the step; None where a figure was not finite.
+COUNTERS = {"tokens": (int,), "empty_steps": (int,), "step_seconds": (int, float), "train_seconds": (int, float),
+            "eval_seconds": (int, float),
             "warm_seconds": (int, float), "budget_spent": (int, float),
             "baseline_perplexity": (int, float, type(None)), "warm_start_perplexity": (int, float, type(None)),
             "baseline_accuracy": (int, float, type(None))}
 
 
 def _state_problem(state, folder: Path) -> str | None:
-    """What is wrong with the shape of a trainer_state.json, or None."""
+    """What is wrong with the shape of a checkpoint's state file, or None."""
     if not isinstance(state, dict):
         return f"a JSON {type(state).__name__}, not an object"
     step = state.get("step")
@@ -76,9 +78,9 @@ def _state_problem(state, folder: Path) -> str | None:
 
 
 def read_state(path: Path) -> dict:
-    """The trainer_state.json of checkpoint `path`, checked: an object with a whole step (the folder's)
+    """The state file of checkpoint `path` (layout.state_file), checked: an object with a whole step (the folder's)
     and counters of the right type. Reads no tensors, so it is quick to call before loading a model."""
-    file = Path(path) / STATE_FILE
+    file = state_file(Path(path))
     try:
         state = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
@@ -92,8 +94,8 @@ def read_state(path: Path) -> dict:
 
 
 def load_checkpoint(accelerator, path: Path, objective=None, optimizer=None) -> None:
-    """Restore the weights, optimizer, schedule and RNG states saved in `path` (its trainer_state.json is
-    read before, by read_state); then the restored weights and optimizer moments must be finite."""
+    """Restore the weights, optimizer, schedule and RNG states saved in `path` (its state file is read
+    before, by read_state); then the restored weights and optimizer moments must be finite."""
     try:
         # Accelerate only logs a warning for an unreadable RNG state and goes on with the wrong
         # one; exact resume needs it, so read it first and fail like any other damaged file.

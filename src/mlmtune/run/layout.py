@@ -145,8 +145,19 @@ def _tracker_folder(folder: Path) -> Path | None:
     return logs if tracker == "tensorboard" and logs.is_dir() and not logs.is_symlink() else None
 
 
-STATE_FILE = "trainer_state.json"
+# A checkpoint's own state, written last. Not `trainer_state.json`: that name is the Trainer's, for its
+# TrainerState schema (global_step, log_history, ...), and a tool reading a Trainer folder must not take
+# ours for one. Checkpoints of mlmtune 0.1.0 used it, and --resume still reads them.
+STATE_FILE = "mlmtune_state.json"
+OLD_STATE_FILE = "trainer_state.json"
 _NAME = re.compile(r"^step-(\d+)$")
+
+
+def state_file(checkpoint: Path) -> Path:
+    """The state file of `checkpoint`: ours, or in a checkpoint of an earlier version the old name."""
+    ours = Path(checkpoint) / STATE_FILE
+    old = Path(checkpoint) / OLD_STATE_FILE
+    return old if not ours.is_file() and old.is_file() else ours
 
 
 def checkpoint_root(output_dir: Path) -> Path:
@@ -159,7 +170,7 @@ def complete_checkpoints(output_dir: Path) -> list[Path]:
     if not root.is_dir():
         return []
     found = [(int(m.group(1)), p) for p in root.iterdir()
-             if (m := _NAME.match(p.name)) and (p / STATE_FILE).is_file()]
+             if (m := _NAME.match(p.name)) and state_file(p).is_file()]
     return [p for _, p in sorted(found)]
 
 

@@ -13,7 +13,7 @@ from ..config import Config
 from ..data.batching import Batch, eval_batches, train_batches
 from ..data.blocks import Blocks, check_lengths, fingerprint, splits_from_config
 from ..data.masking import Masker, MaskingSpec
-from ..data.sources import as_eval_source
+from ..data.sources import as_eval_source, documents_from_config, lines_are_documents
 from ..data.streaming import StreamingData, open_documents
 from ..errors import ConfigError, DataError
 from ..model.load import max_positions
@@ -63,7 +63,7 @@ def prepare_data(cfg: Config, accelerator, resume: Resume | None, say=print) -> 
         check_lengths(cfg, positions)
         train = StreamingData(
             open_documents(cfg.data, split=cfg.data_split, text_column=cfg.text_column, encoding=cfg.encoding,
-                           line_by_line=cfg.line_by_line),
+                           line_by_line=lines_are_documents(cfg)),
             tokenizer, chunk_size=cfg.chunk_size, line_by_line=cfg.line_by_line,
             max_length=cfg.max_length or positions, eval_size=cfg.eval_size, seed=cfg.seed,
             eval_stream=open_eval_stream(cfg) if cfg.eval_data else None)
@@ -73,6 +73,10 @@ def prepare_data(cfg: Config, accelerator, resume: Resume | None, say=print) -> 
                    "eval_tokens": eval_blocks.num_tokens, "eval_fingerprint": fingerprint(eval_blocks)}
         steps_per_epoch = 0  # unknown: a stream has no length
     else:
+        if documents is None:
+            documents = documents_from_config(cfg)
+        for note in documents.notes:
+            say(note)
         splits = splits_from_config(cfg, tokenizer, positions, documents=documents)
         train, eval_blocks, summary = splits.train, splits.eval, splits.summary()
         steps_per_epoch = len(train) // (cfg.batch_size * world) // cfg.gradient_accumulation_steps
@@ -143,7 +147,7 @@ def open_eval_stream(cfg: Config):
     """--eval-data as a stream (beside a streamed --data), its reading errors naming --eval-data."""
     try:
         return open_documents(cfg.eval_data, split=cfg.data_split, text_column=cfg.text_column,
-                              encoding=cfg.encoding, line_by_line=cfg.line_by_line)
+                              encoding=cfg.encoding, line_by_line=lines_are_documents(cfg))
     except DataError as exc:
         source = next((s for s in cfg.eval_data if f"--data {s}" in str(exc)), cfg.eval_data[0])
         raise as_eval_source(exc, source) from None

@@ -24,7 +24,7 @@ from ..config import Config, build_config, resume_mismatch, run_paths, to_comman
 from ..errors import CheckpointError, ConfigError
 from ..run.checkpoints import read_state
 from ..run.files import atomic_write_json, writing
-from ..run.layout import STATE_FILE, complete_checkpoints
+from ..run.layout import complete_checkpoints, state_file
 from .budget import Totals
 from .optimizer import set_progress
 
@@ -38,7 +38,7 @@ class Resume:
     folder: Path
     run: dict  # run.json as the run wrote it (or as the last continuation rewrote it)
     checkpoint: Path
-    state: dict  # the checkpoint's trainer_state.json, checked (run/checkpoints.read_state)
+    state: dict  # the checkpoint's state file, checked (run/checkpoints.read_state)
 
 
 def find_resume(cfg: Config, out: Path, run: dict | None) -> Resume:
@@ -65,7 +65,7 @@ def check_same_data(resume: Resume, now: dict) -> None:
     """--resume must see the very tokens the run started with: the run.json and the checkpoint record
     counts and a hash of the prepared blocks."""
     for path, saved in ((resume.folder / "run.json", resume.run.get("data")),
-                        (resume.checkpoint / STATE_FILE, resume.state.get("data"))):
+                        (state_file(resume.checkpoint), resume.state.get("data"))):
         if not isinstance(saved, dict):
             continue
         for field in DATA_FIELDS:

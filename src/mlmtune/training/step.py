@@ -42,7 +42,7 @@ class TrainState:
         return self.step + self.empty_steps
 
     def counters(self) -> dict:
-        """What a checkpoint's trainer_state.json keeps besides the step."""
+        """What a checkpoint's mlmtune_state.json keeps besides the step."""
         return {name: getattr(self, name) for name in self.SAVED}
 
     @classmethod

@@ -67,7 +67,8 @@ def add_vocabulary(cfg: Config, tokenizer, positions: int, *, saved_run: dict | 
     added = vocab.add_to_tokenizer(tokenizer, chosen)
     if cfg.resume:
         check_same_words(saved_run, added.words)
-    word_sets = wordeval.prepare(heldout, [base_tokenizer, tokenizer], seed=cfg.seed, max_length=positions)
+    word_sets = wordeval.prepare(heldout, [base_tokenizer, tokenizer], seed=cfg.seed, max_length=positions,
+                                 max_windows=wordeval.max_windows(cfg.eval_size))
     vocabulary = AddedVocabulary(added.words, added.pieces, added.first_id, before, after, word_sets)
     short = f" (only {len(chosen)} words of the {n} asked for are cut into pieces and seen at least " \
             f"{cfg.min_count} times)" if n is not None and len(chosen) < n else ""
