@@ -278,3 +278,56 @@ def build_family(family: Family, folder: Path, vocabularies: Vocabularies, size:
     tokenizer.save_pretrained(base)
     write_sentence_files(base, size.hidden, size.positions)
     return Built(family, str(mlm), str(base))
+
+
+class FamilyModels:
+    """Every family, each built on first use below `root` (each algorithm's vocabulary trained once): the
+    conftest's session fixture, so a test of one family does not build the others."""
+
+    def __init__(self, root: Path, vocabularies: Vocabularies | None = None):
+        self.root = Path(root)
+        self.vocabularies = vocabularies or Vocabularies()
+        self._built: dict[str, Built] = {}
+
+    def __getitem__(self, name: str) -> Built:
+        if name not in self._built:
+            self._built[name] = build_family(FAMILIES[name], self.root / name, self.vocabularies)
+        return self._built[name]
+
+
+# --- what cannot work: refused -------------------------------------------------------------------
+
+def save_phobert_like(folder: Path) -> str:
+    """PhoBERT's layout: a RoBERTa whose tokenizer (PhobertTokenizer: vocab.txt and bpe.codes) exists only as
+    a slow, Python one. A small vocabulary of letters and words; no merges are needed to load it."""
+    import string
+
+    import torch
+    from transformers import PhobertTokenizer, RobertaForMaskedLM
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    words = [f"{c}@@" for c in string.ascii_lowercase] + list(string.ascii_lowercase)
+    words += "the of to and a in is that for it was on said with he as at by".split() + [f"w{i}" for i in range(100)]
+    (folder / "vocab.txt").write_text("".join(f"{w} 1\n" for w in words), encoding="utf-8")
+    (folder / "bpe.codes").write_text("t h 1\nth e</w> 1\n", encoding="utf-8")
+    tokenizer = PhobertTokenizer(str(folder / "vocab.txt"), str(folder / "bpe.codes"), model_max_length=128)
+    tokenizer.save_pretrained(folder)
+    torch.manual_seed(0)
+    RobertaForMaskedLM(model_config(FAMILIES["roberta"], Ids.of(tokenizer))).save_pretrained(folder)
+    return str(folder)
+
+
+def save_decoder_only(folder: Path, vocabularies: Vocabularies) -> str:
+    """A tiny GPT-2 (a decoder-only language model: no masked-LM class) with a byte-level BPE tokenizer."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel, GPT2Tokenizer
+
+    tokens, merges = vocabularies["bpe"]
+    tokenizer = GPT2Tokenizer(vocab={t: i for i, t in enumerate(tokens + ["<|endoftext|>"])}, merges=merges)
+    tokenizer.save_pretrained(folder)
+    torch.manual_seed(0)
+    end = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=128,
+                               bos_token_id=end, eos_token_id=end)).save_pretrained(folder)
+    return str(folder)
