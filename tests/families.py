@@ -331,3 +331,42 @@ def save_decoder_only(folder: Path, vocabularies: Vocabularies) -> str:
     GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=128,
                                bos_token_id=end, eos_token_id=end)).save_pretrained(folder)
     return str(folder)
+
+
+# --- Vietnamese ------------------------------------------------------------------------------------
+
+VIETNAMESE = Path(__file__).resolve().parent / "texts" / "vietnamese.txt"  # 40 sentences written for the tests
+
+
+def vietnamese_lines() -> list[str]:
+    return [line for line in VIETNAMESE.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def counted_unigram(lines: list[str]) -> list[tuple[str, float]]:
+    """A SentencePiece Unigram vocabulary estimated by counting: every word of `lines` is one piece ('▁của'),
+    punctuation its own (',', '.': 'Nam,' is one word of two pieces), and every character is a piece alone and
+    after '▁', so an unseen word is spelled out ('▁N' 'g' 'u' 'y' 'ễ' 'n'). Scores are log relative frequencies.
+    (tokenizers' UnigramTrainer keeps ~250 pieces of these 4 KB, mostly letters and fragments: '▁c' 'ủ' 'a'
+    for 'của', where XLM-R reads common Vietnamese syllables whole.)"""
+    import math
+    import re
+    from collections import Counter
+
+    counts: Counter = Counter()
+    for word in (w for line in lines for w in line.split()):
+        counts.update(("▁" if i == 0 else "") + part for i, part in enumerate(re.findall(r"\w+|[^\w\s]", word)))
+    for char in set("".join(lines)) - {" "}:
+        counts[char] += 0
+        counts["▁" + char] += 0
+    total = sum(counts.values()) + len(counts)
+    return [(piece, math.log((n + 1) / total)) for piece, n in counts.most_common()]
+
+
+def build_vietnamese(folder: Path) -> str:
+    """A tiny XLM-RoBERTa without an MLM head (as the multilingual sentence encoders ship) whose SentencePiece
+    (Unigram) tokenizer is estimated on the Vietnamese sentences."""
+    family = FAMILIES["xlm-roberta"]
+    tokenizer = family_tokenizer(family, counted_unigram(vietnamese_lines()), TINY.positions)
+    build_model(family, model_config(family, Ids.of(tokenizer)), head=False).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)

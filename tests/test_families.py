@@ -124,13 +124,10 @@ def test_serves_the_page_and_the_hubs_request(family_run):
         assert [p["token"] for p in ours["models"][0]["masks"][0]] == [p["token"] for p in hub.json()]
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_whole_word_masks_follow_the_tokenizers_own_word_boundaries(name, family_models, news_folder):
-    """Word ids exist for every family's fast tokenizer; a word cut into pieces is masked whole or not at all."""
-    from helpers import news_text
-
-    tokenizer = load_tokenizer(family_models[name].mlm)
-    blocks = tokenize([news_text(news_folder, 3)], tokenizer, progress=False)
+def whole_word_masks(tokenizer, text: str) -> tuple[dict, list]:
+    """Masks drawn for `text` with whole-word masking by the tokenizer's own word ids: per word, which of its
+    pieces were chosen; and the words cut into several pieces. Asserts every word is masked whole or not at all."""
+    blocks = tokenize([text], tokenizer, progress=False)
     batch = blocks.batch([0], pad_id=tokenizer.pad_token_id)
     masker = Masker(tokenizer, MaskingSpec(probability=0.3, whole_word=True))
     _, labels = masker(batch["input_ids"], batch["attention_mask"], np.array([0]), seed=1, stream=0,
@@ -138,10 +135,19 @@ def test_whole_word_masks_follow_the_tokenizers_own_word_boundaries(name, family
     words, chosen = batch["word_ids"][0], labels[0] != IGNORE_INDEX
     pieces = {w: chosen[words == w] for w in np.unique(words[words >= 0])}
     long_words = [w for w, p in pieces.items() if len(p) > 1]
-    assert len(pieces) > 100 and len(long_words) > 20, "the tokenizer gives no word boundaries to test"
     assert all(p.all() or not p.any() for p in pieces.values())
-    assert sum(pieces[w].all() for w in long_words) > 2  # some cut words were masked, each whole
+    assert sum(pieces[w].all() for w in long_words) > 2, "no word of several pieces was masked (whole)"
     assert 0.2 < chosen.mean() < 0.4
+    return pieces, long_words
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_whole_word_masks_follow_the_tokenizers_own_word_boundaries(name, family_models, news_folder):
+    """Word ids exist for every family's fast tokenizer; a word cut into pieces is masked whole or not at all."""
+    from helpers import news_text
+
+    pieces, long_words = whole_word_masks(load_tokenizer(family_models[name].mlm), news_text(news_folder, 3))
+    assert len(pieces) > 100 and len(long_words) > 20, "the tokenizer gives no word boundaries to test"
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -202,3 +208,99 @@ def test_a_headless_base_grows_a_head_and_stays_a_sentence_encoder(name, family_
     assert [type(m).__name__ for m in encoder] == ["Transformer", "Pooling", "Normalize"]
     vectors = encoder.encode(["Shares fell sharply.", "The match ended in a draw."])
     assert vectors.shape == (2, TINY.hidden) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+# --- Vietnamese, end to end ----------------------------------------------------------------------
+
+VI_TEXT = "Hà Nội là thủ đô [MASK] Việt Nam, nơi ông Nguyễn làm nghiệp vụ."
+VIETNAMESE_LETTERS = set("àáảãạăằắẳẵặâầấẩẫậđèéẻẽẹêềếểễệìíỉĩịòóỏõọôồốổỗộơờớởỡợùúủũụưừứửữựỳýỷỹỵ")
+
+
+def has_diacritics(text: str) -> bool:
+    return bool(set(text.lower()) & VIETNAMESE_LETTERS)
+
+
+@pytest.fixture(scope="module")
+def vietnamese_run(tmp_path_factory) -> tuple[str, Path]:
+    """A tiny XLM-R without an MLM head, its SentencePiece tokenizer estimated on tests/texts/vietnamese.txt,
+    trained on those sentences (one document a line) with whole-word masks: the grown head starts from the
+    unigram bias, so its first answers are the corpus's frequent words."""
+    from families import VIETNAMESE, build_vietnamese
+
+    root = tmp_path_factory.mktemp("vietnamese")
+    model = build_vietnamese(root / "model")
+    train_family(model, str(VIETNAMESE), root / "run", "--line-by-line")
+    return model, root / "run"
+
+
+def test_vietnamese_text_keeps_every_accent_through_the_tokenizer(vietnamese_run):
+    from families import vietnamese_lines
+
+    model, out = vietnamese_run
+    for folder in (model, out):
+        tokenizer = load_tokenizer(str(folder))
+        for line in vietnamese_lines():
+            ids = tokenizer(line)["input_ids"]
+            assert tokenizer.unk_token_id not in ids
+            assert tokenizer.decode(ids, skip_special_tokens=True) == line
+    assert has_diacritics("".join(tokenizer.convert_ids_to_tokens(tokenizer(VI_TEXT)["input_ids"])))
+
+
+def test_vietnamese_words_are_masked_whole(vietnamese_run):
+    from families import VIETNAMESE
+
+    model, _ = vietnamese_run
+    text = VIETNAMESE.read_text(encoding="utf-8") + " Ông Nguyễn làm nghiệp vụ ngân hàng."
+    pieces, long_words = whole_word_masks(load_tokenizer(model), text)
+    assert len(pieces) > 500 and len(long_words) > 40  # 'Nam,' is '▁Nam' ',', an unseen word spelled out
+
+
+def test_vietnamese_answers_keep_their_diacritics_in_predict_the_pipeline_and_the_api(vietnamese_run, capsys):
+    from fastapi.testclient import TestClient
+    from transformers import pipeline
+
+    from mlmtune.serve.app import create_app
+
+    _, out = vietnamese_run
+    fm = FillMask(str(out))
+    ours = fm(VI_TEXT, top_k=5)
+    assert any(has_diacritics(p["token_str"]) for p in ours), ours
+    for p in ours:
+        before, after = VI_TEXT.split("[MASK]")
+        assert p["sequence"].startswith(before.rstrip()) and p["sequence"].endswith(after), p
+        assert p["token_str"].strip() in p["sequence"][len(before) - 1:-len(after)]
+    same_answer(ours, pipeline("fill-mask", model=str(out), device="cpu")(VI_TEXT.replace("[MASK]", "<mask>"), top_k=5))
+    capsys.readouterr()
+    assert main(["predict", "--model", str(out), "--json", VI_TEXT]) == 0
+    assert json.loads(capsys.readouterr().out)["masks"] == [ours]
+    with TestClient(create_app(str(out))) as client:
+        answer = client.post("/v1/fill-mask", json={"inputs": VI_TEXT, "parameters": {"top_k": 5}})
+        assert answer.json() == json.loads(json.dumps(ours))
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_the_page_shows_vietnamese_answers_with_their_diacritics(vietnamese_run, browser, tmp_path):
+    """`mlmtune serve` in a subprocess, the page in headless chromium: the words shown are the API's, accents
+    and all."""
+    import httpx
+    from helpers import spawn, stop
+
+    _, out = vietnamese_run
+    expected = [p["token_str"].strip() for p in FillMask(str(out))(VI_TEXT, top_k=5)]
+    with (tmp_path / "serve.log").open("w") as log:
+        proc, url = spawn(str(out), stderr=log, timeout=120, env={"HF_HUB_OFFLINE": "1"})
+    try:
+        assert httpx.get(url + "health", timeout=30).json()["status"] == "ok"
+        page = browser.new_page()
+        page.goto(url)
+        page.locator('[data-role="tuned"]').wait_for()
+        page.get_by_label("Sentence with [MASK]").fill(VI_TEXT)
+        page.keyboard.press("Enter")
+        column = page.locator('[data-role="tuned"]')
+        column.locator(".prediction").nth(4).wait_for()
+        shown = [w.strip() for w in column.locator(".prediction .token").all_inner_texts()]
+        assert shown == expected and any(has_diacritics(w) for w in shown)
+        assert page.get_by_label("Sentence with [MASK]").input_value() == VI_TEXT
+    finally:
+        stop(proc)
