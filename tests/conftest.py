@@ -167,6 +167,15 @@ def tiny_roberta(tmp_path_factory) -> str:
     return str(folder)
 
 
+@pytest.fixture(scope="session")
+def family_models(tmp_path_factory):
+    """The masked-LM families users bring (tests/families.py), each a tiny masked LM and a headless base with
+    the family's own tokenizer trained here; built on first use, once per session."""
+    from families import FamilyModels
+
+    return FamilyModels(tmp_path_factory.mktemp("families"))
+
+
 # --- separate validation text, and a run evaluated on it ------------------------------------------
 
 @pytest.fixture(scope="session")

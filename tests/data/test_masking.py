@@ -193,3 +193,45 @@ def test_eval_masks_are_identical_in_a_fresh_process(tokenizer, news_folder):
     digest = hashlib.sha256(b"".join(b.input_ids.numpy().tobytes() + b.labels.numpy().tobytes() for b in here))
     assert out.stdout.strip() == digest.hexdigest()
     assert sum(b.n_masked for b in here) > 0
+
+
+@pytest.fixture(scope="module")
+def one_word_tokenizer(family_models, tmp_path_factory) -> str:
+    """XLM-R's model and vocabulary with a tokenizer.json that has no pre-tokenizer (spaces become '▁' in
+    its normaliser, as some SentencePiece conversions do): every text is one word to it."""
+    import shutil
+
+    from tokenizers import normalizers
+    from transformers import TokenizersBackend
+
+    from mlmtune.model.tokenizer import load_tokenizer
+
+    built = family_models["xlm-roberta"]
+    folder = tmp_path_factory.mktemp("one-word") / "model"
+    shutil.copytree(built.mlm, folder)
+    backend = load_tokenizer(built.mlm).backend_tokenizer
+    backend.pre_tokenizer = None
+    backend.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    TokenizersBackend(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", cls_token="<s>", sep_token="</s>",
+                      unk_token="<unk>", pad_token="<pad>", mask_token="<mask>").save_pretrained(folder)
+    return str(folder)
+
+
+def test_whole_word_mask_refuses_a_tokenizer_without_word_boundaries(one_word_tokenizer, news_folder, tmp_path,
+                                                                     capsys):
+    """Word ids from a tokenizer without a pre-tokenizer are 0 for a whole text: whole-word masking would mask a
+    block whole or not at all. Refused in one line, before anything is written; token masking is fine."""
+    from helpers import assert_clean_error, run_cli, train_argv
+
+    from mlmtune.errors import ConfigError
+    from mlmtune.model.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(one_word_tokenizer)
+    assert set(tok("one two three", add_special_tokens=False).word_ids()) == {0}
+    with pytest.raises(ConfigError, match="--whole-word-mask needs word boundaries"):
+        Masker(tok, MaskingSpec(whole_word=True))
+    Masker(tok, MaskingSpec())
+    out = tmp_path / "out"
+    code, _, err = run_cli(capsys, *train_argv(one_word_tokenizer, news_folder, out, "--whole-word-mask"))
+    assert_clean_error(code, err, "word boundaries", "pre-tokenizer", "drop --whole-word-mask")
+    assert not out.exists()

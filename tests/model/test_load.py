@@ -160,6 +160,39 @@ def test_model_config_json_of_the_wrong_shape(capsys, tiny_bert, news_folder, tm
     assert "tokenizer" not in line
 
 
+# --- a model without a masked-LM class: refused by its kind -----------------------------------------
+
+@pytest.fixture(scope="module")
+def not_masked_lms(tmp_path_factory, family_models) -> dict[str, str]:
+    """A tiny GPT-2 (decoder-only) and a T5 config beside the same tokenizer (sequence-to-sequence)."""
+    from families import save_decoder_only
+    from transformers import T5Config
+
+    gpt2 = save_decoder_only(tmp_path_factory.mktemp("gpt2"), family_models.vocabularies)
+    t5 = Path(shutil.copytree(gpt2, tmp_path_factory.mktemp("t5") / "t5"))
+    (t5 / "model.safetensors").unlink()
+    T5Config(vocab_size=2001, d_model=32, num_layers=1, num_heads=2, d_ff=64).save_pretrained(t5)
+    return {"gpt2": gpt2, "t5": str(t5)}
+
+
+@pytest.mark.parametrize("kind, what", [("gpt2", "decoder-only (causal)"), ("t5", "sequence-to-sequence")])
+@pytest.mark.parametrize("command", ["train", "evaluate", "predict", "vocab"])
+def test_a_model_without_a_masked_lm_class_is_refused_by_its_kind(capsys, not_masked_lms, news_folder, tmp_path,
+                                                                  kind, what, command):
+    from helpers import assert_clean_error_no_stdout
+
+    model, out = not_masked_lms[kind], tmp_path / "out"
+    argv = {"train": train_argv(model, news_folder, out), "evaluate": eval_argv(model, news_folder),
+            "predict": ["predict", "--model", model, "The [MASK] is happy."],
+            "vocab": ["vocab", "--model", model, "--data", news_folder]}[command]
+    code, stdout, err = run_cli(capsys, *argv)
+    assert_clean_error_no_stdout(code, stdout, err, model, what, f"type '{kind}'", "no masked-LM class",
+                                 "bert-base-uncased")
+    assert not out.exists()
+    with pytest.raises(ModelError, match="no masked-LM class"):
+        max_positions(model, None)  # read from config.json, before any data: also without a tokenizer
+
+
 # --- the Hub's cache ------------------------------------------------------------------------------
 
 @pytest.mark.slow

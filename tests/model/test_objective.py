@@ -1,14 +1,19 @@
 """The masked-position objective (model/objective.py): the head applied to labelled positions only gives
-the full loss and gradients, for BERT, RoBERTa and DistilBERT, with the training attention too."""
+the full loss and gradients, for every family of tests/families.py (and DeBERTa v1 and BERT's relatives,
+whose head is guessed and checked), with the training attention too; a model whose head cannot be
+applied to the masked positions alone computes its full logits and says so."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
+from families import FAMILIES, Ids, build_model, model_config
 
 from mlmtune.model.load import use_training_attention
-from mlmtune.model.objective import MaskedLMObjective
+from mlmtune.model.objective import HEAD_MODULES, MaskedLMObjective, full_logits_note, masked_positions_head
+
+IDS = Ids(vocab_size=500, pad=1, bos=0, eos=2, cls=0, sep=2)
 
 
 def _tiny(kind: str):
@@ -32,31 +37,117 @@ def _tiny(kind: str):
                                                   max_position_embeddings=64))
 
 
-@pytest.mark.parametrize("kind", ["bert", "roberta", "distilbert"])
-def test_masked_only_head_gives_the_full_loss(kind):
-    model = _tiny(kind).eval()
-    g = torch.Generator().manual_seed(1)
+def _family(name: str):
+    """A tiny masked LM of a family of tests/families.py, vocabulary 500, seeded."""
+    return build_model(FAMILIES[name], model_config(FAMILIES[name], IDS))
+
+
+def _labelled(seed: int):
+    g = torch.Generator().manual_seed(seed)
     ids = torch.randint(5, 500, (4, 24), generator=g)
     attention = torch.ones_like(ids)
     attention[2, 18:] = 0
     labels = torch.where(torch.rand(ids.shape, generator=g) < 0.2, ids, torch.full_like(ids, -100))
     labels[attention == 0] = -100
+    return ids, attention, labels
+
+
+def assert_sparse_is_full(model, *, atol: float = 1e-5):
+    """The masked-position loss, correct count and gradients equal the model's full logits' (fp32)."""
+    ids, attention, labels = _labelled(1)
     sparse = MaskedLMObjective(model).eval()
     assert sparse.head is not None
     nll, correct = sparse(ids, attention, labels)
     full = model(input_ids=ids, attention_mask=attention).logits
     expected = F.cross_entropy(full.view(-1, full.shape[-1]), labels.view(-1), reduction="sum", ignore_index=-100)
-    assert torch.allclose(nll, expected, rtol=1e-5, atol=1e-5)
+    assert torch.allclose(nll, expected, rtol=1e-5, atol=atol)
     picked = labels != -100
+    assert torch.allclose(sparse.head(model.base_model(input_ids=ids, attention_mask=attention)[0][picked]),
+                          full[picked], atol=atol)
     assert int(correct) == int((full[picked].argmax(-1) == labels[picked]).sum())
-    # and the gradients agree
+    # and the gradients agree, of every parameter
     model.zero_grad()
     nll.backward()
-    g_sparse = model.get_input_embeddings().weight.grad.clone()
+    g_sparse = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad()
     full2 = model(input_ids=ids, attention_mask=attention).logits
     F.cross_entropy(full2.view(-1, full2.shape[-1]), labels.view(-1), reduction="sum").backward()
-    assert torch.allclose(g_sparse, model.get_input_embeddings().weight.grad, atol=1e-5)
+    g_full = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    assert g_sparse.keys() == g_full.keys()
+    for name, grad in g_full.items():
+        assert torch.allclose(g_sparse[name], grad, atol=atol), name
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta", "distilbert"])
+def test_masked_only_head_gives_the_full_loss(kind):
+    assert_sparse_is_full(_tiny(kind).eval())
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_every_familys_head_runs_on_the_masked_positions_alone(family):
+    model = _family(family).eval()
+    assert model.config.model_type in HEAD_MODULES or model.config.model_type == "deberta-v2"
+    assert full_logits_note(model) is None
+    assert_sparse_is_full(model)
+
+
+def test_debertas_newer_head_takes_the_word_embeddings():
+    """DeBERTa's `legacy=False` head (lm_predictions) multiplies by the word embeddings it is handed."""
+    from transformers import DebertaV2Config, DebertaV2ForMaskedLM
+
+    torch.manual_seed(0)
+    model = DebertaV2ForMaskedLM(DebertaV2Config(vocab_size=500, hidden_size=32, num_hidden_layers=2,
+                                                 num_attention_heads=2, intermediate_size=64, legacy=False)).eval()
+    assert not hasattr(model, "cls")
+    assert_sparse_is_full(model)
+
+
+def _bert_relative(kind: str):
+    """Tiny models of families HEAD_MODULES does not list, whose head is guessed and checked."""
+    import transformers
+
+    config, model = {"deberta": ("DebertaConfig", "DebertaForMaskedLM"),
+                      "megatron-bert": ("MegatronBertConfig", "MegatronBertForMaskedLM"),
+                      "roformer": ("RoFormerConfig", "RoFormerForMaskedLM")}[kind]
+    torch.manual_seed(0)
+    extra = {"embedding_size": 32} if kind == "roformer" else {}
+    return getattr(transformers, model)(getattr(transformers, config)(
+        vocab_size=500, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, **extra))
+
+
+@pytest.mark.parametrize("kind", ["deberta", "megatron-bert", "roformer"])
+def test_the_head_of_another_family_is_guessed_and_checked(kind):
+    model = _bert_relative(kind).eval()
+    assert model.config.model_type not in HEAD_MODULES
+    assert full_logits_note(model) is None
+    assert_sparse_is_full(model)
+
+
+def test_a_head_that_is_not_its_modules_in_order_falls_back_to_the_full_logits_and_says_so():
+    """A masked LM whose head does more than apply its modules to the hidden states (here: a scale on the
+    logits) is not guessed: the full logits, the same loss, and a note naming the model."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    class Scaled(BertForMaskedLM):
+        def forward(self, input_ids=None, attention_mask=None, **kwargs):
+            out = super().forward(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+            out.logits = out.logits * 2.0
+            return out
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=500, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64)
+    config.model_type = "scaled-bert"  # not a family mlmtune knows
+    model = Scaled(config).eval()
+    assert masked_positions_head(model) is None
+    note = full_logits_note(model)
+    assert note.startswith("note: ") and "Scaled" in note and "every position" in note
+    ids, attention, labels = _labelled(2)
+    nll, _ = MaskedLMObjective(model).eval()(ids, attention, labels)
+    full = model(input_ids=ids, attention_mask=attention).logits
+    expected = F.cross_entropy(full.view(-1, full.shape[-1]), labels.view(-1), reduction="sum", ignore_index=-100)
+    assert torch.allclose(nll, expected, rtol=1e-5)
+    assert model.training is False  # the check put the model back as it was
 
 
 @pytest.mark.parametrize("kind", ["bert", "roberta", "distilbert"])

@@ -11,7 +11,7 @@ import pytest
 import torch
 from helpers import records, tiny
 
-from mlmtune.model.warmstart import unigram_log_frequency
+from mlmtune.model.warmstart import output_bias, unigram_log_frequency
 from mlmtune.training.fit import fit
 
 # --- the unigram bias ---------------------------------------------------------------------------
@@ -24,6 +24,37 @@ def test_unigram_bias_is_the_log_frequency():
     assert probs[5] > probs[7] > probs[0]  # seen thrice > once > never
     assert probs[1] == pytest.approx(probs[0].item())  # the special token counts as unseen
     assert bias[5].item() == pytest.approx(math.log((3 + 1) / (4 + 10)))
+
+
+@pytest.mark.parametrize("family", ["bert", "distilbert", "electra", "mpnet", "roberta", "modernbert", "albert",
+                                    "deberta-v2"])
+def test_the_output_bias_is_the_one_the_logits_add(family):
+    """The bias the warm start sets is the one each family's head adds to its logits, however the head names it."""
+    from families import FAMILIES, Ids, build_model, model_config
+
+    model = build_model(FAMILIES[family], model_config(FAMILIES[family], Ids(500, pad=1, bos=0, eos=2, cls=0, sep=2)))
+    _assert_logits_move_with(model.eval(), output_bias(model))
+
+
+def test_debertas_newer_head_keeps_its_vocabulary_bias_apart():
+    """legacy=False: get_output_embeddings() is the head's dense layer, whose bias has a hidden size's length."""
+    from transformers import DebertaV2Config, DebertaV2ForMaskedLM
+
+    model = DebertaV2ForMaskedLM(DebertaV2Config(vocab_size=500, hidden_size=32, num_hidden_layers=2,
+                                                 num_attention_heads=2, intermediate_size=64, legacy=False)).eval()
+    assert model.get_output_embeddings().bias.shape == (32,)
+    bias = output_bias(model)
+    assert bias is model.lm_predictions.lm_head.bias
+    _assert_logits_move_with(model, bias)
+
+
+def _assert_logits_move_with(model, bias):
+    ids = torch.randint(5, 500, (1, 6), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+        bias.add_(torch.arange(500, dtype=bias.dtype))
+        after = model(input_ids=ids).logits
+    assert torch.allclose(after - before, torch.arange(500, dtype=after.dtype).expand_as(after), atol=1e-4)
 
 
 # --- warm start on a model without a head -------------------------------------------------------

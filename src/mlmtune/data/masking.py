@@ -55,6 +55,18 @@ class MaskingSpec:
     whole_word: bool = False
 
 
+def check_word_boundaries(tokenizer) -> None:
+    """Whole-word masking reads the tokenizer's word ids, which its pre-tokenizer makes (BERT's splits at
+    spaces and punctuation, byte-level BPE's and SentencePiece's at spaces). A tokenizer.json without one
+    makes every text a single word, and whole-word masking would mask a block whole or not at all."""
+    words = {w for w in tokenizer("one two three", add_special_tokens=False).word_ids() if w is not None}
+    if len(words) < 3:
+        raise ConfigError(
+            f"--whole-word-mask needs word boundaries, and the tokenizer of {tokenizer.name_or_path!r} has none "
+            "(no pre-tokenizer in its tokenizer.json splits 'one two three' into words): drop --whole-word-mask"
+        )
+
+
 class Masker:
     """Masks padded numpy batches for one tokenizer."""
 
@@ -66,6 +78,8 @@ class Masker:
                 f"--whole-word-mask needs word ids, and the tokenizer of {tokenizer.name_or_path!r} is not a fast "
                 "tokenizer, which alone gives them: drop --whole-word-mask or use a model with a tokenizer.json"
             )
+        if spec.whole_word:
+            check_word_boundaries(tokenizer)
         self.spec = spec
         self.mask_id = int(tokenizer.mask_token_id)
         self.special_ids = np.array(sorted(set(tokenizer.all_special_ids)), dtype=np.int64)

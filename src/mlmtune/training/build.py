@@ -14,7 +14,7 @@ from ..data.streaming import StreamingData
 from ..eval import words as wordeval
 from ..model import warmstart
 from ..model.load import LoadedModel, load_masked_lm, use_training_attention
-from ..model.objective import MaskedLMObjective, masked_positions_head
+from ..model.objective import MaskedLMObjective, full_logits_note, masked_positions_head
 from ..model.vocabulary import NewRowsLearningRate
 from .budget import Totals
 from .evaluations import Evaluations
@@ -64,6 +64,9 @@ def load_model(cfg: Config, accelerator, data: Data, say=print) -> LoadedModel:
                 module.p = cfg.dropout
     use_training_attention(loaded.model, accelerator.device)
     loaded.model.to(accelerator.device)
+    note = full_logits_note(loaded.model)
+    if note:
+        say(note)
     return loaded
 
 
@@ -114,7 +117,13 @@ def warm_start(cfg: Config, accelerator, data: Data, loaded: LoadedModel, traina
         return
     # The bias alone is the default: at equal wall-clock time the pre-fit bought nothing on top
     # of it (minilm, bbc-news, 150 s: perplexity 139.0 with it, 139.1 without; benchmarks/README.md).
+    model = loaded.model
+    head = masked_positions_head(model)
     prefit = cfg.head_init == "prefit"
+    if prefit and head is None:  # the pre-fit applies the head to cached hidden states
+        say(f"note: --head-init prefit needs a masked-position head, which {type(model).__name__} lacks: "
+            "the unigram bias alone")
+        prefit = False
     t0 = time.perf_counter()
     # Every process takes the same whole global batches (rank 0 of 1), so the heads agree and do
     # not depend on how the global batch is split.
@@ -128,8 +137,7 @@ def warm_start(cfg: Config, accelerator, data: Data, loaded: LoadedModel, traina
         sample = picked + [next(batches) for _ in range(max(0, 64 - len(picked)))]
         tokens = np.concatenate([torch.where(b.labels >= 0, b.labels, b.input_ids)[b.attention_mask.bool()].numpy()
                                  for b in sample])
-    model = loaded.model
-    report = warmstart.warm_start_head(model, masked_positions_head(model), loaded.new_parameters, tokens=tokens,
+    report = warmstart.warm_start_head(model, head, loaded.new_parameters, tokens=tokens,
                                        special_ids=list(data.tokenizer.all_special_ids), batches=picked,
                                        device=accelerator.device, autocast=accelerator.autocast, seed=cfg.seed,
                                        passes=None if prefit else 0)
