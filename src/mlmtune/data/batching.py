@@ -79,10 +79,9 @@ def train_batches(examples: Blocks | StreamingData, masker: Masker, *, first_ste
     """This process's micro-batches from optimizer step `first_step` on, epoch after epoch (a stream:
     block after block). Masks are drawn from (seed, epoch or `stream_id`, example id), so a resumed run
     and a run on more processes mask every example alike."""
-    if isinstance(examples, StreamingData):
-        start_block = first_step * accumulation * batch_size * world
-        for blocks, ids in stream_batches(examples, start_block=start_block, batch_size=batch_size, rank=rank,
-                                          world=world):
+    if isinstance(examples, StreamingData):  # each process reads its own share of the stream (`rank` of `world`)
+        start_block = first_step * accumulation * batch_size
+        for blocks, ids in stream_batches(examples, start_block=start_block, batch_size=batch_size):
             yield make_batch(blocks, np.arange(len(ids)), masker, seed=seed, stream=0 if stream_id is None else stream_id,
                              pad_id=pad_id, pad_to_multiple_of=pad_to_multiple_of, sample_ids=ids)
         return

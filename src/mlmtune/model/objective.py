@@ -45,6 +45,42 @@ def masked_logits(model: nn.Module, head, input_ids: torch.Tensor, attention_mas
     return model(input_ids=input_ids, attention_mask=attention_mask).logits[picked]
 
 
+def tied_groups(model: nn.Module) -> list[list[str]]:
+    """The names under which one parameter appears more than once (a decoder tied to the word
+    embeddings, a decoder bias tied to the head's bias), each group in the model's own order."""
+    names: dict[int, list[str]] = {}
+    for name, parameter in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(parameter), []).append(name)
+    return [group for group in names.values() if len(group) > 1]
+
+
+def retie(state: dict, groups: list[list[str]]) -> dict:
+    """A state dict gathered from shards (FSDP, DeepSpeed ZeRO-3) holds a separate copy per tied name;
+    point them all at the first again, so the model is saved with each tensor once, as from one process."""
+    for first, *others in groups:
+        if first in state:
+            for name in others:
+                if name in state:
+                    state[name] = state[first]
+    return state
+
+
+def separable_layers(model: nn.Module) -> list[str]:
+    """The model's layer classes (its `_no_split_modules`) whose modules share no parameter with another
+    module: FSDP may shard each such layer on its own. The embeddings, whose weight the decoder shares,
+    stay with the root, which FSDP2 requires of a shared parameter."""
+    uses: dict[int, int] = {}
+    for _, parameter in model.named_parameters(remove_duplicate=False):
+        uses[id(parameter)] = uses.get(id(parameter), 0) + 1
+    shared = {key for key, count in uses.items() if count > 1}
+    found = []
+    for name in getattr(model, "_no_split_modules", None) or []:
+        modules = [m for m in model.modules() if type(m).__name__ == name]
+        if modules and not any(id(p) in shared for m in modules for p in m.parameters()):
+            found.append(name)
+    return found
+
+
 class MaskedLMObjective(nn.Module):
     """Wraps a *ForMaskedLM: forward returns the summed NLL and correct count over labelled positions.
 
@@ -56,6 +92,11 @@ class MaskedLMObjective(nn.Module):
         super().__init__()
         self.model = model
         self.head = masked_positions_head(model)
+
+    @property
+    def _no_split_modules(self) -> list[str]:
+        """What Accelerate's FSDP transformer wrap shards layer by layer (read from the prepared module)."""
+        return separable_layers(self.model)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor):
         picked = labels != IGNORE_INDEX  # (B, L) bool

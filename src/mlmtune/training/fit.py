@@ -17,6 +17,7 @@ was. Each phase takes what it uses and returns what the next one needs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import sys
@@ -25,9 +26,10 @@ from pathlib import Path
 
 import torch
 
-from ..config import Config, build_config, resolve, to_command, validate
+from ..config import Config, build_config, parse_duration, resolve, to_command, validate
 from ..errors import TrainingError
 from ..model.device import make_accelerator, shutdown, unwrap
+from ..model.objective import retie, tied_groups
 from ..run.card import write_card
 from ..run.checkpoints import load_checkpoint, save_checkpoint
 from ..run.files import atomic_write_json, save_model, versions, writing
@@ -36,11 +38,13 @@ from ..run.layout import complete_checkpoints, remove_temporaries
 from ..run.metrics_log import MetricsLog, utc_iso
 from ..run.ownership import Folder, check_output_dir, discard, failure_rules, put_back, run_inputs, set_aside_old_run
 from ..run.report import write_report
+from ..run.shared import check_shared_folder
 from ..run.sentence import keep_sentence_encoder, write_sentence_files
 from .budget import Totals, plan_totals
 from .build import Baseline, Trainable, build_trainable, load_model, score_base_words, score_before_training, warm_start
 from .evaluations import Evaluations
 from .loop import train_loop
+from .peers import PeerWatch
 from .prepare import Data, prepare_data, say_data
 from .resume import Resume, check_not_shorter, continue_plan, find_resume
 from .signals import AbortOnSignal
@@ -59,11 +63,13 @@ def fit(cfg: Config) -> dict:
     check_tracker(cfg.report_to)
     check_hub_access(cfg.push_to_hub)  # offline or no token: say so before training, not after
     out = Path(os.path.expanduser(cfg.output_dir))
-    record = check_output_dir(out, overwrite=cfg.overwrite, resume=cfg.resume, inputs=run_inputs(cfg))
-    resume = find_resume(cfg, out, record) if cfg.resume else None
-    with failure_rules(out, resume=cfg.resume) as folder, AbortOnSignal():
-        accelerator = make_accelerator(cfg, out)
+    with failure_rules(out, resume=cfg.resume) as folder, AbortOnSignal(), contextlib.ExitStack() as job:
+        accelerator = make_accelerator(cfg, out, training=True)
         say, world = accelerator.print, accelerator.num_processes
+        job.enter_context(PeerWatch(accelerator, parse_duration(cfg.dist_timeout, "--dist-timeout")))
+        check_shared_folder(accelerator, out)  # several nodes: one folder they all see, before it is read
+        record = check_output_dir(out, overwrite=cfg.overwrite, resume=cfg.resume, inputs=run_inputs(cfg))
+        resume = find_resume(cfg, out, record) if cfg.resume else None
         started_at = time.time()  # wall clock, for results.json's started_at
         # 1. data
         data = prepare_data(cfg, accelerator, resume, say)
@@ -234,6 +240,7 @@ def finish(cfg: Config, accelerator, out: Path, trainable: Trainable, data: Data
         model = unwrap(accelerator, trainable.objective).model
         # Keys of the objective's state dict are "model.<hf key>" ("_orig_mod." inserted by compile).
         model_state = {k.replace("_orig_mod.", "").removeprefix("model."): v for k, v in state_dict.items()}
+        model_state = retie(model_state, tied_groups(model))  # gathered from shards: each tied tensor once
         check_finite_weights(model_state, complete_checkpoints(out))
         layout = keep_sentence_encoder(cfg.model, model, model_state)
         with writing("the final model", out):

@@ -17,6 +17,7 @@ from ..data.streaming import StreamingData, open_documents
 from ..errors import ConfigError, DataError
 from ..model.load import max_positions
 from ..model.tokenizer import load_tokenizer
+from .peers import first_process
 from .resume import Resume, check_same_data
 from .vocabulary import AddedVocabulary, add_vocabulary
 
@@ -37,9 +38,10 @@ class Data:
     vocabulary: AddedVocabulary | None = None  # --add-tokens
 
     def batches(self, cfg: Config, first_step: int, *, rank: int, world: int, batch_size: int | None = None,
-                stream_id: int | None = None) -> Iterator[Batch]:
-        """Training micro-batches from optimizer step `first_step` on (this process's, unless told otherwise)."""
-        return train_batches(self.train, self.masker, first_step=first_step, steps_per_epoch=self.steps_per_epoch,
+                stream_id: int | None = None, examples: Blocks | StreamingData | None = None) -> Iterator[Batch]:
+        """Training micro-batches from optimizer step `first_step` on (this process's, unless told otherwise;
+        `examples`: other blocks than the training set, a stream's whole view)."""
+        return train_batches(self.train if examples is None else examples, self.masker, first_step=first_step, steps_per_epoch=self.steps_per_epoch,
                              accumulation=cfg.gradient_accumulation_steps, rank=rank, world=world,
                              batch_size=cfg.batch_size if batch_size is None else batch_size, seed=cfg.seed,
                              pad_id=self.pad_id, pad_to_multiple_of=self.multiple, line_by_line=cfg.line_by_line,
@@ -60,19 +62,19 @@ def prepare_data(cfg: Config, accelerator, resume: Resume | None, say=print) -> 
     check_probes(cfg, tokenizer)
     if cfg.streaming:
         check_lengths(cfg, positions)
-        train = StreamingData(
-            open_documents(cfg.data, split=cfg.data_split, text_column=cfg.text_column, encoding=cfg.encoding,
-                           line_by_line=cfg.line_by_line),
-            tokenizer, chunk_size=cfg.chunk_size, line_by_line=cfg.line_by_line,
-            max_length=cfg.max_length or positions, eval_size=cfg.eval_size, seed=cfg.seed,
-            eval_stream=open_eval_stream(cfg) if cfg.eval_data else None)
+        if resume is not None and resume.run.get("processes", world) != world:
+            raise ConfigError(f"--resume: the run streamed its text with {resume.run['processes']} processes, each "
+                              f"tokenizing its own share of the documents, and this job has {world}: resume it with "
+                              f"{resume.run['processes']} processes")
+        train = open_stream(cfg, accelerator, tokenizer, positions)
         eval_blocks = train.eval
         summary = {"streaming": True, "holdout": "eval-data" if cfg.eval_data else "stream head",
                    "eval_documents": train.eval_documents, "eval_examples": len(eval_blocks),
                    "eval_tokens": eval_blocks.num_tokens, "eval_fingerprint": fingerprint(eval_blocks)}
         steps_per_epoch = 0  # unknown: a stream has no length
     else:
-        splits = splits_from_config(cfg, tokenizer, positions, documents=documents)
+        splits = splits_from_config(cfg, tokenizer, positions, documents=documents,
+                                    node_first=first_process(accelerator, "blocks"), say=say)
         train, eval_blocks, summary = splits.train, splits.eval, splits.summary()
         steps_per_epoch = len(train) // (cfg.batch_size * world) // cfg.gradient_accumulation_steps
         if steps_per_epoch == 0:
@@ -101,6 +103,22 @@ def prepare_data(cfg: Config, accelerator, resume: Resume | None, say=print) -> 
                         "standard) or --eval-size")
     return Data(tokenizer, positions, Masker(tokenizer, spec), train, eval_set, summary, steps_per_epoch, pad_id,
                 multiple, vocabulary)
+
+
+def open_stream(cfg: Config, accelerator, tokenizer, positions: int) -> StreamingData:
+    """--streaming: this process's share of the training documents; the evaluation documents tokenized
+    once, by the first process, and handed to the others."""
+    documents = open_documents(cfg.data, split=cfg.data_split, text_column=cfg.text_column, encoding=cfg.encoding,
+                               line_by_line=cfg.line_by_line)
+    eval_stream = open_eval_stream(cfg) if cfg.eval_data else None
+
+    def stream(share: int, shares: int, held_out=None) -> StreamingData:
+        return StreamingData(documents, tokenizer, chunk_size=cfg.chunk_size, line_by_line=cfg.line_by_line,
+                             max_length=cfg.max_length or positions, eval_size=cfg.eval_size, seed=cfg.seed,
+                             eval_stream=eval_stream, share=share, shares=shares, held_out=held_out)
+
+    held_out = first_process(accelerator, "stream-eval", per_node=False)(lambda: stream(0, 1).held_out())
+    return stream(accelerator.process_index, accelerator.num_processes, held_out)
 
 
 def check_probes(cfg: Config, tokenizer) -> None:

@@ -74,23 +74,19 @@ def train_step(accelerator, objective, optimizer, scheduler, micro: list[Batch],
     device, world, accum = accelerator.device, accelerator.num_processes, len(micro)
     n_masked = accelerator.reduce(torch.tensor(float(sum(b.n_masked for b in micro)), device=device), "sum")
     step_nll = torch.zeros((), device=device)
-    for b in micro:
+    for i, b in enumerate(micro):
         b = b.to(device)
         with accelerator.accumulate(objective):  # gradients sync on the last micro-batch only
             nll, _ = objective(b.input_ids, b.attention_mask, b.labels)
+            step_nll += nll.detach()
+            if i == accum - 1:  # before the last backward: under DeepSpeed that backward also steps the optimizer
+                nll_sum, stop, agreed, agreed_at = agree(accelerator, state, step_nll, stop_signum, started)
+                if not math.isfinite(nll_sum):  # so a NaN never reaches the weights
+                    optimizer.zero_grad(set_to_none=True)
+                    raise NonFiniteLoss(nll_sum)
             accelerator.backward(nll * (world * accum) / n_masked.clamp(min=1))
-        step_nll += nll.detach()
-    # Agree on the loss, on stopping (a signal may reach one process only) and on the budget
-    # spent; float() waits for the device, once per step, so a NaN never reaches the weights.
-    spent = state.budget_spent + (time.perf_counter() - started)
-    flags = accelerator.reduce(torch.stack([step_nll.float(), torch.tensor(float(stop_signum or 0), device=device),
-                                            torch.tensor(spent, device=device)]), "sum")
-    nll_sum, stop, agreed = float(flags[0]), bool(flags[1] > 0), float(flags[2]) / world
-    agreed_at, state.budget_agreed = time.perf_counter(), agreed
-    if not math.isfinite(nll_sum):
-        optimizer.zero_grad(set_to_none=True)
-        raise NonFiniteLoss(nll_sum)
-    # clip_grad_norm_ returns the total norm before clipping (an infinite bound only measures it)
+    # clip_grad_norm_ returns the total norm before clipping (an infinite bound only measures it); under
+    # DeepSpeed the engine clipped inside its step (--max-grad-norm is its gradient_clipping) and this is its norm
     state.grad_norm = accelerator.clip_grad_norm_(objective.parameters(), max_grad_norm or math.inf)
     optimizer.step()
     if budget is not None:
@@ -101,3 +97,17 @@ def train_step(accelerator, objective, optimizer, scheduler, micro: list[Batch],
     # the optimizer's time counts too; each process adds its own, the next step's reduce averages
     state.budget_spent = agreed + (time.perf_counter() - agreed_at)
     return StepResult(nll_sum, int(n_masked), stop)
+
+
+def agree(accelerator, state: TrainState, step_nll: torch.Tensor, stop_signum: int | None,
+          started: float) -> tuple[float, bool, float, float]:
+    """One reduce that agrees on the step's loss, on stopping (a signal may reach one process only) and
+    on the budget spent; float() waits for the device, once per step. Returns (loss summed over the
+    processes, stop, budget spent as agreed, when agreed) and sets state.budget_agreed."""
+    device, world = accelerator.device, accelerator.num_processes
+    spent = state.budget_spent + (time.perf_counter() - started)
+    flags = accelerator.reduce(torch.stack([step_nll.float(), torch.tensor(float(stop_signum or 0), device=device),
+                                            torch.tensor(spent, device=device)]), "sum")
+    agreed = float(flags[2]) / world
+    state.budget_agreed = agreed
+    return float(flags[0]), bool(flags[1] > 0), agreed, time.perf_counter()
