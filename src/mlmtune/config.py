@@ -192,6 +192,9 @@ GROUPS: dict[str, type] = {  # attribute names differ from field names (`data`, 
 RESUMABLE_CHANGES = {
     "resume", "overwrite", "output_dir", "log_every", "save_every", "keep_checkpoints",
     "report_to", "report", "probe", "eval_every", "eval_batch_size", "push_to_hub", "dist_timeout",
+    # how the processes hold the model: run.json's `strategy` records the one that ran (an Accelerate
+    # config gives it too), and --resume checks that (training/resume.check_same_strategy)
+    "fsdp", "deepspeed",
 }
 
 

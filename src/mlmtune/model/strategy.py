@@ -69,6 +69,7 @@ class Strategy:
             self.plugin.set_mixed_precision(state.mixed_precision)
             self.plugin.select(_from_accelerator_state=True)
             state.deepspeed_plugins = self.plugin
+            accelerator.deepspeed_engine_wrapped = None  # what Accelerator() sets when given the plugin
             state._mixed_precision = "no"  # DeepSpeed casts by its config; Accelerate adds no autocast (as on GPUs)
             deepspeed.init_distributed(dist_backend="gloo")  # wraps the gloo group Accelerate made
         state.distributed_type = kind

@@ -46,7 +46,7 @@ from .evaluations import Evaluations
 from .loop import train_loop
 from .peers import PeerWatch
 from .prepare import Data, prepare_data, say_data
-from .resume import Resume, check_not_shorter, continue_plan, find_resume
+from .resume import Resume, check_not_shorter, check_same_strategy, continue_plan, find_resume
 from .signals import AbortOnSignal
 from .step import TrainState
 from .trackers import check_tracker, start_tracker
@@ -70,6 +70,8 @@ def fit(cfg: Config) -> dict:
         check_shared_folder(accelerator, out)  # several nodes: one folder they all see, before it is read
         record = check_output_dir(out, overwrite=cfg.overwrite, resume=cfg.resume, inputs=run_inputs(cfg))
         resume = find_resume(cfg, out, record) if cfg.resume else None
+        if resume is not None:
+            check_same_strategy(resume, accelerator.mlmtune_strategy.name)
         started_at = time.time()  # wall clock, for results.json's started_at
         # 1. data
         data = prepare_data(cfg, accelerator, resume, say)
@@ -155,6 +157,7 @@ def results_record(accelerator, state: TrainState, baseline: Baseline, evaluatio
         "eval_masked_tokens": evaluations.last.masked_tokens,
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "processes": accelerator.num_processes,
+        "strategy": accelerator.mlmtune_strategy.name,
         "precision": accelerator.mixed_precision,
         # this session's start and its end, before the final save (wall_seconds spans the same)
         "started_at": utc_iso(started_at),
@@ -204,6 +207,7 @@ def run_record(cfg: Config, accelerator, data: Data, new_parameters: list[str], 
         "config": {**cfg.to_dict(), "overwrite": False, "resume": False},
         "versions": versions(),
         "processes": accelerator.num_processes,
+        "strategy": accelerator.mlmtune_strategy.name,  # ddp, fsdp or deepspeed: the checkpoints' layout
         "device": str(accelerator.device),
         "mixed_precision": accelerator.mixed_precision,
         "data": data.summary,
