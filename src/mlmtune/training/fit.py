@@ -36,7 +36,8 @@ from ..run.files import atomic_write_json, save_model, versions, writing
 from ..run.hub import check_hub_access, push
 from ..run.layout import complete_checkpoints, remove_temporaries
 from ..run.metrics_log import MetricsLog, utc_iso
-from ..run.ownership import Folder, check_output_dir, discard, failure_rules, put_back, run_inputs, set_aside_old_run
+from ..run.ownership import (Folder, check_output_dir, discard, failure_rules, first_missing, put_back, run_inputs,
+                             set_aside_old_run, undo_new_run)
 from ..run.report import write_report
 from ..run.shared import check_shared_folder
 from ..run.sentence import keep_sentence_encoder, write_sentence_files
@@ -63,10 +64,12 @@ def fit(cfg: Config) -> dict:
     check_tracker(cfg.report_to)
     check_hub_access(cfg.push_to_hub)  # offline or no token: say so before training, not after
     out = Path(os.path.expanduser(cfg.output_dir))
+    created = first_missing(out)  # what a failed new run removes again (as failure_rules does)
     with failure_rules(out, resume=cfg.resume) as folder, AbortOnSignal(), contextlib.ExitStack() as job:
         accelerator = make_accelerator(cfg, out, training=True)
         say, world = accelerator.print, accelerator.num_processes
-        job.enter_context(PeerWatch(accelerator, parse_duration(cfg.dist_timeout, "--dist-timeout")))
+        job.enter_context(PeerWatch(accelerator, parse_duration(cfg.dist_timeout, "--dist-timeout"),
+                                    on_end=lambda: left_behind(accelerator, folder, cfg, created)))
         check_shared_folder(accelerator, out)  # several nodes: one folder they all see, before it is read
         record = check_output_dir(out, overwrite=cfg.overwrite, resume=cfg.resume, inputs=run_inputs(cfg))
         resume = find_resume(cfg, out, record) if cfg.resume else None
@@ -263,6 +266,22 @@ def finish(cfg: Config, accelerator, out: Path, trainable: Trainable, data: Data
     if main and cfg.push_to_hub:
         push(out, cfg.push_to_hub, say=say)
     return results
+
+
+def left_behind(accelerator, folder: Folder, cfg: Config, created: Path | None) -> str:
+    """A job ended from outside the main thread (a process stopped answering): the output folder as a
+    failure leaves it (run/ownership.failure_rules), and what to do next."""
+    out = folder.path
+    if accelerator.is_main_process and folder.taken:
+        remove_temporaries(out)
+        if not cfg.resume:
+            undo_new_run(out, created)
+    kept = complete_checkpoints(out)
+    if kept:
+        return f"resume from {kept[-1].name} with: mlmtune train --config {out / 'run.json'} --resume"
+    if accelerator.is_main_process:
+        return "no checkpoint was saved, and the run's files are removed: run the same command again"
+    return "no checkpoint was saved: run the command again (with --overwrite if the folder holds the run's files)"
 
 
 def check_finite_weights(state: dict, checkpoints: list[Path]) -> None:

@@ -111,7 +111,11 @@ def is_stopped(pid: int) -> bool:
 class PeerWatch:
     """`with PeerWatch(accelerator, timeout):` around the part of a run where the processes work together."""
 
-    def __init__(self, accelerator, timeout: float, *, flag: str = "--dist-timeout", interval: float | None = None):
+    def __init__(self, accelerator, timeout: float, *, flag: str = "--dist-timeout", interval: float | None = None,
+                 on_end=None):
+        """`on_end()`: called before this process ends for a stopped peer; leaves the output folder as a
+        failure would, and returns what the user may do next (said in the message)."""
+        self.on_end = on_end
         self.rank, self.world = accelerator.process_index, accelerator.num_processes
         self.timeout, self.flag = float(timeout), flag
         self.interval = interval if interval is not None else max(0.5, min(5.0, self.timeout / 5))
@@ -200,8 +204,12 @@ class PeerWatch:
         first_alive = min(r for r in range(self.world) if r not in ranks)
         # no store to name anyone: each node's first process speaks (the first node may be the frozen one)
         speaks = self.rank == first_alive if ranks else os.environ.get("LOCAL_RANK", "0") == "0"
-        if speaks:
-            print(f"error: {problem}: the job stops here; --resume continues from the last checkpoint",
+        try:
+            next_step = self.on_end() if self.on_end is not None else None
+        except Exception:  # leaving the folder tidy must not keep the job alive
+            next_step = None
+        if speaks:  # on a line of its own, after a progress bar
+            print(f"\nerror: {problem}: the job stops here" + (f"; {next_step}" if next_step else ""),
                   file=sys.stderr, flush=True)
         sys.stdout.flush()
         os._exit(STOPPED_EXIT)
