@@ -45,6 +45,17 @@ def masked_logits(model: nn.Module, head, input_ids: torch.Tensor, attention_mas
     return model(input_ids=input_ids, attention_mask=attention_mask).logits[picked]
 
 
+def slot_logits(model: nn.Module, head, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                positions: torch.Tensor) -> torch.Tensor:
+    """masked_logits at flat `positions` (K,) of the (B, L) batch: one shape for a compiled graph. A padding
+    slot points at position 0 (its target -100 costs nothing in the loss and its gradient is zero)."""
+    if head is not None:
+        hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask)[0]  # (B, L, H)
+        return head(hidden.reshape(-1, hidden.shape[-1]).index_select(0, positions))  # (K, V)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+    return logits.reshape(-1, logits.shape[-1]).index_select(0, positions)
+
+
 def tied_groups(model: nn.Module) -> list[list[str]]:
     """The names under which one parameter appears more than once (a decoder tied to the word
     embeddings, a decoder bias tied to the head's bias), each group in the model's own order."""
@@ -98,12 +109,18 @@ class MaskedLMObjective(nn.Module):
         """What Accelerate's FSDP transformer wrap shards layer by layer (read from the prepared module)."""
         return separable_layers(self.model)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor):
-        picked = labels != IGNORE_INDEX  # (B, L) bool
-        logits = masked_logits(self.model, self.head, input_ids, attention_mask, picked)  # (M, V)
-        targets = labels[picked]  # (M,)
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
+                positions: torch.Tensor | None = None, targets: torch.Tensor | None = None):
+        """`positions`, `targets` (--compile): the labelled positions as flat indices into (B * L), padded
+        to static slots (target -100), instead of a boolean index whose size changes every batch."""
+        if positions is None:
+            picked = labels != IGNORE_INDEX  # (B, L) bool
+            logits = masked_logits(self.model, self.head, input_ids, attention_mask, picked)  # (M, V)
+            targets = labels[picked]  # (M,)
+        else:
+            logits = slot_logits(self.model, self.head, input_ids, attention_mask, positions)  # (K, V)
         nll = F.cross_entropy(logits.float(), targets, reduction="sum")  # fp32 loss under autocast too
         if self.training:  # the training loop does not use the count: skip the (M x V) argmax (~2.5% of a step)
             return nll, torch.zeros((), dtype=torch.long, device=nll.device)
-        correct = (logits.argmax(-1) == targets).sum()
+        correct = ((logits.argmax(-1) == targets) & (targets != IGNORE_INDEX)).sum()
         return nll, correct

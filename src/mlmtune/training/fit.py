@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from ..config import Config, build_config, parse_duration, resolve, to_command, validate
+from ..data.batching import Prefetch
 from ..errors import TrainingError
 from ..model.device import make_accelerator, shutdown, unwrap
 from ..model.objective import retie, tied_groups
@@ -116,7 +117,8 @@ def fit(cfg: Config) -> dict:
                                         "data": data.summary}, cfg.keep_checkpoints)
 
         # 6. the loop
-        batches = data.batches(cfg, state.step, rank=accelerator.process_index, world=world)
+        batches = job.enter_context(Prefetch(data.batches(cfg, state.step, rank=accelerator.process_index, world=world),
+                                             pin=accelerator.device.type == "cuda"))
         train_loop(accelerator, trainable.objective, trainable.optimizer, trainable.scheduler, batches, state, totals,
                    cfg, out=out, log=log, checkpoint=checkpoint,
                    evaluate=lambda step, when: evaluations(trainable.objective, step, when, state))

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from ..config import Config
-from ..data.batching import Batch, eval_batches, train_batches
+from ..data.batching import Batch, eval_batches, slot_capacity, train_batches
 from ..data.blocks import Blocks, check_lengths, fingerprint, splits_from_config
 from ..data.masking import Masker, MaskingSpec
 from ..data.sources import as_eval_source
@@ -36,6 +36,7 @@ class Data:
     pad_id: int
     multiple: int  # pad a batch to a multiple of this (line by line: 8)
     vocabulary: AddedVocabulary | None = None  # --add-tokens
+    slots: int | None = None  # --compile: static slots for a training batch's labelled positions
 
     def batches(self, cfg: Config, first_step: int, *, rank: int, world: int, batch_size: int | None = None,
                 stream_id: int | None = None, examples: Blocks | StreamingData | None = None) -> Iterator[Batch]:
@@ -45,7 +46,7 @@ class Data:
                              accumulation=cfg.gradient_accumulation_steps, rank=rank, world=world,
                              batch_size=cfg.batch_size if batch_size is None else batch_size, seed=cfg.seed,
                              pad_id=self.pad_id, pad_to_multiple_of=self.multiple, line_by_line=cfg.line_by_line,
-                             stream_id=stream_id)
+                             stream_id=stream_id, slots=self.slots if batch_size is None else None)
 
 
 def prepare_data(cfg: Config, accelerator, resume: Resume | None, say=print) -> Data:
@@ -93,8 +94,14 @@ def prepare_data(cfg: Config, accelerator, resume: Resume | None, say=print) -> 
     # the evaluation set, masked once and kept
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     multiple = 8 if cfg.line_by_line else 1
+    # --compile: one shape for the labelled positions whatever their number (blocks: a fixed length)
+    static = cfg.compile and not cfg.line_by_line
+    slots, eval_slots = ((slot_capacity(size, cfg.chunk_size, p, whole_word=cfg.whole_word_mask) if static else None)
+                         for size, p in ((cfg.batch_size, cfg.mlm_probability),
+                                         (cfg.eval_batch_size, cfg.eval_mlm_probability)))
     eval_set = eval_batches(eval_blocks, Masker(tokenizer, eval_spec), seed=cfg.seed, batch_size=cfg.eval_batch_size,
-                            pad_id=pad_id, pad_to_multiple_of=multiple, rank=accelerator.process_index, world=world)
+                            pad_id=pad_id, pad_to_multiple_of=multiple, rank=accelerator.process_index, world=world,
+                            slots=eval_slots)
     masked = accelerator.reduce(torch.tensor(float(sum(b.n_masked for b in eval_set)), device=accelerator.device),
                                 "sum")
     if masked == 0:
@@ -102,7 +109,7 @@ def prepare_data(cfg: Config, accelerator, resume: Resume | None, say=print) -> 
                         f"tokens (--eval-mlm-probability {cfg.eval_mlm_probability:g}): raise it (0.15 is the "
                         "standard) or --eval-size")
     return Data(tokenizer, positions, Masker(tokenizer, spec), train, eval_set, summary, steps_per_epoch, pad_id,
-                multiple, vocabulary)
+                multiple, vocabulary, slots)
 
 
 def open_stream(cfg: Config, accelerator, tokenizer, positions: int) -> StreamingData:

@@ -77,7 +77,7 @@ def train_step(accelerator, objective, optimizer, scheduler, micro: list[Batch],
     for i, b in enumerate(micro):
         b = b.to(device)
         with accelerator.accumulate(objective):  # gradients sync on the last micro-batch only
-            nll, _ = objective(b.input_ids, b.attention_mask, b.labels)
+            nll, _ = objective(*b.tensors())
             step_nll += nll.detach()
             if i == accum - 1:  # before the last backward: under DeepSpeed that backward also steps the optimizer
                 nll_sum, stop, agreed, agreed_at = agree(accelerator, state, step_nll, stop_signum, started)
