@@ -15,8 +15,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import atexit
 import json
 import shutil
+import tempfile
+
+if "MLMTUNE_CACHE" not in os.environ:  # the session's own tokenize-once cache (subprocesses inherit it), never ~/.cache
+    os.environ["MLMTUNE_CACHE"] = tempfile.mkdtemp(prefix="mlmtune-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["MLMTUNE_CACHE"], ignore_errors=True)
 from pathlib import Path
 
 import pytest

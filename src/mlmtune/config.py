@@ -163,6 +163,21 @@ class TrainConfig:
     report: bool = _opt(True, "write report.html at the end of training")
     overwrite: bool = _opt(False, "replace an output folder that holds another run (only the files a run writes)")
     resume: bool = _opt(False, "continue from the newest complete checkpoint in --output-dir")
+    # several processes (model/strategy.py, training/peers.py)
+    fsdp: bool = _opt(
+        False, "shard the weights, gradients and optimizer state across the processes (PyTorch FSDP2 through "
+        "Accelerate) instead of a whole copy in each; under torchrun or accelerate launch (an Accelerate FSDP "
+        "config does the same)",
+    )
+    deepspeed: str | None = _opt(
+        None, "train with DeepSpeed ZeRO through Accelerate, with this DeepSpeed config (JSON); its \"auto\" values "
+        "are mlmtune's batch size, accumulation, --max-grad-norm and precision (an Accelerate DeepSpeed config does "
+        "the same)", metavar="FILE",
+    )
+    dist_timeout: str = _opt(
+        "5m", "with several processes: how long one waits for the others before the job ends with an error naming "
+        "the process that stopped answering (90s, 5m, 1h)", metavar="DURATION",
+    )
     push_to_hub: str | None = _opt(
         None, "after training, upload the output folder (model, tokenizer, model card, report; not the "
         "checkpoints) to this Hugging Face Hub model repository, e.g. me/bert-news; needs a token (HF_TOKEN "
@@ -181,7 +196,10 @@ GROUPS: dict[str, type] = {  # attribute names differ from field names (`data`, 
 # Fields that may change between a run and its --resume: they do not change what is learned.
 RESUMABLE_CHANGES = {
     "resume", "overwrite", "output_dir", "log_every", "save_every", "keep_checkpoints",
-    "report_to", "report", "probe", "eval_every", "eval_batch_size", "push_to_hub",
+    "report_to", "report", "probe", "eval_every", "eval_batch_size", "push_to_hub", "dist_timeout",
+    # how the processes hold the model: run.json's `strategy` records the one that ran (an Accelerate
+    # config gives it too), and --resume checks that (training/resume.check_same_strategy)
+    "fsdp", "deepspeed",
 }
 
 
@@ -627,6 +645,12 @@ def validate(cfg: Config, *, training: bool = True) -> None:
             except ConfigError as exc:
                 problems.append(str(exc))
         check(not (cfg.resume and cfg.overwrite), "--resume and --overwrite contradict each other: pick one")
+        check(not (cfg.fsdp and cfg.deepspeed), "--fsdp and --deepspeed both shard the model, each its own way: "
+              "pick one")
+        try:
+            parse_duration(cfg.dist_timeout, "--dist-timeout")
+        except ConfigError as exc:
+            problems.append(str(exc))
         check(all(cfg_text.strip() for cfg_text in cfg.probe), "--probe must not be empty")
         problems.extend(vocabulary_problems(cfg))
     if problems:

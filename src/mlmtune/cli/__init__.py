@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except MlmtuneError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        if not getattr(exc, "quiet", False):  # a refusal every process of a job reaches: said once
+            print(f"error: {exc}", file=sys.stderr)
         return getattr(exc, "exit_code", 2)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

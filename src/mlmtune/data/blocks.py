@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from .sources import Documents, documents_from_config
+from . import cache
+from .sources import Documents, documents_from_config, lines_are_documents
 from .split import split_documents
 
 
@@ -186,13 +188,33 @@ class Splits:
         }
 
 
-def prepare(documents: Documents, tokenizer, *, chunk_size: int = 128, line_by_line: bool = False,
-            max_length: int | None = None, train_size: int | None = None, eval_size: int | None = None,
-            eval_fraction: float = 0.1, seed: int = 42, eval_source: str = "split", need_train: bool = True) -> Splits:
+@dataclass
+class Prepared:
+    """Both sides cut into blocks, before --train-size and --eval-size draw from them: what one
+    tokenization of the corpus gives, and what the cache keeps (data/cache.py)."""
+
+    train: Blocks
+    eval: Blocks
+    documents: int
+    holdout: str  # as Splits.holdout
+    duplicates: int
+    truncated: int
+    tokens: int  # of every document, both sides
+    split_holdout: str  # data/split's own: "split", "documents" or "tail"
+    eval_documents: int  # the documents held out (0 for "tail")
+
+    META = ("documents", "holdout", "duplicates", "truncated", "tokens", "split_holdout", "eval_documents")
+
+    def meta(self) -> dict:
+        return {name: getattr(self, name) for name in self.META}
+
+
+def prepare_blocks(documents: Documents, tokenizer, *, chunk_size: int = 128, line_by_line: bool = False,
+                   max_length: int | None = None, eval_fraction: float = 0.1, seed: int = 42,
+                   eval_source: str = "split") -> Prepared:
     """Split the documents (data/split.py: repeats dropped, whole documents held out), tokenize them
-    once, make blocks of each side (a source too small to hold out documents: the tail of its blocks
-    is the evaluation part) and downsample each side. `eval_source` names where `documents.eval` came from ("split" or "eval-data"); `need_train=False`
-    (evaluate) asks for the evaluation set only, so an empty training part is no error."""
+    once and make blocks of each side (a source too small to hold out documents: the tail of its
+    blocks is the evaluation part)."""
     split = split_documents(documents, eval_fraction=eval_fraction, seed=seed)
     texts = split.train + split.eval
     stats: dict = {}
@@ -210,28 +232,50 @@ def prepare(documents: Documents, tokenizer, *, chunk_size: int = 128, line_by_l
     else:
         train = to_blocks(docs.take(np.arange(len(split.train))))
         eval_ = to_blocks(docs.take(np.arange(len(split.train), len(docs))))
+    return Prepared(train, eval_, documents=len(texts), holdout=holdout, duplicates=split.duplicates,
+                    truncated=stats.get("truncated", 0), tokens=docs.num_tokens, split_holdout=split.holdout,
+                    eval_documents=len(split.eval))
 
+
+def splits_of(prepared: Prepared, *, chunk_size: int = 128, line_by_line: bool = False,
+              train_size: int | None = None, eval_size: int | None = None, eval_fraction: float = 0.1,
+              seed: int = 42, eval_source: str = "split", need_train: bool = True) -> Splits:
+    """The run's splits: both sides checked for a block at least, then downsampled. `need_train=False`
+    (evaluate) asks for the evaluation set only, so an empty training part is no error."""
+    train, eval_, holdout = prepared.train, prepared.eval, prepared.holdout
     unit = "lines" if line_by_line else f"blocks of {chunk_size} tokens"
     if (len(train) == 0 and need_train) or len(eval_) == 0:
         fix = "add text: at least 2 non-empty lines" if line_by_line else "add text or lower --chunk-size"
         if len(train) == 0 and holdout != "split" and eval_fraction >= 0.5:
             fix = f"lower --eval-fraction ({eval_fraction:g} holds out nearly everything; 0.1 is usual)"
-        elif len(eval_) == 0 and split.holdout == "split" and not split.eval:
+        elif len(eval_) == 0 and prepared.split_holdout == "split" and not prepared.eval_documents:
             fix = ("the --eval-data text is all --data text too: give evaluation text that --data does not hold"
                    if eval_source == "eval-data" else
                    "the evaluation split holds only text that training holds too: choose another --eval-split")
         raise DataError(
-            f"the corpus is too small: {docs.num_tokens} tokens give {len(train)} training and "
+            f"the corpus is too small: {prepared.tokens} tokens give {len(train)} training and "
             f"{len(eval_)} evaluation {unit}: {fix}"
         )
     return Splits(
         train=subsample(train, train_size, seed, 1),
         eval=subsample(eval_, eval_size, seed, 2),
-        documents=len(texts),
+        documents=prepared.documents,
         holdout=holdout,
-        duplicates=split.duplicates,
-        truncated=stats.get("truncated", 0),
+        duplicates=prepared.duplicates,
+        truncated=prepared.truncated,
     )
+
+
+def prepare(documents: Documents, tokenizer, *, chunk_size: int = 128, line_by_line: bool = False,
+            max_length: int | None = None, train_size: int | None = None, eval_size: int | None = None,
+            eval_fraction: float = 0.1, seed: int = 42, eval_source: str = "split", need_train: bool = True) -> Splits:
+    """prepare_blocks, then splits_of: `eval_source` names where `documents.eval` came from ("split" or
+    "eval-data")."""
+    prepared = prepare_blocks(documents, tokenizer, chunk_size=chunk_size, line_by_line=line_by_line,
+                              max_length=max_length, eval_fraction=eval_fraction, seed=seed, eval_source=eval_source)
+    return splits_of(prepared, chunk_size=chunk_size, line_by_line=line_by_line, train_size=train_size,
+                     eval_size=eval_size, eval_fraction=eval_fraction, seed=seed, eval_source=eval_source,
+                     need_train=need_train)
 
 
 def check_lengths(cfg, max_positions: int) -> None:
@@ -249,13 +293,75 @@ def check_lengths(cfg, max_positions: int) -> None:
 
 
 def splits_from_config(cfg, tokenizer, max_positions: int, *, read_train: bool = True,
-                       need_train: bool = True, documents=None) -> Splits:
-    """The recipe's data step: read --data (and --eval-data), unless `documents` already holds what
-    documents_from_config read, then `prepare` with the config's options."""
+                       need_train: bool = True, documents=None, node_first=None, say=None) -> Splits:
+    """The recipe's data step: the prepared blocks from the cache (data/cache.py), or read --data (and
+    --eval-data; `documents`: what documents_from_config read already), tokenize and cut them once and
+    cache them; then `splits_of` with the config's options. `node_first(work)` runs `work` on one
+    process per node and hands its answer to the others (training/prepare.py); `say` speaks."""
     check_lengths(cfg, max_positions)
-    if documents is None:
-        documents = documents_from_config(cfg, read_train=read_train)
-    return prepare(documents, tokenizer, chunk_size=cfg.chunk_size, line_by_line=cfg.line_by_line,
-                   max_length=cfg.max_length or max_positions, train_size=cfg.train_size,
-                   eval_size=cfg.eval_size, eval_fraction=cfg.eval_fraction, seed=cfg.seed,
-                   eval_source="eval-data" if cfg.eval_data else "split", need_train=need_train)
+    max_length = cfg.max_length or max_positions
+    eval_source = "eval-data" if cfg.eval_data else "split"
+
+    def compute() -> Prepared:
+        docs = documents if documents is not None else documents_from_config(cfg, read_train=read_train)
+        for note in docs.notes if say is not None else ():  # said where the text is read (not on a cache hit)
+            say(note)
+        return prepare_blocks(docs, tokenizer, chunk_size=cfg.chunk_size, line_by_line=cfg.line_by_line,
+                              max_length=max_length, eval_fraction=cfg.eval_fraction, seed=cfg.seed,
+                              eval_source=eval_source)
+
+    made: list[Prepared] = []
+
+    def write() -> str:
+        """The entry's path once it is complete ("" when there is no cache): on one process per node."""
+        entry = blocks_entry(cfg, tokenizer, read_train=read_train, max_length=max_length)
+        if entry is None:
+            return ""
+        if cache.load(entry) is not None:
+            if say is not None:
+                say(f"data: the prepared blocks of an earlier run of the same text, tokenizer and options, from "
+                    f"{entry} (tokenized once; MLMTUNE_CACHE=off does without)")
+            return str(entry)
+        made.append(compute())
+        problem = cache.save(entry, prepared_arrays(made[-1]), made[-1].meta())
+        if problem is not None:
+            if say is not None:
+                say(f"note: the prepared blocks could not be cached in {entry.parent} ({problem}), so the next run "
+                    "tokenizes again: free space there, or point MLMTUNE_CACHE at a folder you can write")
+            return ""
+        return str(entry)
+
+    path = node_first(write) if node_first is not None else write()
+    loaded = cache.load(Path(path)) if path else None
+    prepared = prepared_from(*loaded) if loaded is not None else (made[0] if made else compute())
+    return splits_of(prepared, chunk_size=cfg.chunk_size, line_by_line=cfg.line_by_line, train_size=cfg.train_size,
+                     eval_size=cfg.eval_size, eval_fraction=cfg.eval_fraction, seed=cfg.seed,
+                     eval_source=eval_source, need_train=need_train)
+
+
+def blocks_entry(cfg, tokenizer, *, read_train: bool, max_length: int) -> Path | None:
+    """Where the cache keeps the blocks this config and tokenizer make (None: no cache, or a source or
+    tokenizer that cannot be hashed). The sources are hashed whole, so a changed file is a new entry."""
+    if cache.cache_root() is None:
+        return None
+    split, eval_split = cfg.data_split, cfg.eval_split
+    key = cache.entry_key(
+        data_digest=cache.source_digest(list(cfg.data) if read_train else [], split=split, eval_split=eval_split),
+        eval_data_digest=cache.source_digest(list(cfg.eval_data), split=split, eval_split=None),
+        tokenizer_digest=cache.tokenizer_digest(tokenizer),
+        chunk_size=cfg.chunk_size, line_by_line=cfg.line_by_line, max_length=max_length if cfg.line_by_line else None,
+        lines_are_documents=lines_are_documents(cfg),
+        eval_fraction=cfg.eval_fraction, seed=cfg.seed, data_split=split, eval_split=eval_split,
+        text_column=cfg.text_column, encoding=cfg.encoding)
+    return None if key is None else cache.entry_path(key)
+
+
+def prepared_arrays(prepared: Prepared) -> dict[str, np.ndarray]:
+    return {f"{side}_{name}": getattr(getattr(prepared, side), name)
+            for side in ("train", "eval") for name in cache.ARRAYS}
+
+
+def prepared_from(arrays: dict[str, np.ndarray], meta: dict) -> Prepared:
+    """A cache entry as Prepared: the blocks memory-mapped (read-only, shared by the node's processes)."""
+    train, eval_ = (Blocks(*(arrays[f"{side}_{name}"] for name in cache.ARRAYS)) for side in ("train", "eval"))
+    return Prepared(train, eval_, **{name: meta[name] for name in Prepared.META})

@@ -18,6 +18,7 @@ import importlib.util
 import json
 import os
 import re
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -265,10 +266,12 @@ def _read_table(path: Path, column: str, label_column: str | None = None) -> tup
     if _is_blank(path):
         return [], None  # read_corpus reports the empty source
     kind = TABLE_FORMATS[path.suffix.lower()]
+    # datasets converts the file to Arrow in its cache first (as large as the file) and would keep that
+    # copy for good; the table is read into memory, so the copy goes into a folder removed after
     try:
-        with quiet_datasets():
+        with quiet_datasets(), tempfile.TemporaryDirectory(prefix="mlmtune-table-") as arrow_cache:
             table = datasets.load_dataset(kind, data_files=str(path), split="train", keep_in_memory=True,
-                                          **table_options(path))
+                                          cache_dir=arrow_cache, **table_options(path))
     except Exception as exc:  # datasets raises many types for malformed files
         raise table_error(path, exc) from None
     return _column_rows(table, column, str(path), label_column)

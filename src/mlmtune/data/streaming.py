@@ -5,13 +5,18 @@ pass a seeded shuffle buffer of blocks. The first documents of the stream are he
 evaluation set (whole documents, kept in memory and masked once, like the in-memory path); the
 training stream starts after them and repeats epoch after epoch, so --max-steps is required.
 
-Block k of the training stream is the same in every process and every run with the same seed:
-each process reads the stream and keeps its slice of every global batch; masks are drawn from the
-block's stream index. A resumed run regenerates and skips the blocks it has already trained on.
+With several processes each one tokenizes only its share of the documents: after the seeded document
+shuffle (the same in every process), process r of W takes documents r, r + W, r + 2W, ... (every process
+reads the text, which is cheap; tokenizing is not), concatenates and cuts them, and shuffles its own
+blocks. Its block k is sample k * W + r of the stream (masks are drawn from that id), the same in every
+run with the same seed and number of processes; a resumed run regenerates its share and skips the blocks
+it has already trained on. The evaluation documents are tokenized once, by the first process, and
+handed to the others (`held_out`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -114,9 +119,12 @@ class StreamingData:
     """The held-out evaluation blocks, and a generator of training blocks by stream index."""
 
     def __init__(self, documents, tokenizer, *, chunk_size: int, line_by_line: bool, max_length: int,
-                 eval_size: int, seed: int, eval_stream=None):
+                 eval_size: int, seed: int, eval_stream=None, share: int = 0, shares: int = 1,
+                 held_out: tuple | None = None):
         """`eval_stream` (--eval-data): the evaluation documents come from it, and training reads all
-        of `documents` (except copies of evaluation text)."""
+        of `documents` (except copies of evaluation text). `share` of `shares`: the documents this
+        process tokenizes for training. `held_out`: another process's `held_out()`, so the evaluation
+        documents are not tokenized again here."""
         self.documents = documents
         self.eval_stream = eval_stream
         self.tokenizer = tokenizer
@@ -125,7 +133,8 @@ class StreamingData:
         self.max_length = max_length
         self.seed = seed
         self.eval_size = eval_size
-        self.eval, self.eval_documents = self._hold_out()
+        self.share, self.shares = share, shares
+        self.eval, self.eval_documents, self.eval_texts = held_out if held_out is not None else self._hold_out()
         self.skip_documents = 0 if eval_stream is not None else self.eval_documents  # held out of the stream's head
         if next(iter(self.documents.skip(self.skip_documents)), None) is None:
             raise DataError(f"the stream has no text left for training after the {self.eval_documents} documents "
@@ -135,14 +144,25 @@ class StreamingData:
         return tokenize(texts, self.tokenizer, truncate_to=self.max_length if self.line_by_line else None,
                         batch_size=len(texts) or 1, progress=False)
 
-    def _hold_out(self) -> tuple[Blocks, int]:
+    def held_out(self) -> tuple[Blocks, int, set[bytes]]:
+        """What another process's StreamingData takes as `held_out`: the evaluation blocks, the number of
+        documents they came from, and the keys of those documents' text."""
+        return self.eval, self.eval_documents, self.eval_texts
+
+    def unshared(self) -> "StreamingData":
+        """The same stream whole, as one process reads it (the warm start's sample: the same everywhere)."""
+        return StreamingData(self.documents, self.tokenizer, chunk_size=self.chunk_size, line_by_line=self.line_by_line,
+                             max_length=self.max_length, eval_size=self.eval_size, seed=self.seed,
+                             eval_stream=self.eval_stream, held_out=self.held_out())
+
+    def _hold_out(self) -> tuple[Blocks, int, set[bytes]]:
         """Whole documents from the head of the stream until they give eval_size blocks."""
         parts, n_docs, n_blocks, pending = [], 0, 0, []
-        self.eval_texts: set[str] = set()  # training skips any later copy of these (no eval text in training)
+        eval_texts: set[bytes] = set()  # training skips any later copy of these (no eval text in training)
         for example in (self.eval_stream if self.eval_stream is not None else self.documents):
             n_docs += 1
             pending.append(example["text"])
-            self.eval_texts.add(same_text(example["text"]))
+            eval_texts.add(text_key(example["text"]))
             if len(pending) == HOLDOUT_BATCH:
                 parts.append(self._blocks(pending))
                 pending = []
@@ -155,7 +175,7 @@ class StreamingData:
         blocks = docs if (docs is None or self.line_by_line) else cut(docs, self.chunk_size)
         if blocks is None or len(blocks) == 0:
             raise DataError("the stream holds too little text for an evaluation set: add text or lower --chunk-size")
-        return blocks.take(np.arange(min(len(blocks), self.eval_size))), n_docs
+        return blocks.take(np.arange(min(len(blocks), self.eval_size))), n_docs, eval_texts
 
     def _count(self, parts: list[Blocks]) -> int:
         if self.line_by_line:
@@ -164,11 +184,13 @@ class StreamingData:
 
     def _epoch_blocks(self, epoch: int) -> Iterator[Blocks]:
         """Training blocks of one pass, in groups (one group per tokenized batch of documents)."""
-        held_out = self.eval_texts
+        held_out, share, shares = self.eval_texts, self.share, self.shares
         train = (self.documents.skip(self.skip_documents)
-                 .filter(lambda ex: same_text(ex["text"]) not in held_out)
+                 .filter(lambda ex: text_key(ex["text"]) not in held_out)
                  .shuffle(seed=self.seed, buffer_size=SHUFFLE_DOCUMENTS))
         train.set_epoch(epoch)
+        if shares > 1:  # this process's documents (the shuffled order is the same in every process)
+            train = train.filter(lambda ex, i: i % shares == share, with_indices=True)
         carry = Blocks(np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(2, np.int64))
         for batch in train.iter(batch_size=TOKENIZE_BATCH):
             docs = self._blocks(batch["text"])
@@ -183,10 +205,11 @@ class StreamingData:
             yield blocks
 
     def train_blocks(self, start: int = 0) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        """(stream index, tokens, word ids) of every training block from `start` on, forever."""
+        """(index, tokens, word ids) of every training block of this share from its `start`-th on, forever.
+        The index is the block's sample id in the whole stream: k * shares + share for its k-th block."""
         index, epoch = 0, 0
         while True:
-            rng = np.random.default_rng([self.seed, 2000 + epoch])
+            rng = np.random.default_rng([self.seed, 2000 + epoch] + ([self.share] if self.shares > 1 else []))
             buffer: list[tuple[np.ndarray, np.ndarray]] = []
             produced = 0
             for group in self._epoch_blocks(epoch):
@@ -198,13 +221,13 @@ class StreamingData:
                         buffer[j], buffer[-1] = buffer[-1], buffer[j]
                         item = buffer.pop()
                         if index >= start:
-                            yield (index, *item)
+                            yield (index * self.shares + self.share, *item)
                         index += 1
                         produced += 1
             rng.shuffle(buffer)
             for item in buffer:
                 if index >= start:
-                    yield (index, *item)
+                    yield (index * self.shares + self.share, *item)
                 index += 1
                 produced += 1
             if produced == 0:
@@ -212,17 +235,21 @@ class StreamingData:
             epoch += 1
 
 
-def stream_batches(data: StreamingData, *, start_block: int, batch_size: int, rank: int, world: int):
-    """Global batches of batch_size x world consecutive stream blocks; yields this process's slice as
-    (Blocks, stream indices)."""
-    global_batch = batch_size * world
+def stream_batches(data: StreamingData, *, start_block: int, batch_size: int):
+    """Micro-batches of `batch_size` consecutive blocks of this process's share, from its `start_block`-th
+    block on; yields (Blocks, sample ids)."""
     pending: list[tuple[int, np.ndarray, np.ndarray]] = []
     for item in data.train_blocks(start_block):
         pending.append(item)
-        if len(pending) == global_batch:
-            mine = pending[rank * batch_size:(rank + 1) * batch_size]
-            lengths = np.array([len(t) for _, t, _ in mine])
+        if len(pending) == batch_size:
+            lengths = np.array([len(t) for _, t, _ in pending])
             offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-            yield (Blocks(np.concatenate([t for _, t, _ in mine]), np.concatenate([w for _, _, w in mine]), offsets),
-                   np.array([i for i, _, _ in mine], dtype=np.int64))
+            yield (Blocks(np.concatenate([t for _, t, _ in pending]), np.concatenate([w for _, _, w in pending]),
+                          offsets),
+                   np.array([i for i, _, _ in pending], dtype=np.int64))
             pending = []
+
+
+def text_key(text: str) -> bytes:
+    """What identifies a held-out document's text (split.same_text, hashed: the keys travel between processes)."""
+    return hashlib.blake2b(same_text(text).encode("utf-8", "surrogatepass"), digest_size=16).digest()

@@ -42,7 +42,7 @@ def evaluate_batches(objective, batches: list[Batch], device, reduce=None) -> Ev
     sums = torch.zeros(3, dtype=torch.float64, device=device)
     for batch in batches:
         b = batch.to(device)
-        nll, correct = objective(b.input_ids, b.attention_mask, b.labels)
+        nll, correct = objective(*b.tensors())
         sums += torch.stack([nll.double(), correct.double(), torch.tensor(float(b.n_masked), device=device, dtype=torch.float64)])
     if reduce is not None:
         sums = reduce(sums)

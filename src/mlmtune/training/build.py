@@ -19,6 +19,7 @@ from ..model.vocabulary import NewRowsLearningRate
 from .budget import Totals
 from .evaluations import Evaluations
 from .optimizer import build_optimizer, build_scheduler
+from .peers import first_process
 from .prepare import Data
 from .step import TrainState
 
@@ -83,6 +84,18 @@ def score_base_words(model, words: wordeval.WordSet, accelerator, evaluations: E
     return base.record()
 
 
+def stream_sample(cfg: Config, data: Data, global_batch: int, n: int) -> tuple[list, np.ndarray]:
+    """A stream's warm-start sample: the prefit's first `n` global batches, and the original tokens of 64
+    global batches (masked ones from their labels) for the unigram bias."""
+    batches = data.batches(cfg, 0, rank=0, world=1, batch_size=global_batch, stream_id=10**6,
+                           examples=data.train.unshared())
+    picked = [next(batches) for _ in range(n)]
+    sample = picked + [next(batches) for _ in range(max(0, 64 - len(picked)))]
+    tokens = np.concatenate([torch.where(b.labels >= 0, b.labels, b.input_ids)[b.attention_mask.bool()].numpy()
+                             for b in sample])
+    return picked, tokens
+
+
 def build_trainable(cfg: Config, loaded: LoadedModel, data: Data, totals: Totals) -> Trainable:
     """The objective (the masked-position forward), AdamW in its groups, the schedule by steps or by time."""
     objective = MaskedLMObjective(loaded.model)
@@ -128,15 +141,13 @@ def warm_start(cfg: Config, accelerator, data: Data, loaded: LoadedModel, traina
     # Every process takes the same whole global batches (rank 0 of 1), so the heads agree and do
     # not depend on how the global batch is split.
     global_batch = cfg.batch_size * accelerator.num_processes
-    batches = data.batches(cfg, 0, rank=0, world=1, batch_size=global_batch, stream_id=10**6)
     n = -(-warmstart.PREFIT_EXAMPLES // global_batch) if prefit and warmstart.PREFIT_PASSES > 0 else 0
-    picked = [next(batches) for _ in range(n)]
     if not isinstance(data.train, StreamingData):
-        tokens = data.train.tokens
-    else:  # a stream: count the original tokens of 64 global batches (masked ones from their labels)
-        sample = picked + [next(batches) for _ in range(max(0, 64 - len(picked)))]
-        tokens = np.concatenate([torch.where(b.labels >= 0, b.labels, b.input_ids)[b.attention_mask.bool()].numpy()
-                                 for b in sample])
+        batches = data.batches(cfg, 0, rank=0, world=1, batch_size=global_batch, stream_id=10**6)
+        picked, tokens = [next(batches) for _ in range(n)], data.train.tokens
+    else:  # drawn by the first process from the whole stream, handed to the others
+        picked, tokens = first_process(accelerator, "warm-start", per_node=False)(
+            lambda: stream_sample(cfg, data, global_batch, n))
     report = warmstart.warm_start_head(model, head, loaded.new_parameters, tokens=tokens,
                                        special_ids=list(data.tokenizer.all_special_ids), batches=picked,
                                        device=accelerator.device, autocast=accelerator.autocast, seed=cfg.seed,

@@ -19,6 +19,7 @@ failure there leaves the output folder as it was. Each phase takes what it uses 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import sys
@@ -26,10 +27,12 @@ import time
 from pathlib import Path
 
 
-from ..config import Config, build_config, resolve, to_command, validate
+from ..config import Config, build_config, parse_duration, resolve, to_command, validate
+from ..data.batching import Prefetch
 from ..errors import TrainingError
 from ..model.device import make_accelerator, shutdown, unwrap
 from ..model.load import first_non_finite
+from ..model.objective import retie, tied_groups
 from ..run.card import write_card
 from ..run.checkpoints import load_checkpoint, save_checkpoint
 from ..run.files import atomic_write_json, save_model, versions, writing
@@ -42,19 +45,23 @@ from ..run.ownership import (
     check_output_path,
     discard,
     failure_rules,
+    first_missing,
     put_back,
     restore_set_aside,
     run_inputs,
     set_aside_old_run,
+    undo_new_run,
 )
 from ..run.report import write_report
+from ..run.shared import check_shared_folder
 from ..run.sentence import keep_sentence_encoder, write_sentence_files
 from .budget import Totals, plan_totals
 from .build import Baseline, Trainable, build_trainable, load_model, score_base_words, score_before_training, warm_start
 from .evaluations import Evaluations
 from .loop import train_loop
+from .peers import PeerWatch
 from .prepare import Data, prepare_data, say_data
-from .resume import Resume, check_not_shorter, continue_plan, find_resume
+from .resume import Resume, check_not_shorter, check_same_strategy, continue_plan, find_resume
 from .signals import AbortOnSignal
 from .step import TrainState
 from .trackers import check_tracker, start_tracker
@@ -72,16 +79,22 @@ def fit(cfg: Config) -> dict:
     check_hub_access(cfg.push_to_hub)  # offline or no token: say so before training, not after
     out = Path(os.path.expanduser(cfg.output_dir))
     check_output_path(out, inputs=run_inputs(cfg))
+    created = first_missing(out)  # what a failed new run removes again (as failure_rules does)
     # The folder's lock from here to the end (another process on it is refused); what it holds is read
     # under the lock, after a run an interrupted --overwrite set aside is put back.
-    with failure_rules(out, resume=cfg.resume) as folder, AbortOnSignal():
-        accelerator = make_accelerator(cfg, out)
+    with failure_rules(out, resume=cfg.resume) as folder, AbortOnSignal(), contextlib.ExitStack() as job:
+        accelerator = make_accelerator(cfg, out, training=True)
         say, world = accelerator.print, accelerator.num_processes
+        job.enter_context(PeerWatch(accelerator, parse_duration(cfg.dist_timeout, "--dist-timeout"),
+                                    on_end=lambda: left_behind(accelerator, folder, cfg, created)))
+        check_shared_folder(accelerator, out)  # several nodes: one folder they all see, before it is read
         if accelerator.is_main_process:
             restore_set_aside(out, say)
         accelerator.wait_for_everyone()
         record = check_output_content(out, overwrite=cfg.overwrite, resume=cfg.resume)
         resume = find_resume(cfg, out, record) if cfg.resume else None
+        if resume is not None:
+            check_same_strategy(resume, accelerator.mlmtune_strategy.name)
         started_at = time.time()  # wall clock, for results.json's started_at
         # 1. data
         data = prepare_data(cfg, accelerator, resume, say)
@@ -123,7 +136,8 @@ def fit(cfg: Config) -> dict:
                                         "data": data.summary}, cfg.keep_checkpoints)
 
         # 6. the loop
-        batches = data.batches(cfg, state.position, rank=accelerator.process_index, world=world)
+        batches = job.enter_context(Prefetch(data.batches(cfg, state.position, rank=accelerator.process_index,
+                                                          world=world), pin=accelerator.device.type == "cuda"))
         train_loop(accelerator, trainable.objective, trainable.optimizer, trainable.scheduler, batches, state, totals,
                    cfg, out=out, log=log, checkpoint=checkpoint,
                    evaluate=lambda step, when: evaluations(trainable.objective, step, when, state))
@@ -174,6 +188,7 @@ def results_record(accelerator, state: TrainState, baseline: Baseline, evaluatio
         "eval_masked_tokens": evaluations.last.masked_tokens,
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "processes": accelerator.num_processes,
+        "strategy": accelerator.mlmtune_strategy.name,
         "precision": accelerator.mixed_precision,
         # this session's start and its end, before the final save (wall_seconds spans the same)
         "started_at": utc_iso(started_at),
@@ -223,6 +238,7 @@ def run_record(cfg: Config, accelerator, data: Data, new_parameters: list[str], 
         "config": {**cfg.to_dict(), "overwrite": False, "resume": False},
         "versions": versions(),
         "processes": accelerator.num_processes,
+        "strategy": accelerator.mlmtune_strategy.name,  # ddp, fsdp or deepspeed: the checkpoints' layout
         "device": str(accelerator.device),
         "mixed_precision": accelerator.mixed_precision,
         "data": data.summary,
@@ -269,6 +285,7 @@ def finish(cfg: Config, accelerator, out: Path, trainable: Trainable, data: Data
         model = unwrap(accelerator, trainable.objective).model
         # Keys of the objective's state dict are "model.<hf key>" ("_orig_mod." inserted by compile).
         model_state = {k.replace("_orig_mod.", "").removeprefix("model."): v for k, v in state_dict.items()}
+        model_state = retie(model_state, tied_groups(model))  # gathered from shards: each tied tensor once
         check_finite_weights(model_state, complete_checkpoints(out))
         layout = keep_sentence_encoder(cfg.model, model, model_state, say=say)
         with writing("the final model", out):
@@ -287,6 +304,22 @@ def finish(cfg: Config, accelerator, out: Path, trainable: Trainable, data: Data
     if main and cfg.push_to_hub:
         push(out, cfg.push_to_hub, say=say)
     return results
+
+
+def left_behind(accelerator, folder: Folder, cfg: Config, created: Path | None) -> str:
+    """A job ended from outside the main thread (a process stopped answering): the output folder as a
+    failure leaves it (run/ownership.failure_rules), and what to do next."""
+    out = folder.path
+    if accelerator.is_main_process and folder.taken:
+        remove_temporaries(out)
+        if not cfg.resume:
+            undo_new_run(out, created)
+    kept = complete_checkpoints(out)
+    if kept:
+        return f"resume from {kept[-1].name} with: mlmtune train --config {out / 'run.json'} --resume"
+    if accelerator.is_main_process:
+        return "no checkpoint was saved, and the run's files are removed: run the same command again"
+    return "no checkpoint was saved: run the command again (with --overwrite if the folder holds the run's files)"
 
 
 def check_finite_weights(state: dict, checkpoints: list[Path]) -> None:

@@ -10,14 +10,15 @@ from dataclasses import dataclass
 import torch
 
 from ..config import Config
-from ..data.batching import Batch, eval_batches, train_batches
+from ..data.batching import Batch, eval_batches, slot_capacity, train_batches
 from ..data.blocks import Blocks, check_lengths, fingerprint, splits_from_config
 from ..data.masking import Masker, MaskingSpec
-from ..data.sources import as_eval_source, documents_from_config, lines_are_documents
+from ..data.sources import as_eval_source, lines_are_documents
 from ..data.streaming import StreamingData, open_documents
 from ..errors import ConfigError, DataError
 from ..model.load import max_positions
 from ..model.tokenizer import load_tokenizer
+from .peers import first_process
 from .resume import Resume, check_same_data
 from .vocabulary import AddedVocabulary, add_vocabulary
 
@@ -36,15 +37,17 @@ class Data:
     pad_id: int
     multiple: int  # pad a batch to a multiple of this (line by line: 8)
     vocabulary: AddedVocabulary | None = None  # --add-tokens
+    slots: int | None = None  # --compile: static slots for a training batch's labelled positions
 
     def batches(self, cfg: Config, first_step: int, *, rank: int, world: int, batch_size: int | None = None,
-                stream_id: int | None = None) -> Iterator[Batch]:
-        """Training micro-batches from optimizer step `first_step` on (this process's, unless told otherwise)."""
-        return train_batches(self.train, self.masker, first_step=first_step, steps_per_epoch=self.steps_per_epoch,
-                             accumulation=cfg.gradient_accumulation_steps, rank=rank, world=world,
+                stream_id: int | None = None, examples: Blocks | StreamingData | None = None) -> Iterator[Batch]:
+        """Training micro-batches from optimizer step `first_step` on (this process's, unless told otherwise;
+        `examples`: other blocks than the training set, a stream's whole view)."""
+        return train_batches(self.train if examples is None else examples, self.masker, first_step=first_step,
+                             steps_per_epoch=self.steps_per_epoch, accumulation=cfg.gradient_accumulation_steps, rank=rank, world=world,
                              batch_size=cfg.batch_size if batch_size is None else batch_size, seed=cfg.seed,
                              pad_id=self.pad_id, pad_to_multiple_of=self.multiple, line_by_line=cfg.line_by_line,
-                             stream_id=stream_id)
+                             stream_id=stream_id, slots=self.slots if batch_size is None else None)
 
 
 def prepare_data(cfg: Config, accelerator, resume: Resume | None, say=print) -> Data:
@@ -61,23 +64,19 @@ def prepare_data(cfg: Config, accelerator, resume: Resume | None, say=print) -> 
     check_probes(cfg, tokenizer)
     if cfg.streaming:
         check_lengths(cfg, positions)
-        train = StreamingData(
-            open_documents(cfg.data, split=cfg.data_split, text_column=cfg.text_column, encoding=cfg.encoding,
-                           line_by_line=lines_are_documents(cfg)),
-            tokenizer, chunk_size=cfg.chunk_size, line_by_line=cfg.line_by_line,
-            max_length=cfg.max_length or positions, eval_size=cfg.eval_size, seed=cfg.seed,
-            eval_stream=open_eval_stream(cfg) if cfg.eval_data else None)
+        if resume is not None and resume.run.get("processes", world) != world:
+            raise ConfigError(f"--resume: the run streamed its text with {resume.run['processes']} processes, each "
+                              f"tokenizing its own share of the documents, and this job has {world}: resume it with "
+                              f"{resume.run['processes']} processes")
+        train = open_stream(cfg, accelerator, tokenizer, positions)
         eval_blocks = train.eval
         summary = {"streaming": True, "holdout": "eval-data" if cfg.eval_data else "stream head",
                    "eval_documents": train.eval_documents, "eval_examples": len(eval_blocks),
                    "eval_tokens": eval_blocks.num_tokens, "eval_fingerprint": fingerprint(eval_blocks)}
         steps_per_epoch = 0  # unknown: a stream has no length
     else:
-        if documents is None:
-            documents = documents_from_config(cfg)
-        for note in documents.notes:
-            say(note)
-        splits = splits_from_config(cfg, tokenizer, positions, documents=documents)
+        splits = splits_from_config(cfg, tokenizer, positions, documents=documents,
+                                    node_first=first_process(accelerator, "blocks"), say=say)
         train, eval_blocks, summary = splits.train, splits.eval, splits.summary()
         steps_per_epoch = len(train) // (cfg.batch_size * world) // cfg.gradient_accumulation_steps
         if steps_per_epoch == 0:
@@ -99,15 +98,22 @@ def prepare_data(cfg: Config, accelerator, resume: Resume | None, say=print) -> 
     # the evaluation set, masked once and kept
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     multiple = 8 if cfg.line_by_line else 1
+    # --compile: one shape for the labelled positions whatever their number (blocks: a fixed length)
+    static = cfg.compile and not cfg.line_by_line
+    slots, eval_slots = ((slot_capacity(size, cfg.chunk_size, p, whole_word=cfg.whole_word_mask) if static else None)
+                         for size, p in ((cfg.batch_size, cfg.mlm_probability),
+                                         (cfg.eval_batch_size, cfg.eval_mlm_probability)))
     eval_set = eval_batches(eval_blocks, Masker(tokenizer, eval_spec), seed=cfg.seed, batch_size=cfg.eval_batch_size,
-                            pad_id=pad_id, pad_to_multiple_of=multiple, rank=accelerator.process_index, world=world)
+                            pad_id=pad_id, pad_to_multiple_of=multiple, rank=accelerator.process_index, world=world,
+                            slots=eval_slots)
     masked = accelerator.reduce(torch.tensor(float(sum(b.n_masked for b in eval_set)), device=accelerator.device),
                                 "sum")
     if masked == 0:
         raise DataError(f"the fixed evaluation masks chose no token of the {eval_blocks.num_tokens:,} evaluation "
                         f"tokens (--eval-mlm-probability {cfg.eval_mlm_probability:g}): raise it (0.15 is the "
                         "standard) or --eval-size")
-    return Data(tokenizer, positions, masker, train, eval_set, summary, steps_per_epoch, pad_id, multiple, vocabulary)
+    return Data(tokenizer, positions, masker, train, eval_set, summary, steps_per_epoch, pad_id,
+                multiple, vocabulary, slots)
 
 
 # The fewest masked tokens an optimizer step should expect. A step's count is close to Poisson, so at 3
@@ -132,6 +138,22 @@ def check_masked_per_step(cfg: Config, masker: Masker, blocks: Blocks, world: in
         f"({per_example:.0f} maskable tokens per example x {examples} examples per step), so about {empty:.0%} of "
         f"the steps would have no token to learn from: mlmtune needs {MIN_MASKED_PER_STEP} or more per step (then "
         "at most 5% are empty); raise --mlm-probability (0.15 is the standard), --batch-size or --chunk-size")
+
+
+def open_stream(cfg: Config, accelerator, tokenizer, positions: int) -> StreamingData:
+    """--streaming: this process's share of the training documents; the evaluation documents tokenized
+    once, by the first process, and handed to the others."""
+    documents = open_documents(cfg.data, split=cfg.data_split, text_column=cfg.text_column, encoding=cfg.encoding,
+                               line_by_line=lines_are_documents(cfg))
+    eval_stream = open_eval_stream(cfg) if cfg.eval_data else None
+
+    def stream(share: int, shares: int, held_out=None) -> StreamingData:
+        return StreamingData(documents, tokenizer, chunk_size=cfg.chunk_size, line_by_line=cfg.line_by_line,
+                             max_length=cfg.max_length or positions, eval_size=cfg.eval_size, seed=cfg.seed,
+                             eval_stream=eval_stream, share=share, shares=shares, held_out=held_out)
+
+    held_out = first_process(accelerator, "stream-eval", per_node=False)(lambda: stream(0, 1).held_out())
+    return stream(accelerator.process_index, accelerator.num_processes, held_out)
 
 
 def check_probes(cfg: Config, tokenizer) -> None:

@@ -78,6 +78,21 @@ def check_same_data(resume: Resume, now: dict) -> None:
                 )
 
 
+STRATEGY_NAMES = {"ddp": "a whole model in each process", "fsdp": "FSDP", "deepspeed": "DeepSpeed"}
+STRATEGY_FLAGS = {"ddp": "neither --fsdp nor --deepspeed (nor an Accelerate FSDP or DeepSpeed config)",
+                  "fsdp": "--fsdp (or the same Accelerate FSDP config)",
+                  "deepspeed": "--deepspeed with the same config (or the same Accelerate DeepSpeed config)"}
+
+
+def check_same_strategy(resume: Resume, now: str) -> None:
+    """A checkpoint is laid out by the strategy that wrote it (whole files, FSDP shards, ZeRO partitions):
+    --resume runs the same one. (A run.json from before strategies were recorded was DDP.)"""
+    before = resume.run.get("strategy", "ddp")
+    if before != now and before in STRATEGY_FLAGS:
+        raise ConfigError(f"--resume: the run trained with {STRATEGY_NAMES[before]} and this job with "
+                          f"{STRATEGY_NAMES[now]}, which cannot read its checkpoints: resume with {STRATEGY_FLAGS[before]}")
+
+
 def planned_by_time(config: dict[str, Any]) -> bool:
     """The learning rate follows a --max-time budget (no --max-steps decides the length)."""
     return config.get("max_steps") is None and config.get("max_time") is not None

@@ -86,25 +86,21 @@ def train_step(accelerator, objective, optimizer, scheduler, micro: list[Batch],
     if float(n_masked) == 0:  # nothing to predict on any process: no forward, and no step of the weights,
         # the moments or the schedule (AdamW would still move them); the loop does not count it
         return _agree_without_learning(accelerator, state, stop_signum, started)
-    step_nll = torch.zeros((), device=device)
-    for b in micro:
+    step_nll, previous = torch.zeros((), device=device), state.budget_agreed
+    for i, b in enumerate(micro):
         b = b.to(device)
         with accelerator.accumulate(objective):  # gradients sync on the last micro-batch only
-            nll, _ = objective(b.input_ids, b.attention_mask, b.labels)
+            nll, _ = objective(*b.tensors())
+            step_nll += nll.detach()
+            if i == accum - 1:  # before the last backward: under DeepSpeed that backward also steps the optimizer
+                nll_sum, stop, agreed, agreed_at = agree(accelerator, state, step_nll, stop_signum, started)
+                if not math.isfinite(nll_sum):  # so a NaN never reaches the weights
+                    optimizer.zero_grad(set_to_none=True)
+                    raise NonFiniteLoss(nll_sum)
             accelerator.backward(nll * (world * accum) / n_masked.clamp(min=1))
-        step_nll += nll.detach()
-    # Agree on the loss, on stopping (a signal may reach one process only) and on the budget
-    # spent; float() waits for the device, once per step, so a NaN never reaches the weights.
-    spent = state.budget_spent + (time.perf_counter() - started)
-    flags = accelerator.reduce(torch.stack([step_nll.float(), torch.tensor(float(stop_signum or 0), device=device),
-                                            torch.tensor(spent, device=device)]), "sum")
-    nll_sum, stop, agreed = float(flags[0]), bool(flags[1] > 0), float(flags[2]) / world
-    next_step = max(expected_step, agreed - state.budget_agreed)  # agreed values: the same on every process
-    agreed_at, state.budget_agreed = time.perf_counter(), agreed
-    if not math.isfinite(nll_sum):
-        optimizer.zero_grad(set_to_none=True)
-        raise NonFiniteLoss(nll_sum)
-    # clip_grad_norm_ returns the total norm before clipping (an infinite bound only measures it)
+    next_step = max(expected_step, agreed - previous)  # agreed values: the same on every process
+    # clip_grad_norm_ returns the total norm before clipping (an infinite bound only measures it); under
+    # DeepSpeed the engine clipped inside its step (--max-grad-norm is its gradient_clipping) and this is its norm
     state.grad_norm = accelerator.clip_grad_norm_(objective.parameters(), max_grad_norm or math.inf)
     optimizer.step()
     if budget is not None:
@@ -125,3 +121,17 @@ def _agree_without_learning(accelerator, state: TrainState, stop_signum: int | N
     state.budget_agreed = float(flags[1]) / world
     state.budget_spent = state.budget_agreed
     return StepResult(0.0, 0, bool(flags[0] > 0))
+
+
+def agree(accelerator, state: TrainState, step_nll: torch.Tensor, stop_signum: int | None,
+          started: float) -> tuple[float, bool, float, float]:
+    """One reduce that agrees on the step's loss, on stopping (a signal may reach one process only) and
+    on the budget spent; float() waits for the device, once per step. Returns (loss summed over the
+    processes, stop, budget spent as agreed, when agreed) and sets state.budget_agreed."""
+    device, world = accelerator.device, accelerator.num_processes
+    spent = state.budget_spent + (time.perf_counter() - started)
+    flags = accelerator.reduce(torch.stack([step_nll.float(), torch.tensor(float(stop_signum or 0), device=device),
+                                            torch.tensor(spent, device=device)]), "sum")
+    agreed = float(flags[2]) / world
+    state.budget_agreed = agreed
+    return float(flags[0]), bool(flags[1] > 0), agreed, time.perf_counter()
