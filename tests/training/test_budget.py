@@ -10,6 +10,7 @@ import pytest
 from helpers import records, tiny
 
 import mlmtune.training.loop as loop
+from mlmtune.run.layout import STATE_FILE
 from mlmtune.training.budget import StepTimes, Totals
 from mlmtune.training.fit import fit
 
@@ -21,7 +22,7 @@ def test_max_time_stops_saves_and_finishes_its_schedule(tmp_path, tiny_bert, new
     # stopped because the next step (as long as the slowest recent one) would not have fitted; past the
     # budget only as far as results.json says
     assert (out / "checkpoints" / f"step-{results['steps']:07d}").is_dir()  # a checkpoint at the end
-    state = json.loads((out / "checkpoints" / f"step-{results['steps']:07d}" / "trainer_state.json").read_text())
+    state = json.loads((out / "checkpoints" / f"step-{results['steps']:07d}" / STATE_FILE).read_text())
     assert results["budget_seconds_spent"] + state["step_seconds"] >= 3.0 - 0.05
     assert results["budget_seconds_spent"] <= 3.0 + results["budget_exceeded_seconds"] + 1e-3
     train = [r for r in records(out) if r["type"] == "train"]
