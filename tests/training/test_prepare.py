@@ -38,7 +38,7 @@ def test_line_by_line_says_how_many_lines_it_cut(tiny_bert, tokenizer, tmp_path,
     assert 0 < expected < len(lines)
     out = tmp_path / "run"
     code, stdout, err = run_cli(capsys, *train_args(tiny_bert, out, "--data", data, "--line-by-line",
-                                                    "--max-length", 16, "--max-steps", 1, "--batch-size", 2))
+                                                    "--max-length", 16, "--max-steps", 1, "--batch-size", 4))
     assert_ok(code, err)
     assert f"cut {expected} of {len(lines)} lines at --max-length 16" in stdout + err
     assert json.loads((out / "run.json").read_text())["data"]["lines_truncated"] == expected
