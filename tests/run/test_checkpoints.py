@@ -5,9 +5,12 @@ as it was."""
 from __future__ import annotations
 
 import json
+import stat
 
 import pytest
 from helpers import assert_clean_error, poison_weights, resume, run_cli, snapshot
+
+from mlmtune.run.files import FILE_MODE
 
 # --- trainer_state.json ---------------------------------------------------------------------------
 
@@ -101,3 +104,11 @@ def test_resume_from_a_checkpoint_with_a_nan_in_the_optimizer_names_it(capsys, r
     code, _, err = run_cli(capsys, "train", "--config", run_copy / "run.json", "--resume", "--max-steps", "3")
     assert_clean_error(code, err, newest.name, "NaN or infinity", "exp_avg_sq", "optimizer.bin")
     assert snapshot(run_copy) == before
+
+
+def test_every_checkpoint_file_has_the_mode_of_the_runs_other_files(finished_run):
+    """model.safetensors of a checkpoint was 0600 (safetensors' own mode) beside 0644 for every other file."""
+    files = [p for p in finished_run.rglob("*") if p.is_file()]
+    assert any(p.name == "model.safetensors" and "checkpoints" in p.parts for p in files)
+    assert {p.relative_to(finished_run).as_posix(): oct(stat.S_IMODE(p.stat().st_mode)) for p in files} == \
+        {p.relative_to(finished_run).as_posix(): oct(FILE_MODE) for p in files}
