@@ -111,12 +111,12 @@ def test_a_top_k_of_the_wrong_type_is_an_input_error(tiny_bert, top_k):
 @pytest.mark.parametrize("model", [None, 3, b"runs/demo", "", "  "])
 def test_a_model_that_is_not_a_name_is_a_model_error(model):
     """FillMask(None) was a bare TypeError from inside the tokenizer's loader."""
-    with pytest.raises(ModelError, match="FillMask needs a model folder or Hugging Face name"):
+    with pytest.raises(ModelError, match="the model must be a folder or a Hugging Face name"):
         FillMask(model)
 
 
 def test_a_tokenizer_that_is_not_a_name_is_a_model_error(tiny_bert):
-    with pytest.raises(ModelError, match="FillMask needs a tokenizer folder"):
+    with pytest.raises(ModelError, match="the tokenizer must be a folder"):
         FillMask(tiny_bert, tokenizer=5)
 
 

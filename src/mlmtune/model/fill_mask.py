@@ -50,8 +50,10 @@ def model_reference(value, what: str) -> str:
     if isinstance(value, os.PathLike):
         value = os.fspath(value)  # a path of bytes stays bytes, and is refused below
     if not isinstance(value, str) or not value.strip():
-        raise ModelError(f"FillMask needs a {what} folder or Hugging Face name, got {value!r}: "
-                         "pass e.g. FillMask('runs/demo') or FillMask('bert-base-uncased')")
+        flag, example = ("--model", "FillMask('runs/demo')") if what == "model" else \
+            ("--tokenizer", "FillMask('runs/demo', tokenizer='bert-base-uncased')")
+        raise ModelError(f"the {what} must be a folder or a Hugging Face name, got {value!r}: name one, e.g. "
+                         f"{flag} runs/demo, or {example} in Python")
     return value
 
 
