@@ -104,6 +104,13 @@ def test_predict_prints_nothing_when_a_later_text_loses_a_mask(tiny_bert, capsys
     one_error_line(err, "1 of the 2 masks", "128 tokens", "shorten")
 
 
+def test_predict_with_an_empty_model_name_says_to_name_one(capsys):
+    """An empty --model was "model folder  has no tokenizer": a folder with no name, not the problem."""
+    code, out, err = run_cli(capsys, "predict", "--model", "", "The [MASK] is happy.")
+    assert_clean_error(code, err, "the model must be a folder or a Hugging Face name", "--model runs/demo")
+    assert out == ""
+
+
 @pytest.mark.parametrize("top_k", ["0", "-1", "five"])
 def test_predict_top_k_below_1_is_refused_before_loading(capsys, top_k):
     with pytest.raises(SystemExit) as exc:  # the model name need not exist: nothing is loaded

@@ -9,7 +9,7 @@ import json
 import pytest
 from helpers import ONE, TWO, assert_clean_error, assert_ok, run_cli, same_answer
 
-from mlmtune.errors import InputError
+from mlmtune.errors import InputError, ModelError
 from mlmtune.model.fill_mask import FillMask
 
 
@@ -106,6 +106,24 @@ def test_a_top_k_of_the_wrong_type_is_an_input_error(tiny_bert, top_k):
     """A bool, float or string top_k was a TypeError from torch.topk (or ran as 1 for True)."""
     with pytest.raises(InputError, match="top-k"):
         FillMask(tiny_bert)("The [MASK] is happy.", top_k=top_k)
+
+
+@pytest.mark.parametrize("model", [None, 3, b"runs/demo", "", "  "])
+def test_a_model_that_is_not_a_name_is_a_model_error(model):
+    """FillMask(None) was a bare TypeError from inside the tokenizer's loader."""
+    with pytest.raises(ModelError, match="the model must be a folder or a Hugging Face name"):
+        FillMask(model)
+
+
+def test_a_tokenizer_that_is_not_a_name_is_a_model_error(tiny_bert):
+    with pytest.raises(ModelError, match="the tokenizer must be a folder"):
+        FillMask(tiny_bert, tokenizer=5)
+
+
+def test_a_model_folder_may_be_a_path(tiny_bert):
+    from pathlib import Path
+
+    assert FillMask(Path(tiny_bert))("The [MASK] is happy.", top_k=3) == FillMask(tiny_bert)("The [MASK] is happy.", top_k=3)
 
 
 @pytest.mark.parametrize("model", ["tiny_bert", "tiny_roberta"])

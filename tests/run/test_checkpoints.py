@@ -5,10 +5,12 @@ as it was."""
 from __future__ import annotations
 
 import json
+import stat
 
 import pytest
 from helpers import assert_clean_error, poison_weights, resume, run_cli, snapshot
 
+from mlmtune.run.files import FILE_MODE
 from mlmtune.run.layout import STATE_FILE
 
 # --- mlmtune_state.json ---------------------------------------------------------------------------
@@ -136,3 +138,11 @@ def test_resume_reads_checkpoints_written_under_the_old_name(capsys, run_copy):
     newest = sorted((run_copy / "checkpoints").glob("step-*"))[-1]
     assert newest.name == "step-0000003" and (newest / STATE_FILE).is_file()
     assert json.loads((newest / STATE_FILE).read_text())["step"] == 3
+
+
+def test_every_checkpoint_file_has_the_mode_of_the_runs_other_files(finished_run):
+    """model.safetensors of a checkpoint was 0600 (safetensors' own mode) beside 0644 for every other file."""
+    files = [p for p in finished_run.rglob("*") if p.is_file()]
+    assert any(p.name == "model.safetensors" and "checkpoints" in p.parts for p in files)
+    assert {p.relative_to(finished_run).as_posix(): oct(stat.S_IMODE(p.stat().st_mode)) for p in files} == \
+        {p.relative_to(finished_run).as_posix(): oct(FILE_MODE) for p in files}

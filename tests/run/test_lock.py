@@ -14,6 +14,7 @@ import time
 import pytest
 from helpers import SRC, assert_clean_error, assert_ok, run_cli, snapshot, train_argv
 
+from mlmtune.errors import OutputError
 from mlmtune.run.layout import LOCK_FILE, has_content, remove_temporaries
 from mlmtune.run.lock import FolderBusy, acquire, folder_lock, holds, release
 
@@ -133,3 +134,28 @@ def test_two_real_runs_on_one_new_folder(tmp_path, tiny_bert, news_folder):
     assert first.returncode == 0, err[-2000:]
     assert (out / "model.safetensors").is_file() and (out / "results.json").is_file()
     assert not (out / LOCK_FILE).exists()
+
+
+@pytest.mark.parametrize("kind", ["symlink", "hardlink", "folder"])
+def test_a_lock_name_that_leads_to_a_users_file_is_refused_and_the_file_untouched(tmp_path, kind):
+    """The holder truncates the lock file and writes its PID: a link in its place (to a file outside the
+    output folder) had that file emptied."""
+    folder, theirs = tmp_path / "out", tmp_path / "notes.txt"
+    folder.mkdir()
+    theirs.write_text("my notes\n")
+    {"symlink": lambda p: p.symlink_to(theirs), "hardlink": lambda p: os.link(theirs, p),
+     "folder": lambda p: p.mkdir()}[kind](folder / LOCK_FILE)
+    with pytest.raises(OutputError, match="is not mlmtune's lock file"):
+        acquire(folder, "train")
+    assert theirs.read_text() == "my notes\n"
+    assert not holds(folder)
+
+
+def test_train_into_a_folder_whose_lock_is_a_link_is_one_line(capsys, tmp_path, tiny_bert, news_folder):
+    out, theirs = tmp_path / "out", tmp_path / "notes.txt"
+    out.mkdir()
+    theirs.write_text("my notes\n")
+    (out / LOCK_FILE).symlink_to(theirs)
+    code, _, err = run_cli(capsys, *train_argv(tiny_bert, news_folder, out))
+    assert_clean_error(code, err, "is not mlmtune's lock file", str(out / LOCK_FILE))
+    assert theirs.read_text() == "my notes\n"

@@ -412,3 +412,24 @@ def test_put_back_never_deletes_what_cannot_go_back(tmp_path):
     left = put_back(aside, out)
     assert [p.name for p in left] == ["results.json"] and (aside / "results.json").read_text().startswith("{")
     assert (out / "1_Pooling" / "config.json").read_text() == "{}" and (out / "run.json").read_text() == "{}"
+
+
+def test_a_reader_that_cannot_lock_the_folder_says_why_and_leaves_the_set_aside_run(tmp_path, monkeypatch):
+    """evaluate/predict/serve of a folder they may not write (read-only, another user's) died with a
+    traceback from the lock file when it held a set-aside run."""
+    import mlmtune.run.ownership as ownership
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "run.json").write_text("{}")
+    (out / "results.json").write_text(json.dumps({"files": []}))
+    aside = set_aside_old_run(out)
+
+    def read_only(*_args, **_kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(ownership, "folder_lock", read_only)
+    said = []
+    ownership.recover_for_reading(out, say=said.append)
+    assert len(said) == 1 and aside.name in said[0] and "Permission denied" in said[0] and "puts it back" in said[0]
+    assert (aside / "run.json").read_text() == "{}"

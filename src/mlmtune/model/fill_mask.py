@@ -17,12 +17,13 @@ naming the limit (never fewer answers than masks written).
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 
 import torch
 
-from ..errors import InputError
+from ..errors import InputError, ModelError
 from .load import load_masked_lm, max_positions
 from .objective import masked_logits, masked_positions_head
 from .tokenizer import load_tokenizer
@@ -49,6 +50,19 @@ class Prediction:
         return {"score": self.score, "token": self.token_id, "token_str": self.token_str, "sequence": self.sequence}
 
 
+def model_reference(value, what: str) -> str:
+    """A model or tokenizer named as a folder or Hub name (a string or a path); anything else (None, a
+    number, bytes) is one ModelError here rather than a bare TypeError from deep inside the loaders."""
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)  # a path of bytes stays bytes, and is refused below
+    if not isinstance(value, str) or not value.strip():
+        flag, example = ("--model", "FillMask('runs/demo')") if what == "model" else \
+            ("--tokenizer", "FillMask('runs/demo', tokenizer='bert-base-uncased')")
+        raise ModelError(f"the {what} must be a folder or a Hugging Face name, got {value!r}: name one, e.g. "
+                         f"{flag} runs/demo, or {example} in Python")
+    return value
+
+
 class FillMask:
     """`FillMask("runs/demo")("The [MASK] is happy.", top_k=5)` -> what `pipeline("fill-mask")` returns;
     `.predict([texts], top_k)` -> per text, per mask, the top_k Predictions.
@@ -56,7 +70,10 @@ class FillMask:
     Thread-safe: one forward pass at a time (torch already uses every core for one).
     """
 
-    def __init__(self, model: str, *, tokenizer: str | None = None, seed: int = 0, device: str | None = None):
+    def __init__(self, model: str | os.PathLike, *, tokenizer: str | os.PathLike | None = None, seed: int = 0,
+                 device: str | None = None):
+        model = model_reference(model, "model")
+        tokenizer = None if tokenizer is None else model_reference(tokenizer, "tokenizer")
         self.name = model
         self.tokenizer = load_tokenizer(model, tokenizer)
         loaded = load_masked_lm(model, seed=seed, tokenizer=self.tokenizer)

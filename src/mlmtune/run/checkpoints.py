@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import torch
 from ..errors import CheckpointError
 from ..model.device import unwrap
 from ..model.load import first_non_finite
-from .files import atomic_write_json
+from .files import FILE_MODE, atomic_write_json
 from .layout import _NAME, STATE_FILE, checkpoint_root, complete_checkpoints, state_file
 
 
@@ -42,6 +43,9 @@ def save_checkpoint(accelerator, output_dir: Path, step: int, state: dict, keep:
         other.setLevel(level)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        for path in tmp.rglob("*"):  # safetensors writes its file 0600; every other file of a run gets FILE_MODE (0644 under umask 022)
+            if path.is_file() and not path.is_symlink():
+                os.chmod(path, FILE_MODE)
         atomic_write_json(tmp / STATE_FILE, {**state, "step": step})  # written last: marks it complete
         if final.exists():
             shutil.rmtree(final)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import stat
 import sys
 import time
 from collections.abc import Iterator
@@ -52,12 +53,28 @@ def _holder(fd: int) -> str:
     return "PID unknown"
 
 
+def _not_a_lock(path: Path) -> OutputError:
+    return OutputError(f"{path} is not mlmtune's lock file (a link, a folder or a file with another name in its "
+                       "place), and mlmtune writes its PID into that file: remove it, or choose another folder")
+
+
 def _lock_once(folder: Path, command: str) -> int | None:
     """Lock the folder's lock file; the descriptor, or None when the file was replaced meanwhile."""
     path = folder / LOCK_FILE
     folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
     try:
+        fd = os.open(path, flags, FILE_MODE)
+    except OSError:
+        if path.is_symlink() or path.is_dir():  # ELOOP, EISDIR
+            raise _not_a_lock(path) from None
+        raise
+    try:
+        info = os.fstat(fd)
+        # The holder truncates and writes the file: never a file that also has another name (a hard link to
+        # a user's file), nor anything but a plain file.
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
+            raise _not_a_lock(path)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         holder = _holder(fd)

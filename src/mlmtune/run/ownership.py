@@ -257,13 +257,18 @@ def recover_for_reading(folder: str | Path, say=print) -> None:
     and no process holds its lock (the --overwrite that set it aside died), put that run back first.
     With a live holder the set-aside run is that process's own, to put back or delete."""
     folder = Path(folder)
-    if not set_aside_runs(folder):
+    asides = set_aside_runs(folder)
+    if not asides:
         return
     try:
         with folder_lock(folder):
             restore_set_aside(folder, say)
     except FolderBusy:
         pass
+    except OSError as exc:  # a folder this user may not write (read-only, another's): read it as it is, and say why
+        say(f"note: {folder} holds a run that an interrupted --overwrite set aside "
+            f"({', '.join(p.name for p in asides)}), which cannot be put back from here ({exc.strerror or exc}): "
+            f"mlmtune train or report of {folder} by a user who may write it puts it back")
 
 
 def run_inputs(cfg) -> list[tuple[str, str]]:
