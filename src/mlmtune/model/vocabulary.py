@@ -29,6 +29,7 @@ from ..data.sources import read_corpus
 from ..data.windows import WINDOW_CHARS, same_in_windows, seam_for, windows
 from ..errors import ConfigError, ModelError
 from .load import resolve_model
+from .normaliser import note as normaliser_note
 from .tokenizer import TOKENIZER_FILES, load_tokenizer, tokenizer_difference
 from .warmstart import output_bias
 
@@ -119,6 +120,7 @@ class VocabReport:
     share_4_plus: float
     unknown_share: float  # of tokens: the unknown token
     top: list[CutWord] = field(default_factory=list)
+    note: str | None = None  # what the normaliser loses of the corpus (model/normaliser.py), when noticeable
 
     def as_dict(self) -> dict:
         record = asdict(self)
@@ -138,6 +140,8 @@ class VocabReport:
             lines += [c.line() for c in self.top]
         else:
             lines.append(f"no word cut into pieces occurs at least {min_count} times")
+        if self.note:
+            lines.append(self.note)
         return "\n".join(lines)
 
 
@@ -195,8 +199,10 @@ def analyse(model: str, data: list[str] | str, *, tokenizer: str | None = None, 
     cutter = WordCutter(tok, "mlmtune vocab")
     documents = read_corpus(data, split=split, text_column=text_column, encoding=encoding)
     texts = documents.train + (documents.eval or [])
-    return summarize(cutter, count_words(cutter, texts), model=model, documents=len(texts), top=top,
-                     min_count=min_count)
+    report = summarize(cutter, count_words(cutter, texts), model=model, documents=len(texts), top=top,
+                       min_count=min_count)
+    report.note = normaliser_note(tok, texts, model)
+    return report
 
 
 def choose_words(cutter: WordCutter, counts: Counter, n: int, min_count: int) -> list[CutWord]:

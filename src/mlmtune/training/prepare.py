@@ -12,10 +12,11 @@ from ..config import Config
 from ..data.batching import Batch, eval_batches, train_batches
 from ..data.blocks import Blocks, check_lengths, fingerprint, splits_from_config
 from ..data.masking import Masker, MaskingSpec
-from ..data.sources import as_eval_source
+from ..data.sources import as_eval_source, documents_from_config
 from ..data.streaming import StreamingData, open_documents
 from ..errors import ConfigError, DataError
 from ..model.load import max_positions
+from ..model.normaliser import note as normaliser_note
 from ..model.tokenizer import load_tokenizer
 from .resume import Resume, check_same_data
 from .vocabulary import AddedVocabulary, add_vocabulary
@@ -72,6 +73,10 @@ def prepare_data(cfg: Config, accelerator, resume: Resume | None, say=print) -> 
                    "eval_tokens": eval_blocks.num_tokens, "eval_fingerprint": fingerprint(eval_blocks)}
         steps_per_epoch = 0  # unknown: a stream has no length
     else:
+        if documents is None:  # read here (not in splits_from_config) to sample it for the note below
+            documents = documents_from_config(cfg)
+        if lost := normaliser_note(tokenizer, documents.train + (documents.eval or []), cfg.model):
+            say(lost)
         splits = splits_from_config(cfg, tokenizer, positions, documents=documents)
         train, eval_blocks, summary = splits.train, splits.eval, splits.summary()
         steps_per_epoch = len(train) // (cfg.batch_size * world) // cfg.gradient_accumulation_steps
