@@ -7,8 +7,8 @@
 The text is bbc-news (newlines made spaces) repeated to `--mb` megabytes. Each measurement runs in a
 fresh process that loads the minilm tokenizer and builds the text, then counts the words as `mlmtune
 vocab` does (model/vocabulary.count_words) or tokenizes as training does (data/blocks.tokenize): the
-text as one line, or as its ~10,000 articles. Printed: the process's peak resident memory and its
-growth over the memory held before the work began (the text itself, the tokenizer, the libraries).
+text as one line, or as its ~10,000 articles. Printed: the process's peak resident memory during the work and
+its growth over the memory held before the work began (the text itself, the tokenizer, the libraries).
 `--whole` also measures the one line tokenized whole (window_chars past its length), the behaviour
 before windows; `--check` compares the one line's tokens and word indices, in windows and whole.
 Memory is what this measures, not time: timings on a shared machine are noise.
@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +42,17 @@ def documents(mb: float) -> list[str]:
     return out
 
 
+def reset_peak() -> None:
+    """Start the peak (VmHWM) over from now, so it is the work's, not the text's building (Linux)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def peak_mb() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1e3
+
+
 def rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
@@ -57,6 +67,7 @@ def measure(what: str, layout: str, window: int, mb: float) -> dict:
     texts = [" ".join(docs)] if layout == "one-line" else docs
     del docs
     before = rss_mb()
+    reset_peak()
     if what == "vocab":
         from mlmtune.model.vocabulary import WordCutter, count_words
 
@@ -67,7 +78,7 @@ def measure(what: str, layout: str, window: int, mb: float) -> dict:
 
         blocks = tokenize(texts, tokenizer, progress=False, window_chars=window)
         result = {"tokens": blocks.num_tokens}
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
+    peak = peak_mb()
     return {"what": what, "layout": layout, "window": "whole" if window == WHOLE else window,
             "chars": sum(map(len, texts)), **result, "peak_mb": round(peak), "growth_mb": round(peak - before)}
 
