@@ -240,3 +240,24 @@ def test_a_word_longer_than_the_tokenizer_cuts_is_named_as_too_long(capsys, tmp_
     code, _, err = run_cli(capsys, *vocab_train_args(tiny_bert, news_folder, out, "--add-tokens", words))
     assert_clean_error(code, err, "longer than the 100 characters")
     assert not out.exists()
+
+
+def test_a_long_document_is_counted_in_windows(tokenizer):
+    """`mlmtune vocab` held a ~100 MB line's words at once (5.3 GB, issue 21): a long document is read in
+    windows, no longer than data/windows.WINDOW_CHARS, and counted as whole."""
+    from collections import Counter
+
+    from helpers import bbc_files
+
+    from mlmtune.data.windows import WINDOW_CHARS
+
+    line = "  ".join(p.read_text(encoding="latin-1") for p in bbc_files(400, seed=2))
+    assert len(line) > 2 * WINDOW_CHARS
+    cutter = vocab.WordCutter(tokenizer, "mlmtune vocab")
+    whole = Counter(cutter.words(line))
+    seen = []
+    words = cutter.words
+    cutter.words = lambda text: seen.append(len(text)) or words(text)
+    assert vocab.count_words(cutter, [line]) == whole
+    assert max(seen) <= WINDOW_CHARS
+    assert vocab.count_words(cutter, [line], window_chars=300) == whole  # cut at nearly every word

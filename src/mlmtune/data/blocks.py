@@ -1,5 +1,6 @@
 """Documents -> token blocks: tokenize, hold out evaluation text, concatenate-and-cut or line by
-line, downsample.
+line, downsample. A document longer than data/windows.WINDOW_CHARS is tokenized window by window (the
+same tokens, memory bounded by the window, not the document).
 
 Everything after tokenization is numpy on flat arrays, so concatenating and cutting is linear in
 the number of tokens (the seed's `sum(lists, [])` is quadratic).
@@ -17,6 +18,7 @@ from ..errors import ConfigError, DataError
 from . import cache
 from .sources import Documents, documents_from_config, lines_are_documents
 from .split import split_documents
+from .windows import WINDOW_CHARS, WindowedEncoder
 
 
 @dataclass
@@ -80,26 +82,45 @@ def concat_blocks(parts: list[Blocks]) -> Blocks:
 
 
 def tokenize(texts: list[str], tokenizer, *, truncate_to: int | None = None, batch_size: int = 1000,
-             progress: bool = True, stats: dict | None = None) -> Blocks:
-    """One sequence per text, with special tokens and word ids, through the tokenizer in batched `datasets.map`.
-    With `stats` (and `truncate_to`), stats["truncated"] is how many texts were cut at `truncate_to`."""
+             progress: bool = True, stats: dict | None = None, window_chars: int = WINDOW_CHARS) -> Blocks:
+    """One sequence per text, with special tokens and word ids, through the tokenizer in batched `datasets.map`;
+    a text longer than `window_chars` in windows (data/windows.py). With `stats` (and `truncate_to`),
+    stats["truncated"] is how many texts were cut at `truncate_to`."""
     import datasets
 
     fast = getattr(tokenizer, "is_fast", False)  # only fast tokenizers give word ids
+    windowed = WindowedEncoder(tokenizer, size=window_chars)
 
-    def encode(batch):
+    def encode_whole(texts: list[str]) -> dict:
         enc = tokenizer(
-            batch["text"], truncation=truncate_to is not None, max_length=truncate_to,
+            texts, truncation=truncate_to is not None, max_length=truncate_to,
             return_attention_mask=False, return_token_type_ids=False,
         )
         if fast:
-            words = [[-1 if w is None else w for w in enc.word_ids(i)] for i in range(len(batch["text"]))]
+            words = [[-1 if w is None else w for w in enc.word_ids(i)] for i in range(len(texts))]
         else:  # no word ids: -1 everywhere (whole-word masking refuses such a tokenizer up front)
             words = [[-1] * len(ids) for ids in enc["input_ids"]]
         out = {"input_ids": enc["input_ids"], "word_ids": words}
         if counting:  # a fast tokenizer keeps what it cut off; a slow one: a full-length row may be cut
             out["truncated"] = ([bool(e.overflowing) for e in enc.encodings] if fast and enc.encodings
                                 else [len(ids) >= truncate_to for ids in enc["input_ids"]])
+        return out
+
+    def encode(batch):
+        texts = batch["text"]
+        long = [i for i, text in enumerate(texts) if len(text) > window_chars]
+        if not long or windowed.seam is None:
+            return encode_whole(texts)
+        short = [i for i, text in enumerate(texts) if len(text) <= window_chars]
+        out = {key: [None] * len(texts) for key in ("input_ids", "word_ids", *(["truncated"] if counting else []))}
+        for key, values in (encode_whole([texts[i] for i in short]) if short else {}).items():
+            for i, value in zip(short, values):  # one type per column in a batch (Arrow infers lists as int64)
+                out[key][i] = value if key == "truncated" else np.asarray(value, dtype=np.int32)
+        for i in long:  # numpy arrays: a long document's tokens never become Python lists
+            ids, words, cut = windowed.encode(texts[i], truncate_to)
+            out["input_ids"][i], out["word_ids"][i] = ids, words
+            if counting:
+                out["truncated"][i] = cut
         return out
 
     counting = stats is not None and truncate_to is not None
@@ -293,19 +314,23 @@ def check_lengths(cfg, max_positions: int) -> None:
 
 
 def splits_from_config(cfg, tokenizer, max_positions: int, *, read_train: bool = True,
-                       need_train: bool = True, documents=None, node_first=None, say=None) -> Splits:
+                       need_train: bool = True, documents=None, node_first=None, say=None,
+                       look=None) -> Splits:
     """The recipe's data step: the prepared blocks from the cache (data/cache.py), or read --data (and
     --eval-data; `documents`: what documents_from_config read already), tokenize and cut them once and
     cache them; then `splits_of` with the config's options. `node_first(work)` runs `work` on one
-    process per node and hands its answer to the others (training/prepare.py); `say` speaks."""
+    process per node and hands its answer to the others (training/prepare.py); `say` speaks, and says
+    `look(documents)` too (a note on the text read, or None)."""
     check_lengths(cfg, max_positions)
     max_length = cfg.max_length or max_positions
     eval_source = "eval-data" if cfg.eval_data else "split"
 
     def compute() -> Prepared:
         docs = documents if documents is not None else documents_from_config(cfg, read_train=read_train)
-        for note in docs.notes if say is not None else ():  # said where the text is read (not on a cache hit)
-            say(note)
+        if say is not None:  # said where the text is read (not on a cache hit)
+            for note in [*docs.notes, look(docs) if look is not None else None]:
+                if note:
+                    say(note)
         return prepare_blocks(docs, tokenizer, chunk_size=cfg.chunk_size, line_by_line=cfg.line_by_line,
                               max_length=max_length, eval_fraction=cfg.eval_fraction, seed=cfg.seed,
                               eval_source=eval_source)

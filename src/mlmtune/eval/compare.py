@@ -30,6 +30,7 @@ from ..errors import ConfigError, DataError, ModelError
 from ..model.device import make_accelerator, shutdown
 from ..model.load import load_masked_lm, max_positions, resolve_model, use_training_attention
 from ..model.objective import MaskedLMObjective, masked_positions_head
+from ..model.normaliser import note as normaliser_note
 from ..model.tokenizer import added_words_only, model_tokenizer, tokenizer_difference
 from . import words as wordeval
 from .cloze import CLOZE_K, answerable, check_cloze_fits, cloze_accuracy, cloze_predictions, read_cloze_file
@@ -144,6 +145,8 @@ def run_comparison(cfg: Config, models: list[str] | None = None, *, probes=None,
     documents = documents_from_config(cfg, read_train=read_train)
     for line in documents.notes:
         note(line)
+    if lost := normaliser_note(tokenizer, documents.train + (documents.eval or []), models[0]):
+        note(lost)
     splits = splits_from_config(cfg, tokenizer, positions, need_train=False, documents=documents)
     word_sets = masked_word_sets(cfg, documents, tokenizers, positions)
     if items:

@@ -14,6 +14,7 @@ from collections import Counter
 
 import numpy as np
 
+from ..data.blocks import tokenize
 from ..data.split import MIN_DOCS_FOR_HOLDOUT, split_documents
 from ..errors import DataError
 
@@ -70,8 +71,8 @@ def mean_pooled_features(model, tokenizer, texts: list[str], *, device, max_leng
     tokens (padding excluded), the documents truncated to `max_length` tokens and batched by length."""
     import torch
 
-    enc = tokenizer(texts, truncation=True, max_length=max_length, return_attention_mask=False,
-                    return_token_type_ids=False)["input_ids"]
+    docs = tokenize(texts, tokenizer, truncate_to=max_length, progress=False)  # a long document in windows
+    enc = [docs.tokens[docs.offsets[i]:docs.offsets[i + 1]].tolist() for i in range(len(docs))]
     order = sorted(range(len(enc)), key=lambda i: -len(enc[i]))  # similar lengths together: little padding
     pad = tokenizer.pad_token_id or 0
     features: list = [None] * len(enc)

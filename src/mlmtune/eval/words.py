@@ -20,6 +20,7 @@ which tells a tokenizer that cuts a word more a little about it.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from contextlib import nullcontext
@@ -68,13 +69,21 @@ class WordResult:
 
 def windows(texts: list[str], *, seed: int, max_windows: int = MAX_WINDOWS, words_per_window: int = WINDOW_WORDS,
             share: float = MASK_SHARE) -> list[Window]:
-    """Windows of whole words of `texts` with their masked words: a pure function of the text and seed."""
+    """Windows of whole words of `texts` with their masked words: a pure function of the text and seed.
+    The windows are counted first and only the max_windows drawn are made, so a long document costs
+    a pass over its words, not a copy of it in windows."""
+    total = sum(1 for text in texts for part in _word_groups(text, words_per_window) if len(part) >= 8)
+    keep = None
+    if total > max_windows:
+        keep = set(np.random.default_rng([seed, 8]).choice(total, size=max_windows, replace=False).tolist())
     out: list[Window] = []
+    index = 0
     for d, text in enumerate(texts):
-        spans = [m.span() for m in WORD.finditer(text)]
-        for w, start in enumerate(range(0, len(spans), words_per_window)):
-            part = spans[start:start + words_per_window]
+        for w, part in enumerate(_word_groups(text, words_per_window)):
             if len(part) < 8:  # a scrap at a document's end: too little context
+                continue
+            index += 1
+            if keep is not None and index - 1 not in keep:
                 continue
             begin, end = part[0][0], part[-1][1]
             rng = np.random.default_rng([seed, 7, d, w])
@@ -82,10 +91,15 @@ def windows(texts: list[str], *, seed: int, max_windows: int = MAX_WINDOWS, word
             if len(picked) == 0:
                 picked = np.array([int(rng.integers(len(part)))])
             out.append(Window(text[begin:end], [(part[i][0] - begin, part[i][1] - begin) for i in picked]))
-    if len(out) > max_windows:
-        keep = np.sort(np.random.default_rng([seed, 8]).choice(len(out), size=max_windows, replace=False))
-        out = [out[i] for i in keep]
     return out
+
+
+def _word_groups(text: str, size: int):
+    """The character spans of `text`'s words, `size` at a time (lazily: a 100 MB document's spans as one
+    list would take GBs)."""
+    found = WORD.finditer(text)
+    while part := [m.span() for m in itertools.islice(found, size)]:
+        yield part
 
 
 @dataclass

@@ -4,7 +4,8 @@ so the model's predictions do not jump.
 - `count_words` / `analyse`: words as the tokenizer's own normalizer and pre-tokenizer see them
   (an uncased tokenizer lowercases and strips accents first), each distinct word cut once by the
   tokenizer's model: pieces per word, the share of words cut into 2, 3, 4+ pieces, the share of
-  unknown tokens and the most frequent cut words (`mlmtune vocab`).
+  unknown tokens and the most frequent cut words (`mlmtune vocab`). A long document is read in
+  windows (data/windows.py), so memory follows the window, not the document.
 - `choose_words` (`--add-tokens N`) and `read_word_file` (`--add-tokens FILE`) pick the words;
   every unusable word is a ConfigError naming it.
 - `add_to_tokenizer` adds them as ordinary tokens (never special) that match whole words only;
@@ -15,6 +16,7 @@ so the model's predictions do not jump.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -24,8 +26,10 @@ import torch
 
 from ..config import ModelConfig
 from ..data.sources import read_corpus
+from ..data.windows import WINDOW_CHARS, same_in_windows, seam_for, windows
 from ..errors import ConfigError, ModelError
 from .load import resolve_model
+from .normaliser import note as normaliser_note
 from .tokenizer import TOKENIZER_FILES, load_tokenizer, tokenizer_difference
 from .warmstart import output_bias
 
@@ -65,6 +69,17 @@ class WordCutter:
             return text.split()
         return [w for w, _ in self.pre_tokenizer.pre_tokenize_str(text)]
 
+    @functools.cached_property
+    def seam(self):
+        """Where a long text may be cut so that its words come out as whole (data/windows.py), or None."""
+        return seam_for(lambda seam: same_in_windows(self.words, seam))
+
+    def parts(self, text: str, size: int = WINDOW_CHARS):
+        """`text` in windows whose words are the text's words, or whole when it is short (or cannot be cut)."""
+        if len(text) <= size or self.seam is None:
+            return [text]
+        return windows(text, size, self.seam)
+
     def pieces(self, word: str) -> list[str]:
         cut = self._cache.get(word)
         if cut is None:
@@ -73,10 +88,11 @@ class WordCutter:
         return cut
 
 
-def count_words(cutter: WordCutter, texts: list[str]) -> Counter:
+def count_words(cutter: WordCutter, texts: list[str], window_chars: int = WINDOW_CHARS) -> Counter:
     counts: Counter = Counter()
     for text in texts:
-        counts.update(cutter.words(text))
+        for part in cutter.parts(text, window_chars):
+            counts.update(cutter.words(part))
     return counts
 
 
@@ -104,6 +120,7 @@ class VocabReport:
     share_4_plus: float
     unknown_share: float  # of tokens: the unknown token
     top: list[CutWord] = field(default_factory=list)
+    note: str | None = None  # what the normaliser loses of the corpus (model/normaliser.py), when noticeable
 
     def as_dict(self) -> dict:
         record = asdict(self)
@@ -123,6 +140,8 @@ class VocabReport:
             lines += [c.line() for c in self.top]
         else:
             lines.append(f"no word cut into pieces occurs at least {min_count} times")
+        if self.note:
+            lines.append(self.note)
         return "\n".join(lines)
 
 
@@ -180,8 +199,10 @@ def analyse(model: str, data: list[str] | str, *, tokenizer: str | None = None, 
     cutter = WordCutter(tok, "mlmtune vocab")
     documents = read_corpus(data, split=split, text_column=text_column, encoding=encoding)
     texts = documents.train + (documents.eval or [])
-    return summarize(cutter, count_words(cutter, texts), model=model, documents=len(texts), top=top,
-                     min_count=min_count)
+    report = summarize(cutter, count_words(cutter, texts), model=model, documents=len(texts), top=top,
+                       min_count=min_count)
+    report.note = normaliser_note(tok, texts, model)
+    return report
 
 
 def choose_words(cutter: WordCutter, counts: Counter, n: int, min_count: int) -> list[CutWord]:

@@ -17,6 +17,7 @@ from ..data.sources import as_eval_source, lines_are_documents
 from ..data.streaming import StreamingData, open_documents
 from ..errors import ConfigError, DataError
 from ..model.load import max_positions
+from ..model.normaliser import note as normaliser_note
 from ..model.tokenizer import load_tokenizer
 from .peers import first_process
 from .resume import Resume, check_same_data
@@ -75,8 +76,11 @@ def prepare_data(cfg: Config, accelerator, resume: Resume | None, say=print) -> 
                    "eval_tokens": eval_blocks.num_tokens, "eval_fingerprint": fingerprint(eval_blocks)}
         steps_per_epoch = 0  # unknown: a stream has no length
     else:
+        # the normaliser's note is said where the text is read: not again on a cache hit (said the first time)
         splits = splits_from_config(cfg, tokenizer, positions, documents=documents,
-                                    node_first=first_process(accelerator, "blocks"), say=say)
+                                    node_first=first_process(accelerator, "blocks"), say=say,
+                                    look=lambda docs: normaliser_note(tokenizer, docs.train + (docs.eval or []),
+                                                                      cfg.model))
         train, eval_blocks, summary = splits.train, splits.eval, splits.summary()
         steps_per_epoch = len(train) // (cfg.batch_size * world) // cfg.gradient_accumulation_steps
         if steps_per_epoch == 0:
