@@ -404,5 +404,5 @@ def _predict_all(served: list[Served], text: str, top_k: int) -> list[dict]:
         (masks,) = s.fm.predict([text], top_k=top_k)
         out.append({"name": s.name, "role": s.role, "grown_head": s.fm.grown_head,
                     "masks": [[p.as_dict() for p in mask] for mask in masks],
-                    "pieces": [[s.fm.continues_word(p.token_id) for p in mask] for mask in masks]})
+                    "pieces": [[s.fm.continues_word(p.token) for p in mask] for mask in masks]})
     return out
