@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ConfigError, DataError
+from .memo import Memo, tokenizer_fingerprint
 from .sources import Documents, documents_from_config
 from .split import split_documents
 
@@ -255,7 +256,13 @@ def splits_from_config(cfg, tokenizer, max_positions: int, *, read_train: bool =
     check_lengths(cfg, max_positions)
     if documents is None:
         documents = documents_from_config(cfg, read_train=read_train)
-    return prepare(documents, tokenizer, chunk_size=cfg.chunk_size, line_by_line=cfg.line_by_line,
-                   max_length=cfg.max_length or max_positions, train_size=cfg.train_size,
-                   eval_size=cfg.eval_size, eval_fraction=cfg.eval_fraction, seed=cfg.seed,
+    options = dict(chunk_size=cfg.chunk_size, line_by_line=cfg.line_by_line, max_length=cfg.max_length or max_positions,
+                   train_size=cfg.train_size, eval_size=cfg.eval_size, eval_fraction=cfg.eval_fraction, seed=cfg.seed,
                    eval_source="eval-data" if cfg.eval_data else "split", need_train=need_train)
+    # Tokenized once per process for these documents, this tokenizer and these options (data/memo.py). The
+    # entry holds `documents`, so its id names no other object while it is cached.
+    key = (id(documents), tokenizer_fingerprint(tokenizer), tuple(sorted(options.items())))
+    return _SPLITS.get(key, lambda: (documents, prepare(documents, tokenizer, **options)))[1]
+
+
+_SPLITS = Memo()
