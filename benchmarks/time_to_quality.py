@@ -63,8 +63,8 @@ def cloze_scores(model_dir: str, items) -> dict:
 
     fm = FillMask(model_dir)
     preds = fm.predict([s for s, _ in items], top_k=5)
-    top1 = [p[0][0].token.strip().lower() in answers for p, (_, answers) in zip(preds, items)]
-    top5 = [any(x.token.strip().lower() in answers for x in p[0]) for p, (_, answers) in zip(preds, items)]
+    top1 = [p[0][0].word.lower() in answers for p, (_, answers) in zip(preds, items)]
+    top5 = [any(x.word.lower() in answers for x in p[0]) for p, (_, answers) in zip(preds, items)]
     return {"top1": float(np.mean(top1)), "top5": float(np.mean(top5)), "n": len(items)}
 
 

@@ -66,3 +66,80 @@ def test_the_package_fill_mask_takes_targets(tiny_bert):
 
     assert mlmtune.fill_mask(tiny_bert, "The [MASK] is happy.", 3, targets=["cat"]) == \
         FillMask(tiny_bert)("The [MASK] is happy.", 3, targets=["cat"])
+
+
+# --- typed results: dicts with attributes, a readable repr, a table in a notebook ---------------------
+
+SMALL = dict(chunk_size=32, eval_size=8, seed=0, precision="fp32")
+
+
+def test_evaluate_and_compare_return_named_results_with_the_word_measures(tiny_bert, finished_run, news_folder):
+    import json
+
+    import mlmtune
+
+    quiet = lambda message: None  # noqa: E731
+    result = mlmtune.evaluate(tiny_bert, news_folder, say=quiet, **SMALL)
+    assert isinstance(result, mlmtune.ModelResult) and isinstance(result, dict)
+    assert result.perplexity == result["perplexity"] and result.masked_tokens > 0
+    assert result.masked_words > 0 and 0 <= result.word_accuracy <= 1  # the word measure, as evaluate --json has it
+    assert repr(result).startswith("ModelResult(model=") and f"perplexity={result.perplexity:,.2f}" in repr(result)
+    assert "<table>" in result._repr_html_() and json.loads(json.dumps(result)) == result.as_dict()
+    rows = mlmtune.compare([tiny_bert, str(finished_run)], news_folder, say=quiet, **SMALL)
+    assert isinstance(rows, mlmtune.Comparison) and [r.model for r in rows] == [tiny_bert, str(finished_run)]
+    assert rows[0] == result  # the same masks, the same figures, the same names
+    assert "perplexity and accuracy: the same fixed masks" in repr(rows) and repr(rows).startswith("model ")
+    assert rows._repr_html_().count("<tr>") == 3 and json.loads(json.dumps(rows))[1]["model"] == str(finished_run)
+
+
+def test_train_returns_a_result_that_is_still_the_dict(tiny_bert, news_folder, tmp_path):
+    import json
+
+    import mlmtune
+
+    result = mlmtune.train(model=tiny_bert, data=[news_folder], output_dir=str(tmp_path / "run"), batch_size=4,
+                           max_steps=1, report=False, **SMALL)
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert isinstance(result, mlmtune.TrainResult) and dict(result) == saved  # results.json's figures, as before
+    assert result.steps == result["steps"] == 1 and result.output_dir == str(tmp_path / "run")
+    assert repr(result).startswith(f"TrainResult({str(tmp_path / 'run')!r}: steps=1, ")
+    assert "eval_perplexity=" in repr(result) and "<table>" in result._repr_html_()
+
+
+def test_fill_mask_and_its_predictions_read_as_the_pipeline(tiny_bert):
+    import mlmtune
+
+    fm = mlmtune.FillMask(tiny_bert)
+    assert repr(fm).startswith(f"FillMask({tiny_bert!r}: ") and "tokens" in repr(fm) and "[MASK]" in repr(fm)
+    prediction = fm.predict(["The [MASK] is happy."], top_k=2)[0][0][0]
+    assert isinstance(prediction.token, int)  # the id, as the pipeline's dict has it (it was the string)
+    assert prediction.as_dict()["token"] == prediction.token == fm("The [MASK] is happy.", top_k=2)[0]["token"]
+    assert prediction.word == prediction.token_str.strip() and repr(prediction).startswith(f"Prediction({prediction.word!r}")
+
+
+def test_a_corpus_is_prepared_once_per_process_until_a_file_changes(tiny_bert, news_folder, tmp_path, monkeypatch):
+    """Each evaluate re-read and re-tokenized the corpus (~12 s for bbc-news on 2 cores)."""
+    import shutil
+
+    import mlmtune
+    import mlmtune.data.blocks as blocks
+
+    data = shutil.copytree(news_folder, tmp_path / "news")  # paths no other test has prepared
+    monkeypatch.setenv("MLMTUNE_CACHE", "off")  # the memo itself, not the tokenize-once disk cache
+    calls = []
+    tokenize = blocks.tokenize
+    monkeypatch.setattr(blocks, "tokenize", lambda *a, **k: calls.append(1) or tokenize(*a, **k))
+    quiet = lambda message: None  # noqa: E731
+    first = mlmtune.evaluate(tiny_bert, str(data), say=quiet, **SMALL)
+    assert len(calls) == 1
+    again = mlmtune.evaluate(tiny_bert, str(data), say=quiet, **SMALL)
+    assert len(calls) == 1 and again == first  # nothing read or tokenized again
+    smaller = mlmtune.evaluate(tiny_bert, str(data), say=quiet, **{**SMALL, "eval_size": 4})
+    assert len(calls) == 1  # a smaller evaluation set is a choice among the same blocks: no tokenizing
+    assert smaller.masked_tokens < first.masked_tokens
+    mlmtune.evaluate(tiny_bert, str(data), say=quiet, **{**SMALL, "chunk_size": 48})
+    assert len(calls) == 2  # another cut: prepared again
+    article = sorted(data.glob("*.txt"))[0]
+    article.write_text(article.read_text() + " One more sentence.")
+    mlmtune.evaluate(tiny_bert, str(data), say=quiet, **SMALL)
+    assert len(calls) == 3  # a file changed: read and prepared again

@@ -17,14 +17,16 @@ from .version import __version__
 
 
 def train(config=None, **overrides):
-    """Train with the given config (a Config, a dict, or keyword overrides); returns results.json's figures."""
+    """Train with the given config (a Config, a dict, or keyword overrides; the Trainer's names such as
+    learning_rate too); returns a TrainResult: results.json's figures, a dict with attributes."""
     from .training.fit import train as _train
 
     return _train(config, **overrides)
 
 
 def evaluate(model="minilm", data=None, **options):
-    """Perplexity and accuracy of `model` on the held-out part of `data` (an EvalResult)."""
+    """Perplexity, accuracy and the masked-word measure of `model` on the held-out part of `data` (a
+    ModelResult: a dict with attributes, named as `mlmtune evaluate --json` names them)."""
     from .eval.compare import evaluate as _evaluate
 
     return _evaluate(model, data, **options)
@@ -32,7 +34,8 @@ def evaluate(model="minilm", data=None, **options):
 
 def compare(models, data="bbc-news", **options):
     """Several models on the same fixed masks (and cloze / linear probe with probes= / label_column=):
-    one dict per model, as `mlmtune evaluate --model A --model B --json` prints."""
+    a Comparison, one ModelResult (a dict) per model as `mlmtune evaluate --model A --model B --json`
+    prints them; its repr is that command's table."""
     from .eval.compare import compare as _compare
 
     return _compare(models, data, **options)
@@ -54,12 +57,17 @@ def fill_mask(model, texts, top_k=5, targets=None):
 
 
 def __getattr__(name):
-    if name == "FillMask":
-        from .model.fill_mask import FillMask
+    """The result types, imported on first use (FillMask and Prediction load torch)."""
+    if name in ("FillMask", "Prediction"):
+        from .model import fill_mask as module
+    elif name in ("ModelResult", "Comparison"):
+        from .eval import results as module
+    elif name == "TrainResult":
+        from .training import results as module
+    else:
+        raise AttributeError(name)
+    return getattr(module, name)
 
-        return FillMask
-    raise AttributeError(name)
 
-
-__all__ = ["Config", "FillMask", "MlmtuneError", "__version__", "build_config", "compare", "evaluate", "fill_mask",
-           "train", "vocabulary"]
+__all__ = ["Comparison", "Config", "FillMask", "MlmtuneError", "ModelResult", "Prediction", "TrainResult",
+           "__version__", "build_config", "compare", "evaluate", "fill_mask", "train", "vocabulary"]

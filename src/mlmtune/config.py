@@ -158,7 +158,8 @@ class TrainConfig:
     seed: int = _opt(42, "seed of the split, sampling, masks, head init and dropout")
     probe: list[str] = _opt(DEFAULT_PROBES, "sentence with a mask for the report, repeatable", metavar="TEXT")
     report_to: str = _opt(
-        "none", "experiment tracker besides metrics.jsonl", choices=["none", "tensorboard", "mlflow"]
+        "none", "experiment tracker besides metrics.jsonl (wandb: WANDB_MODE=offline logs without an account, "
+        "under OUTPUT/wandb)", choices=["none", "tensorboard", "mlflow", "wandb"]
     )
     report: bool = _opt(True, "write report.html at the end of training")
     overwrite: bool = _opt(False, "replace an output folder that holds another run (only the files a run writes)")

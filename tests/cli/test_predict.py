@@ -51,7 +51,7 @@ def test_predict_text_output_and_compare(tiny_bert, tiny_encoder, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0] == ONE and tiny_encoder[:28] in out[1] and tiny_bert[-28:] not in out[1][:40]
     tuned = FillMask(tiny_bert).predict([ONE], top_k=3)[0][0]
-    assert [line.split()[-2] for line in out[2:5]] == [p.token[:16] for p in tuned]  # the tuned column is on the right
+    assert [line.split()[-2] for line in out[2:5]] == [p.word[:16] for p in tuned]  # the tuned column is on the right
 
 
 def test_predict_several_masks_gives_one_list_per_mask(capsys, tiny_bert):

@@ -38,7 +38,7 @@ def test_cloze_hits_what_the_model_predicts(tiny_bert, news_folder, tmp_path):
 
     sentences = [line.split("\t")[0] for line in CLOZE_NEWS.read_text(encoding="utf-8").splitlines()
                  if line and not line.startswith("#")][:20]
-    ranked = [[p.token for p in preds[0]] for preds in FillMask(tiny_bert).predict(sentences, top_k=5)]
+    ranked = [[p.word for p in preds[0]] for preds in FillMask(tiny_bert).predict(sentences, top_k=5)]
     usable = [(s, r) for s, r in zip(sentences, ranked) if all(t.replace("#", "").isalnum() for t in (r[0], r[4]))]
     assert len(usable) >= 5
     top1 = tmp_path / "top1.tsv"

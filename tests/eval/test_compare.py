@@ -300,3 +300,36 @@ def test_the_footnote_does_not_point_to_a_masked_word_column_that_is_not_there(v
             ModelScores(str(vocab_run), EvalResult.from_sums(12.0, 6, 2), own_tokens=True)]
     text = format_table(rows)
     assert "word bits/char" not in text and "rank by the masked words" not in text and "no masked-word measure" in text
+
+
+def test_progress_in_a_notebook_without_ipywidgets_falls_back_to_the_text_bar(tmp_path):
+    """A notebook (ipykernel loaded) shows a bar although stderr is no terminal; without ipywidgets
+    tqdm.auto falls back to its text bar (with its own hint to install ipywidgets), which still counts
+    every batch. Run in a fresh process: the stand-in notebook modules must not leak into other tests."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, types, warnings\n"
+        "shell = type('ZMQInteractiveShell', (), {})\n"
+        "ipython = types.ModuleType('IPython'); ipython.get_ipython = lambda: shell()\n"
+        "sys.modules.update({'IPython': ipython, 'ipykernel': types.ModuleType('ipykernel'),\n"
+        "                    'ipykernel.zmqshell': types.ModuleType('ipykernel.zmqshell'),\n"
+        "                    'ipywidgets': None})  # None: import ipywidgets fails\n"
+        "import tqdm.std\n"
+        "from mlmtune.eval.compare import interactive, progress\n"
+        "assert interactive()\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    bar = progress(list(range(5)), 'runs/demo', enabled=True)\n"
+        "assert list(bar) == list(range(5)) and isinstance(bar, tqdm.std.tqdm), type(bar)\n"
+        "assert type(bar).__module__ != 'tqdm.notebook', type(bar)\n"
+        "assert any('ipywidgets' in str(w.message) for w in caught), [str(w.message) for w in caught]\n"
+        "assert progress([1], 'm', enabled=False) == [1]  # not the main process: no bar\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+    assert "evaluate demo" in proc.stderr  # the bar, on stderr

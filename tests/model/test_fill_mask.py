@@ -58,13 +58,13 @@ def test_several_masks_keep_their_order(tiny_bert):
     assert len(both) == 3
     # each mask scored alone in its own position gives the same answer as in the batch
     alone = fm.predict(["[MASK] one and [MASK] two, [MASK] three.", "short [MASK]"], top_k=3)[0]
-    assert [[p.token_id for p in m] for m in both] == [[p.token_id for p in m] for m in alone]
+    assert [[p.token for p in m] for m in both] == [[p.token for p in m] for m in alone]
 
 
 def test_sequences_can_be_left_out(tiny_bert):
     fm = FillMask(tiny_bert)
     full, bare = (fm.predict(["[MASK] and [MASK]."], top_k=3, sequences=flag)[0] for flag in (True, False))
-    assert [[p.token_id for p in m] for m in full] == [[p.token_id for p in m] for m in bare]
+    assert [[p.token for p in m] for m in full] == [[p.token for p in m] for m in bare]
     assert all(p.sequence for m in full for p in m) and not any(p.sequence for m in bare for p in m)
 
 

@@ -182,3 +182,26 @@ def test_a_card_from_a_results_json_with_an_impossible_time(when):
 
     text = card_text(Path("nowhere"), run={}, results={"started_at": when, "finished_at": when}, records=[])
     assert "## Training" in text
+
+
+def test_the_card_speaks_to_a_hub_user(tmp_path):
+    """The usage line named the bare folder (`model="demo"`, a Hub id to transformers), the card had no
+    widget examples, no language, no hyperparameter list, and said "precision no" (accelerate's word)."""
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "tokenizer_config.json").write_text(json.dumps({"mask_token": "<mask>"}))
+    config = {"model": "minilm", "data": ["bbc-news"], "probe": ["A [MASK] day.", "The [MASK] fell."], "lr": 3e-5,
+              "batch_size": 8, "max_steps": 120, "epochs": 3, "seed": 7}
+    results = {"steps": 120, "eval_perplexity": 12.5, "precision": "no"}
+    card = ModelCard(card_text(out, run={"config": config, "processes": 1}, results=results, records=[]))
+    assert card.data.widget == [{"text": "A <mask> day."}, {"text": "The <mask> fell."}]
+    assert card.data.language == "en"
+    assert 'model="./demo")' in card.text and 'model="demo"' not in card.text
+    pushed = ModelCard(card_text(out, run={"config": config}, results=results, records=[], repo="me/demo"))
+    assert 'model="me/demo")' in pushed.text
+    assert "precision no" not in card.text and "precision fp32" in card.text
+    assert "- learning_rate: 3e-05" in card.text and "- per_device_train_batch_size: 8" in card.text
+    assert "- max_steps: 120" in card.text and "num_train_epochs" not in card.text  # a step budget: epochs unused
+    local = ModelCard(card_text(out, run={"config": {**config, "data": ["notes.txt"]}}, results=results, records=[]))
+    assert local.data.language is None  # a user's text: its language is not known, so none is claimed
+    assert card_for({"model": "minilm", "data": ["notes.txt"]}).data.widget[0]["text"] == "The [MASK] is happy."

@@ -55,7 +55,7 @@ def prediction_rows(page: str) -> list[tuple[str, list[tuple[str, list[str]]]]]:
 
 def tokens(model: FillMask, text: str) -> list[list[str]]:
     """The top 5 per mask as the report lists them: a piece as "…s", never "##s"."""
-    return [["…" + p.token.removeprefix("##") if model.continues_word(p.token_id) else p.token for p in mask]
+    return [["…" + p.word.removeprefix("##") if model.continues_word(p.token) else p.word for p in mask]
             for mask in model.predict([text], top_k=5)[0]]
 
 
@@ -476,7 +476,7 @@ def test_the_reports_fill_mask_table_shows_pieces_as_pieces(tiny_bert, tiny_robe
                 words = ["##iv", "cat"]
             else:  # the piece "s" and a whole word ("Ġthe")
                 words = ["s", next(w for w in sorted(t.get_vocab()) if w.startswith("Ġ") and w[1:].isalpha())]
-            return [[[Prediction(t.decode([t.convert_tokens_to_ids(w)]).strip(), 0.5, t.convert_tokens_to_ids(w))
+            return [[[Prediction(0.5, t.convert_tokens_to_ids(w), t.decode([t.convert_tokens_to_ids(w)]))
                       for w in words]] for _ in texts]
 
     table = _predictions_html(["The [MASK] is happy."], Fixed(tiny_roberta), Fixed(tiny_bert))

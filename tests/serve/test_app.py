@@ -351,7 +351,8 @@ class BusyModel:
         return self.fm.predict(texts, top_k, **options)
 
     def predict_steps(self, texts, top_k=5, **options):
-        steps = self.fm.predict_steps(texts, top_k, **options)
+        # one text per forward step, so a step's time does not hang on how many texts fit a step's tokens
+        steps = self.fm.predict_steps(texts, top_k, **{**options, "forward_tokens": 1})
         while True:
             with self.lock:
                 time.sleep(self.seconds)

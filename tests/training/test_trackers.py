@@ -67,3 +67,36 @@ def test_mlflow_tracker_records_the_run(tiny_bert, news_folder, tmp_path, monkey
     history = client.get_metric_history(runs[0].info.run_id, "train/loss")
     assert [m.step for m in history] == [2, 4]
     assert runs[0].data.params["lr"] == "0.003"
+
+
+def test_wandb_is_a_tracker_that_writes_under_the_run_folder(tmp_path, monkeypatch):
+    """--report-to wandb was refused; wandb.init's default folder is ./wandb, outside the run."""
+    import importlib.util
+
+    from mlmtune.config import build_config
+    from mlmtune.errors import ConfigError
+    from mlmtune.training.trackers import check_tracker, tracker_options
+
+    cfg = build_config({"report_to": "wandb", "output_dir": str(tmp_path / "run")})
+    assert tracker_options(cfg) == {"wandb": {"dir": str(tmp_path / "run")}}
+    assert tracker_options(build_config({"report_to": "tensorboard"})) == {}
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    with pytest.raises(ConfigError, match="needs the wandb package: pip install wandb"):
+        check_tracker("wandb")
+
+
+def test_wandb_offline_needs_no_account(tiny_bert, news_folder, tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    for key in ("WANDB_API_KEY", "WANDB_DIR", "WANDB_PROJECT", "WANDB_ENTITY"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.netrc, no wandb settings of the machine's user
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    out = tmp_path / "wb"
+    fit(tiny_run(tiny_bert, news_folder, out, max_steps=4, log_every=2, report_to="wandb"))
+    assert list((out / "wandb").glob("offline-run-*/run-*.wandb"))  # the run's log, to `wandb sync` later
+    assert not any(elsewhere.iterdir())  # nothing in the working directory

@@ -107,6 +107,6 @@ def format_columns(text: str, columns: list[tuple[str, list[list]]]) -> str:
             cells = []
             for _, masks in columns:
                 p = masks[m][rank]
-                cells.append(f"{p.token[:16]:<16} {p.score:>7.2%}".ljust(width))
+                cells.append(f"{p.word[:16]:<16} {p.score:>7.2%}".ljust(width))
             lines.append(f"  {rank + 1:>9}   " + "".join(cells).rstrip())
     return "\n".join(lines)

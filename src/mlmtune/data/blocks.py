@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import ConfigError, DataError
 from . import cache
+from .memo import Memo, tokenizer_fingerprint
 from .sources import Documents, documents_from_config, lines_are_documents
 from .split import split_documents
 from .windows import WINDOW_CHARS, WindowedEncoder
@@ -331,9 +332,13 @@ def splits_from_config(cfg, tokenizer, max_positions: int, *, read_train: bool =
             for note in [*docs.notes, look(docs) if look is not None else None]:
                 if note:
                     say(note)
-        return prepare_blocks(docs, tokenizer, chunk_size=cfg.chunk_size, line_by_line=cfg.line_by_line,
-                              max_length=max_length, eval_fraction=cfg.eval_fraction, seed=cfg.seed,
-                              eval_source=eval_source)
+        options = dict(chunk_size=cfg.chunk_size, line_by_line=cfg.line_by_line, max_length=max_length,
+                       eval_fraction=cfg.eval_fraction, seed=cfg.seed, eval_source=eval_source)
+        # Tokenized once per process for these documents (documents_from_config's are memoized too), this
+        # tokenizer and these options (data/memo.py), also without a disk cache. The entry holds `docs`, so
+        # its id names no other object while it is kept.
+        key = (id(docs), tokenizer_fingerprint(tokenizer), tuple(sorted(options.items())))
+        return _PREPARED.get(key, lambda: (docs, prepare_blocks(docs, tokenizer, **options)))[1]
 
     made: list[Prepared] = []
 
@@ -390,3 +395,6 @@ def prepared_from(arrays: dict[str, np.ndarray], meta: dict) -> Prepared:
     """A cache entry as Prepared: the blocks memory-mapped (read-only, shared by the node's processes)."""
     train, eval_ = (Blocks(*(arrays[f"{side}_{name}"] for name in cache.ARRAYS)) for side in ("train", "eval"))
     return Prepared(train, eval_, **{name: meta[name] for name in Prepared.META})
+
+
+_PREPARED = Memo()

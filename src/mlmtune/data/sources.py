@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DataError
+from .memo import Memo, files_signature, local_paths
 
 BUILTIN_CORPORA = {"bbc-news"}
 TABLE_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}
@@ -437,10 +438,24 @@ def read_eval_sources(documents: Documents, sources: list[str], *, split: str, t
     return documents
 
 
+_DOCUMENTS = Memo()
+
+
 def documents_from_config(cfg, *, read_train: bool = True, label_column: str | None = None):
     """--data (unless `read_train` is False: evaluate with --eval-data and no --data), and the
-    --eval-data sources as its evaluation documents."""
+    --eval-data sources as its evaluation documents. Read once per process while the files stay as they
+    are (data/memo.py): the result is shared, never to be changed."""
+    sources = [*(cfg.data if read_train else []), *cfg.eval_data]
+    paths = local_paths(sources)
+    if any(s in BUILTIN_CORPORA and not Path(s).exists() for s in sources):
+        paths.append(bbc_news_folder())
+    key = (tuple(cfg.data) if read_train else (), tuple(cfg.eval_data), cfg.data_split, cfg.eval_split,
+           cfg.text_column, cfg.encoding, lines_are_documents(cfg), label_column, files_signature(paths))
+    return _DOCUMENTS.get(key, lambda: read_documents(cfg, read_train=read_train, label_column=label_column))
 
+
+def read_documents(cfg, *, read_train: bool = True, label_column: str | None = None) -> Documents:
+    """documents_from_config's reading, uncached."""
     lines = lines_are_documents(cfg)
     documents = (read_corpus(cfg.data, split=cfg.data_split, eval_split=cfg.eval_split, text_column=cfg.text_column,
                              encoding=cfg.encoding, line_by_line=lines, label_column=label_column)

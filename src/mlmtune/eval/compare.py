@@ -36,6 +36,7 @@ from . import words as wordeval
 from .cloze import CLOZE_K, answerable, check_cloze_fits, cloze_accuracy, cloze_predictions, read_cloze_file
 from .linear_probe import heldout_documents, linear_probe, mean_pooled_features, probe_documents
 from .metrics import EvalResult, evaluate_batches
+from .results import Comparison, ModelResult
 from .words import WordResult, score
 
 
@@ -264,19 +265,20 @@ def _config(model: str, data, options: dict, what: str) -> Config:
     return build_config({"model": model, "data": [data] if isinstance(data, str) else data, **options})
 
 
-def evaluate(model: str = "minilm", data: str | list[str] | None = None, **options) -> EvalResult:
+def evaluate(model: str = "minilm", data: str | list[str] | None = None, *, say=print, **options) -> ModelResult:
     """Python API: `mlmtune.evaluate("runs/demo", "bbc-news", eval_size=500).perplexity`, or
     `mlmtune.evaluate("runs/demo", eval_data=["valid.txt"])` (data defaults to bbc-news, and is not
-    read when only eval_data is given)."""
+    read when only eval_data is given). A ModelResult: perplexity, accuracy, masked_tokens, loss and the
+    masked-word measure, as `mlmtune evaluate --json` names them."""
     read_train = data is not None or not options.get("eval_data")
     cfg = _config(model, "bbc-news" if data is None else data, options, "evaluate")
-    return run_comparison(cfg, read_train=read_train)[0].result
+    return ModelResult(run_comparison(cfg, read_train=read_train, say=say)[0].as_dict())
 
 
 def compare(models: list[str], data: str | list[str] = "bbc-news", *, probes=None, label_column: str | None = None,
-            say=print, **options) -> list[dict]:
-    """Python API: several models on the same fixed masks, one dict per model (the JSON lines of
-    `mlmtune evaluate --model A --model B --json`).
+            say=print, **options) -> Comparison:
+    """Python API: several models on the same fixed masks, one ModelResult (a dict) per model, as the JSON
+    lines of `mlmtune evaluate --model A --model B --json`; the list's repr is that command's table.
 
         compare(["minilm", "runs/demo"], "bbc-news", probes="benchmarks/cloze_news.tsv", label_column="label")
     """
@@ -284,7 +286,8 @@ def compare(models: list[str], data: str | list[str] = "bbc-news", *, probes=Non
         raise ConfigError("compare takes the models as its first argument, a list: drop model=")
     models = check_models(models)
     cfg = _config(models[0], data, options, "compare")
-    return [row.as_dict() for row in run_comparison(cfg, models, probes=probes, label_column=label_column, say=say)]
+    rows = run_comparison(cfg, models, probes=probes, label_column=label_column, say=say)
+    return Comparison([ModelResult(row.as_dict()) for row in rows], format_table(rows))
 
 
 # --- the table ---------------------------------------------------------------------------------

@@ -39,15 +39,28 @@ STEP_DECODE_TOKENS = 20_000
 
 @dataclass
 class Prediction:
-    token: str  # the token as a reader sees it: decoded and stripped ("happy", "##s")
+    """One filler of a mask, its fields named as the fill-mask pipeline's dict keys: `token` is the id."""
+
     score: float
-    token_id: int
-    token_str: str = ""  # the tokenizer's own decoding, as the pipeline gives it (" happy" for RoBERTa)
+    token: int  # the token id, as the pipeline's "token"
+    token_str: str  # the tokenizer's own decoding, as the pipeline gives it (" happy" for RoBERTa, "##s")
     sequence: str = ""  # the text with this token in place of its mask
+
+    @property
+    def word(self) -> str:
+        """The token as a reader sees it: decoded and stripped ("happy", "##s")."""
+        return self.token_str.strip()
+
+    @property
+    def token_id(self) -> int:  # the id's name before `token` became the id, as in the pipeline
+        return self.token
 
     def as_dict(self) -> dict:
         """The fill-mask pipeline's dict."""
-        return {"score": self.score, "token": self.token_id, "token_str": self.token_str, "sequence": self.sequence}
+        return {"score": self.score, "token": self.token, "token_str": self.token_str, "sequence": self.sequence}
+
+    def __repr__(self) -> str:
+        return f"Prediction({self.word!r}, score={self.score:.4f}, token={self.token})"
 
 
 def model_reference(value, what: str) -> str:
@@ -87,6 +100,11 @@ class FillMask:
         self.batch_size = 32
         self._lock = threading.Lock()
         self._word_start: str | None = None  # the vocabulary's word-start mark ("Ġ", "▁"; "" for WordPiece)
+
+    def __repr__(self) -> str:
+        head = "a grown, untrained MLM head" if self.grown_head else "its own MLM head"
+        return (f"FillMask({self.name!r}: {len(self.tokenizer):,} tokens, mask {self.tokenizer.mask_token!r}, "
+                f"up to {self.max_length:,} tokens a text, {head}, on {self.device})")
 
     def normalise(self, text: str) -> str:
         mask = self.tokenizer.mask_token
@@ -172,7 +190,7 @@ class FillMask:
             for i, n in enumerate(at_mask.sum(1).tolist()):  # masks per text
                 filled = self._sequences(whole[i], top_ids[row:row + n]) if sequences else [[""] * k] * n
                 out.append([
-                    [Prediction(word[t].strip(), float(s), t, word[t], seq)
+                    [Prediction(float(s), t, word[t], seq)
                      for s, t, seq in zip(scores[r], top_ids[r], filled[r - row])]
                     for r in range(row, row + n)
                 ])

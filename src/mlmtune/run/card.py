@@ -22,6 +22,7 @@ import re
 import shlex
 from pathlib import Path
 
+from ..config import DEFAULT_PROBES
 from ..data.sources import BUILTIN_CORPORA, looks_like_path
 from ..model.load import resolve_model
 from .files import atomic_write_json, atomic_write_text, read_json_object
@@ -30,6 +31,15 @@ from .metrics_log import read_metrics
 
 BUILTIN_BASES = {"minilm": "sentence-transformers/all-MiniLM-L6-v2"}  # what modeling.resolve_model loads
 BUILTIN_DATA = {"bbc-news": "BBC News (2,225 articles of 2004-2005, the built-in offline corpus)"}
+BUILTIN_LANGUAGES = {"bbc-news": "en"}  # the only text whose language mlmtune knows; others: no `language`
+# The hyperparameter list: run.json's config keys, named as a Trainer user reads them.
+HYPERPARAMETERS = (("lr", "learning_rate"), ("batch_size", "per_device_train_batch_size"),
+                   ("gradient_accumulation_steps", "gradient_accumulation_steps"), ("weight_decay", "weight_decay"),
+                   ("warmup_steps", "warmup_steps"), ("warmup_ratio", "warmup_ratio"),
+                   ("chunk_size", "block_size"), ("mlm_probability", "mlm_probability"),
+                   ("whole_word_mask", "whole_word_mask"), ("max_steps", "max_steps"), ("max_time", "max_time"),
+                   ("epochs", "num_train_epochs"), ("seed", "seed"))
+PRECISION = {"no": "fp32"}  # accelerate's name for full precision, which read as "precision no"
 HUB_CACHE_FOLDER = re.compile(r"models--([\w.-]+)--([\w.-]+)/snapshots/")
 HUB_REPO = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
@@ -147,6 +157,26 @@ def _command(run: dict) -> str | None:
     return shlex.join(short(word) for word in words)
 
 
+def card_language(sources: list[str]) -> str | None:
+    """The language of the text, when every source is one whose language is known (bbc-news: en)."""
+    languages = {BUILTIN_LANGUAGES.get(s) if s in BUILTIN_CORPORA and not Path(s).exists() else None for s in sources}
+    return languages.pop() if len(languages) == 1 and None not in languages else None
+
+
+def widget_examples(config: dict, mask: str) -> list[dict]:
+    """The run's probe sentences (its report's), in the model's own mask token, for the Hub's widget."""
+    probes = [p for p in config.get("probe") or DEFAULT_PROBES if isinstance(p, str) and p.strip()]
+    return [{"text": p.replace("[MASK]", mask)} for p in probes]
+
+
+def hyperparameters(config: dict, processes) -> list[str]:
+    """The card's hyperparameter list: the config values that shaped training, Trainer names first."""
+    budget = config.get("max_steps") is not None or config.get("max_time") is not None  # epochs are then ignored
+    lines = [f"- {name}: {config[key]}" for key, name in HYPERPARAMETERS
+             if config.get(key) is not None and not (key == "epochs" and budget)]
+    return lines + [f"- processes: {processes}"]
+
+
 def card_text(out: Path, *, run: dict, results: dict, records: list[dict], repo: str | None = None) -> str:
     """The card of the run in `out` (its run.json, results.json and metrics.jsonl records)."""
     from huggingface_hub import ModelCard, ModelCardData
@@ -176,9 +206,11 @@ def card_text(out: Path, *, run: dict, results: dict, records: list[dict], repo:
     tags = ["mlmtune", "fill-mask", "masked-language-modeling", "domain-adaptation"]
     if sentence:
         tags += ["sentence-transformers", "feature-extraction", "sentence-similarity"]
+    mask = _mask_example(out)
     data = ModelCardData(base_model=base, datasets=hub or None, library_name="transformers",
-                         license=_base_license(model), pipeline_tag="fill-mask", tags=tags,
-                         model_name=name if evals else None, eval_results=evals or None)
+                         language=card_language([*sources, *eval_sources]), license=_base_license(model),
+                         pipeline_tag="fill-mask", tags=tags, model_name=name if evals else None,
+                         eval_results=evals or None, widget=widget_examples(config, mask))
 
     base_text = f"[{base}](https://huggingface.co/{base})" if base else f"a local model (`{_local_name(model)}`)"
     if model in BUILTIN_BASES and base:
@@ -224,6 +256,7 @@ def card_text(out: Path, *, run: dict, results: dict, records: list[dict], repo:
     lines.append(f"| **this model** | **{_num(perplexity)}** | **{_pct(accuracy)}** |")
 
     precision = results.get("precision", run.get("mixed_precision", "n/a"))
+    precision = PRECISION.get(precision, precision)
     started = _when(results.get("started_at") or run.get("started"))
     finished = _when(results.get("finished_at"))
     period = f"{started} to {finished}" if started and finished else started or "n/a"
@@ -241,6 +274,7 @@ def card_text(out: Path, *, run: dict, results: dict, records: list[dict], repo:
     if versions:
         lines.append("- versions: " + ", ".join(f"{k} {versions[k]}" for k in ("mlmtune", "transformers", "torch")
                                                   if k in versions))
+    lines += ["", "Hyperparameters:", "", *hyperparameters(config, processes)]
     command = _command(run)
     if command:
         lines += ["", "The command:", "", "```bash", command, "```"]
@@ -253,13 +287,16 @@ def card_text(out: Path, *, run: dict, results: dict, records: list[dict], repo:
         unit = " steps" if run.get("total_steps") else ""
         lines += ["", f"It was then continued with `--resume` {_plural(len(continued), 'time', 'times')} "
                       f"(planned {plans}{unit}); the learning-rate schedule is rebuilt for each new total."]
-    where = repo or name
+    # A bare "demo" is a Hub id to transformers unless a folder of that name is in the working directory:
+    # name the repo when there is one, else this folder as a path (its parents are the user's own layout).
+    where = repo or f"./{name}"
+    local = "" if repo else "  # this folder; once pushed, its repo id (user/name)"
     lines += ["", "## Use", "", "```python", "from transformers import pipeline", "",
-              f'fill = pipeline("fill-mask", model="{where}")',
-              f'fill("The {_mask_example(out)} is happy.")', "```"]
+              f'fill = pipeline("fill-mask", model="{where}"){local}',
+              f'fill("The {mask} is happy.")', "```"]
     if sentence:
         lines += ["", "```python", "from sentence_transformers import SentenceTransformer", "",
-                  f'model = SentenceTransformer("{where}")',
+                  f'model = SentenceTransformer("{where}"){local}',
                   'vectors = model.encode(["A sentence to embed."])', "```"]
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n").content
 

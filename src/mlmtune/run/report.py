@@ -177,7 +177,7 @@ def _result_value(key: str, value) -> str:
 
 def _shown(model, p) -> str:
     """A prediction as the page shows it: a piece that continues the word before it as "…s", never "##s"."""
-    return "…" + p.token.removeprefix("##") if model.continues_word(p.token_id) else p.token
+    return "…" + p.word.removeprefix("##") if model.continues_word(p.token) else p.word
 
 
 def _predictions_html(probes: list[str], tuned, base) -> str:

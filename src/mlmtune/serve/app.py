@@ -446,4 +446,4 @@ def _result(s: Served, masks) -> dict:
     """One model's part of mlmtune's answer."""
     return {"name": s.name, "role": s.role, "grown_head": s.fm.grown_head,
             "masks": [[p.as_dict() for p in mask] for mask in masks],
-            "pieces": [[s.fm.continues_word(p.token_id) for p in mask] for mask in masks]}
+            "pieces": [[s.fm.continues_word(p.token) for p in mask] for mask in masks]}

@@ -61,6 +61,7 @@ from .evaluations import Evaluations
 from .loop import train_loop
 from .peers import PeerWatch
 from .prepare import Data, prepare_data, say_data
+from .results import TrainResult
 from .resume import Resume, check_not_shorter, check_same_strategy, continue_plan, find_resume
 from .signals import AbortOnSignal
 from .step import TrainState
@@ -156,10 +157,12 @@ def fit(cfg: Config) -> dict:
         return finish(cfg, accelerator, out, trainable, data, results, say)
 
 
-def train(config: Config | dict | None = None, **overrides) -> dict:
-    """Python API: `mlmtune.train(model="minilm", data=["bbc-news"], max_steps=100)`."""
+def train(config: Config | dict | None = None, **overrides) -> TrainResult:
+    """Python API: `mlmtune.train(model="minilm", data=["bbc-news"], max_steps=100)` -> a TrainResult
+    (results.json's figures: a dict, with attributes and a readable repr)."""
     base = config.to_dict() if isinstance(config, Config) else dict(config or {})
-    return fit(build_config(base, overrides))
+    cfg = build_config(base, overrides)
+    return TrainResult(fit(cfg), os.path.expanduser(cfg.output_dir))
 
 
 def results_record(accelerator, state: TrainState, baseline: Baseline, evaluations: Evaluations, totals: Totals,

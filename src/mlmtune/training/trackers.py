@@ -1,13 +1,15 @@
-"""--report-to: tensorboard or mlflow through Accelerate's trackers (metrics.jsonl is written either way)."""
+"""--report-to: tensorboard, mlflow or wandb through Accelerate's trackers (metrics.jsonl is written either way)."""
 
 from __future__ import annotations
 
 import importlib.util
+import os
 
 from ..config import Config
 from ..errors import ConfigError
 
-TRACKER_PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow"}
+TRACKER_PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}
+TRACKER_HINTS = {"mlflow": " (MLFLOW_TRACKING_URI)", "wandb": " (WANDB_MODE=offline logs without an account)"}
 
 
 def check_tracker(report_to: str) -> None:
@@ -23,12 +25,19 @@ def start_tracker(accelerator, cfg: Config, name: str) -> None:
     if cfg.report_to == "none":
         return
     try:
-        accelerator.init_trackers(name, config=flat_for_tracker(cfg))
+        accelerator.init_trackers(name, config=flat_for_tracker(cfg), init_kwargs=tracker_options(cfg))
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        hint = " (MLFLOW_TRACKING_URI)" if cfg.report_to == "mlflow" else ""
+        hint = TRACKER_HINTS.get(cfg.report_to, "")
         raise ConfigError(f"--report-to {cfg.report_to} could not start: {first}: fix the tracker's "
                           f"settings{hint} or use --report-to none (metrics.jsonl is always written)") from None
+
+
+def tracker_options(cfg: Config) -> dict:
+    """wandb writes its files (offline runs, logs) under OUTPUT/wandb, never ./wandb in the working directory."""
+    if cfg.report_to == "wandb":
+        return {"wandb": {"dir": os.path.expanduser(cfg.output_dir)}}
+    return {}
 
 
 def flat_for_tracker(cfg: Config) -> dict:
