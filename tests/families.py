@@ -253,15 +253,16 @@ class Built:
 class Vocabularies:
     """Each algorithm's pieces, trained once on first use."""
 
-    def __init__(self, texts: list[str] | None = None):
+    def __init__(self, texts: list[str] | None = None, vocab_size: int = VOCAB_SIZE):
         self._texts = texts
+        self.vocab_size = vocab_size
         self._trained: dict[str, object] = {}
 
     def __getitem__(self, kind: str):
         if kind not in self._trained:
             if self._texts is None:
                 self._texts = training_texts()
-            self._trained[kind] = train_vocabulary(kind, self._texts)
+            self._trained[kind] = train_vocabulary(kind, self._texts, self.vocab_size)
         return self._trained[kind]
 
 

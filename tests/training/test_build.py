@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from helpers import assert_ok, records, run_cli, tiny, train_argv
 
@@ -40,3 +41,40 @@ def test_dropout_zero_trains_like_a_model_without_dropout(tmp_path, tiny_bert, n
     assert any(not torch.allclose(kept[k], plain[k], atol=1e-6) for k in plain)
     saved = json.loads((tmp_path / "off" / "config.json").read_text())
     assert saved["hidden_dropout_prob"] == 0.1 and saved["attention_probs_dropout_prob"] == 0.1
+
+
+def _no_masked_position_head(monkeypatch):
+    """A model of a family mlmtune knows no masked-position head for, and whose head cannot be guessed."""
+    from mlmtune.model import objective
+
+    monkeypatch.setattr(objective, "HEAD_MODULES", {})
+    monkeypatch.setattr(objective, "_guessed_head", lambda model: None)
+
+
+def test_a_model_without_a_masked_position_head_trains_on_its_full_logits_and_says_so(capsys, monkeypatch, tmp_path,
+                                                                                       tiny_bert, news_folder):
+    out = tmp_path / "full"
+    code, stdout, err = run_cli(capsys, *train_argv(tiny_bert, news_folder, out, "--max-steps", "2"))
+    assert_ok(code, err)
+    sparse = json.loads((out / "results.json").read_text())
+    assert "every position" not in stdout
+    _no_masked_position_head(monkeypatch)
+    code, stdout, err = run_cli(capsys, *train_argv(tiny_bert, news_folder, out, "--max-steps", "2", "--overwrite"))
+    assert_ok(code, err)
+    assert "note: mlmtune knows no masked-position head for BertForMaskedLM (bert)" in stdout
+    full = json.loads((out / "results.json").read_text())
+    # the same loss either way (fp32): the same model after the same steps
+    assert full["eval_perplexity"] == pytest.approx(sparse["eval_perplexity"], rel=1e-4)
+
+
+def test_prefit_without_a_masked_position_head_is_the_bias_alone(capsys, monkeypatch, tmp_path, tiny_encoder,
+                                                                 news_folder):
+    """The pre-fit applies the head to cached hidden states, which needs a masked-position head."""
+    _no_masked_position_head(monkeypatch)
+    out = tmp_path / "prefit"
+    code, stdout, err = run_cli(capsys, *train_argv(tiny_encoder, news_folder, out, "--head-init", "prefit"))
+    assert_ok(code, err)
+    assert "--head-init prefit needs a masked-position head, which BertForMaskedLM lacks: the unigram bias alone" \
+        in stdout
+    results = json.loads((out / "results.json").read_text())
+    assert results["warm_start_perplexity"] < results["baseline_perplexity"]
