@@ -135,3 +135,15 @@ def test_a_broken_deepspeed_file_is_one_line(deepspeed_present, tmp_path, text, 
         path.write_text(text)
     with pytest.raises(ConfigError, match=needle):
         strategy.choose(build_config({"deepspeed": str(path)}), world=2, gpu=False)
+
+
+def test_an_accelerate_configs_deepspeed_file_is_checked_as_the_flags_file(deepspeed_present, monkeypatch, tmp_path):
+    """`accelerate launch` with a deepspeed_config_file: a value that file sets is not "auto"; one that
+    contradicts a flag is refused as with --deepspeed, and a broken file is named as the Accelerate one."""
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_CONFIG_FILE", ds_file(tmp_path, gradient_clipping=0.5))
+    with pytest.raises(ConfigError, match="gradient_clipping.*--max-grad-norm"):
+        strategy.choose(build_config({"max_grad_norm": 1.0}), world=2, gpu=False)
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_CONFIG_FILE", str(tmp_path / "missing.json"))
+    with pytest.raises(ConfigError, match="Accelerate config's deepspeed_config_file.*no such file"):
+        strategy.choose(build_config({}), world=2, gpu=False)
