@@ -74,6 +74,10 @@ def rows(lines: list[str], peak: float | None) -> list[list[str]]:
         name, model, compile_, n, status, path = line.strip().split("|")
         n, path = int(n), Path(path)
         config = None
+        if status != "ok":  # a reused WORK folder may hold an earlier run's figures: not this one's
+            out.append([model, "seed loop" if name.startswith("seed-") else "mlmtune train", compile_, str(n), "-", "-",
+                        status])
+            continue
         if name.startswith("seed-"):
             try:
                 result = json.loads(path.read_text())["throughput"]
