@@ -70,3 +70,50 @@ def test_two_nodes_with_two_output_folders_are_refused_in_one_line(no_dropout_be
     # torchrun prints its own ChildFailedError for a worker that exits non-zero; none from mlmtune's code
     assert "/mlmtune/" not in "".join(line for line in both.splitlines() if line.lstrip().startswith("File "))
     assert not any((tmp_path / f"node{rank}" / "model.safetensors").exists() for rank in (0, 1))
+
+
+def worker_of_rank(launcher: subprocess.Popen, rank: int) -> int | None:
+    """The pid of the torchrun worker whose environment says RANK=rank (a child of the launcher)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent == launcher.pid and f"RANK={rank}".encode() in environ:
+            return int(entry.name)
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the worker through /proc")
+def test_a_stopped_peer_ends_the_job_within_the_timeout_naming_it(no_dropout_bert, news_folder, tmp_path):
+    """SIGSTOP of rank 1 mid-training: the job ends within --dist-timeout (and a margin for the launcher),
+    not after torch's 30 minutes, with one error line naming rank 1."""
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    args = train_args(no_dropout_bert, news_folder, out, "--dist-timeout", "10s")
+    args[args.index("--max-steps") + 1] = "100000"
+    launcher = subprocess.Popen([TORCHRUN, "--nproc_per_node", "2", "--master_port", free_port(), *args],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
+    try:
+        deadline = time.time() + 600
+        while not ((out / "metrics.jsonl").is_file() and '"train"' in (out / "metrics.jsonl").read_text()):
+            assert launcher.poll() is None and time.time() < deadline, "training did not start"
+            time.sleep(0.5)
+        victim = worker_of_rank(launcher, 1)
+        assert victim is not None
+        os.kill(victim, signal.SIGSTOP)
+        stopped = time.time()
+        _, err = launcher.communicate(timeout=300)
+        took = time.time() - stopped
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    assert launcher.returncode != 0
+    assert took < 10 + 50, took  # the timeout, a beat or two, the launcher's own stop
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "rank 1" in errors[0] and "stopped answering" in errors[0] and "--dist-timeout" in errors[0]
