@@ -54,3 +54,21 @@ def test_fp16_without_a_gpu_runs_fp32_and_says_so(monkeypatch):
     assert modeling.precision_note("no", torch.device("cpu"), requested="auto") is None
     monkeypatch.setattr(modeling, "gpu_available", lambda: True)
     assert modeling.resolve_precision("fp16") == "fp16"
+
+
+@pytest.mark.parametrize("ampere", [True, False])
+def test_auto_precision_on_a_gpu_is_bf16_in_hardware_else_fp16(monkeypatch, ampere):
+    """A V100 or T4 computes bf16 only by emulation (slower than fp32), which torch's default
+    is_bf16_supported() counts as support: auto takes fp16 with loss scaling there."""
+    import mlmtune.model.device as modeling
+
+    monkeypatch.setattr(modeling.torch.cuda, "is_available", lambda: True)
+    asked = []
+
+    def is_bf16_supported(including_emulation=True):
+        asked.append(including_emulation)
+        return ampere or including_emulation
+
+    monkeypatch.setattr(modeling.torch.cuda, "is_bf16_supported", is_bf16_supported)
+    assert modeling.resolve_precision("auto") == ("bf16" if ampere else "fp16")
+    assert asked == [False]

@@ -189,3 +189,97 @@ def test_training_mode_skips_the_accuracy_count():
     nll_train, correct_train = objective(ids, torch.ones_like(ids), labels)
     assert int(correct_eval) == labels.numel() and int(correct_train) == 0
     assert torch.isfinite(nll_train)
+
+
+# --- static slots for --compile, tied weights for sharded saves, the layers FSDP wraps -------------
+
+def _batches(n: int, vocab: int = 500):
+    from mlmtune.data.batching import Batch
+
+    g = torch.Generator().manual_seed(2)
+    for _ in range(n):
+        ids = torch.randint(5, vocab, (4, 32), generator=g)
+        labels = torch.where(torch.rand(4, 32, generator=g) < 0.15, ids, -100)
+        yield Batch(ids, torch.ones_like(ids), labels, int((labels != -100).sum()), ids.numel())
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta", "distilbert"])
+def test_static_slots_give_the_same_loss_count_and_gradients(kind):
+    from mlmtune.data.batching import slot_capacity, with_slots
+
+    model = _tiny(kind).eval()
+    objective = MaskedLMObjective(model)
+    capacity = slot_capacity(4, 32, 0.15)
+    for batch in _batches(3):
+        slotted = with_slots(batch, capacity)
+        assert len(slotted.positions) == capacity > batch.n_masked  # padded
+        results = []
+        for b in (batch, slotted):
+            model.zero_grad()
+            nll, correct = objective(*b.tensors())
+            nll.backward()
+            results.append((nll.item(), int(correct), model.get_input_embeddings().weight.grad.clone()))
+        (nll_a, correct_a, grad_a), (nll_b, correct_b, grad_b) = results
+        assert nll_b == pytest.approx(nll_a, rel=1e-5) and correct_b == correct_a
+        assert torch.allclose(grad_a, grad_b, atol=1e-6)
+
+
+def test_a_batch_above_its_slots_takes_more():
+    from mlmtune.data.batching import SLOT_STEP, with_slots
+
+    batch = next(_batches(1))
+    slotted = with_slots(batch, SLOT_STEP)  # fewer slots than masked positions
+    assert len(slotted.positions) >= batch.n_masked and len(slotted.positions) % SLOT_STEP == 0
+    assert int((slotted.targets != -100).sum()) == batch.n_masked
+
+
+def test_compiled_objective_compiles_once_with_static_slots():
+    """torch.compile (dynamo; the backend does not matter for what it captures) makes one graph for every
+    batch when the labelled positions come in static slots, and a graph per batch from a boolean index."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    from mlmtune.data.batching import slot_capacity, with_slots
+
+    objective = MaskedLMObjective(_tiny("bert")).train()
+    graphs = {}
+    for slots in (None, slot_capacity(4, 32, 0.15)):
+        torch._dynamo.reset()
+        counters.clear()
+        compiled = torch.compile(objective, backend="eager")
+        for batch in _batches(6):
+            nll, _ = compiled(*(with_slots(batch, slots) if slots else batch).tensors())
+            nll.backward()
+        graphs[slots is not None] = counters["stats"]["unique_graphs"]
+    torch._dynamo.reset()
+    assert graphs[True] == 1
+    assert graphs[False] > 1
+
+
+def test_tied_tensors_gathered_apart_are_saved_once(tmp_path):
+    """A state dict gathered from shards (FSDP, ZeRO-3) holds a copy per tied name; retied, the model is
+    saved with each tensor once, as from one process."""
+    from safetensors.torch import load_file
+
+    from mlmtune.model.objective import retie, tied_groups
+
+    model = _tiny("bert")
+    groups = tied_groups(model)
+    assert ["bert.embeddings.word_embeddings.weight", "cls.predictions.decoder.weight"] in groups
+
+    def gathered():  # separate copies, as a gather gives (save_pretrained empties the dict it is given)
+        return {k: v.clone() for k, v in model.state_dict().items()}
+
+    model.save_pretrained(tmp_path / "apart", state_dict=gathered())
+    model.save_pretrained(tmp_path / "retied", state_dict=retie(gathered(), groups))
+    model.save_pretrained(tmp_path / "one", state_dict=model.state_dict())
+    apart, retied, one = (load_file(tmp_path / d / "model.safetensors") for d in ("apart", "retied", "one"))
+    assert set(retied) == set(one) and len(apart) > len(one)
+    assert all(torch.equal(retied[k], one[k]) for k in one)
+
+
+def test_fsdp_wraps_the_layers_but_not_the_tied_embeddings():
+    from mlmtune.model.objective import separable_layers
+
+    assert separable_layers(_tiny("bert")) == ["BertLayer"]  # BertEmbeddings holds the tied word embeddings
+    assert MaskedLMObjective(_tiny("roberta"))._no_split_modules == ["RobertaLayer"]

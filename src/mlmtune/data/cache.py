@@ -103,12 +103,18 @@ def source_digest(sources: list[str], *, split: str, eval_split: str | None) -> 
 
 def tokenizer_digest(tokenizer) -> str | None:
     """A hash of everything that decides the tokens: the fast tokenizer's whole serialisation (model,
-    normaliser, pre-tokenizer, post-processor, added tokens). None for a tokenizer without one."""
+    normaliser, pre-tokenizer, post-processor, added tokens). None for a tokenizer without one.
+    Its truncation and padding are left out: transformers sets them on the backend for each call (a
+    tokenizer that has cut a text serialises differently from a fresh copy of itself, which would miss
+    the cache), and mlmtune's calls give their own."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
         return None
     try:
-        text = backend.to_str()
+        state = json.loads(backend.to_str())
+        state.pop("truncation", None)
+        state.pop("padding", None)
+        text = json.dumps(state, sort_keys=True)
     except Exception:
         return None
     h = hashlib.blake2b(digest_size=16)

@@ -128,16 +128,15 @@ def deepspeed_plugin(cfg, *, world: int):
     the batch per process, the accumulation, --max-grad-norm (DeepSpeed clips inside its own step, so
     the flag would otherwise be ignored), and ZeRO-3's 16-bit gather on save (else the final model
     could not be written whole). A value the config fixes otherwise is refused, naming both."""
-    try:
-        import deepspeed  # noqa: F401
-    except ImportError:
-        raise everywhere(ConfigError("DeepSpeed is asked for, but the deepspeed package is not installed: "
-                                     "pip install deepspeed, or use --fsdp")) from None
+    require_deepspeed()
     from accelerate.utils import DeepSpeedPlugin
 
     path = getattr(cfg, "deepspeed", None)
-    if path:
-        read_deepspeed_config(path)  # one line for a missing or broken file, before DeepSpeed reads it
+    env_file = os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE", "none")
+    # the file as written (one line for a missing or broken one): a key it leaves out is "auto"
+    written = (read_deepspeed_config(path) if path else
+               read_deepspeed_config(env_file, "the Accelerate config's deepspeed_config_file") if env_file != "none"
+               else {})
     try:
         plugin = DeepSpeedPlugin(hf_ds_config=str(Path(os.path.expanduser(path)).resolve()) if path else None,
                                  zero3_init_flag=False)
@@ -154,11 +153,9 @@ def deepspeed_plugin(cfg, *, world: int):
               "train_batch_size": (cfg.batch_size * accum * world, "--batch-size x processes x accumulation"),
               # DeepSpeed: 0 is no clipping
               "gradient_clipping": (cfg.max_grad_norm or 0.0, "--max-grad-norm")}
-    # without a config file (an Accelerate config's few DeepSpeed fields) the values are the plugin's defaults
-    from_file = bool(path) or os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE", "none") != "none"
     for key, (value, flag) in wanted.items():
-        given = ds.get(key, "auto")
-        if given == "auto" or not from_file:
+        given = written.get(key, "auto")  # an Accelerate config without a file: only the plugin's defaults
+        if given == "auto":
             ds[key] = value
         elif differs(given, value):
             raise everywhere(ConfigError(f"the DeepSpeed config sets {key} to {given!r} and mlmtune's {flag} says "
@@ -170,6 +167,14 @@ def deepspeed_plugin(cfg, *, world: int):
     return plugin
 
 
+def require_deepspeed() -> None:
+    try:
+        import deepspeed  # noqa: F401
+    except ImportError:
+        raise everywhere(ConfigError("DeepSpeed is asked for, but the deepspeed package is not installed: "
+                                     "pip install deepspeed, or use --fsdp")) from None
+
+
 def differs(given, value) -> bool:
     try:
         return float(given) != float(value)
@@ -177,17 +182,18 @@ def differs(given, value) -> bool:
         return True
 
 
-def read_deepspeed_config(path: str) -> dict:
+def read_deepspeed_config(path: str, what: str = "--deepspeed") -> dict:
+    """The DeepSpeed config as written, checked for what mlmtune needs of it."""
     file = Path(os.path.expanduser(path))
     if not file.is_file():
-        raise everywhere(ConfigError(f"--deepspeed {path}: no such file; give a DeepSpeed config (JSON) with a "
+        raise everywhere(ConfigError(f"{what} {path}: no such file: give a DeepSpeed config (JSON) with a "
                                      "zero_optimization section"))
     try:
         config = json.loads(file.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
-        raise everywhere(ConfigError(f"--deepspeed {path} is not JSON ({first_line(exc)}): fix its syntax")) from None
+        raise everywhere(ConfigError(f"{what} {path} is not JSON ({first_line(exc)}): fix its syntax")) from None
     if not isinstance(config, dict) or not isinstance(config.get("zero_optimization"), dict):
-        raise everywhere(ConfigError(f"--deepspeed {path} has no zero_optimization section: add one, e.g. "
+        raise everywhere(ConfigError(f"{what} {path} has no zero_optimization section: add one, e.g. "
                                      "\"zero_optimization\": {\"stage\": 2}"))
     return config
 
