@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..config import Config, build_config, resolve, to_command, validate
@@ -32,7 +33,8 @@ from ..run.card import write_card
 from ..run.checkpoints import load_checkpoint, save_checkpoint
 from ..run.files import atomic_write_json, save_model, versions, writing
 from ..run.hub import check_hub_access, push
-from ..run.layout import complete_checkpoints, remove_temporaries
+from ..run.before import write_counts
+from ..run.layout import UNIGRAM_FILE, complete_checkpoints, remove_temporaries
 from ..run.metrics_log import MetricsLog, utc_iso
 from ..run.ownership import Folder, check_output_dir, discard, failure_rules, put_back, run_inputs, set_aside_old_run
 from ..run.report import write_report
@@ -85,12 +87,14 @@ def fit(cfg: Config) -> dict:
             add_rows(loaded.model, data.vocabulary, len(data.tokenizer))
         trainable = build_trainable(cfg, loaded, data, totals)
         # 3. before training (nothing written yet)
+        counts = None
         if resume is None:
             score_before_training(trainable, accelerator, evaluations, state, baseline)
-            warm_start(cfg, accelerator, data, loaded, trainable, evaluations, state, baseline, say)
+            counts = warm_start(cfg, accelerator, data, loaded, trainable, evaluations, state, baseline, say)
         # 4. the output folder becomes this run's
         log = take_output_dir(cfg, accelerator, folder, trainable,
-                              record=lambda: run_record(cfg, accelerator, data, loaded.new_parameters, totals))
+                              record=lambda: run_record(cfg, accelerator, data, loaded.new_parameters, totals),
+                              counts=counts)
         evaluations.attach(log)
         # 5. resume
         if resume is not None:
@@ -164,10 +168,12 @@ def results_record(accelerator, state: TrainState, baseline: Baseline, evaluatio
     return results
 
 
-def take_output_dir(cfg: Config, accelerator, folder: Folder, trainable: Trainable, record) -> MetricsLog:
+def take_output_dir(cfg: Config, accelerator, folder: Folder, trainable: Trainable, record,
+                    counts: np.ndarray | None = None) -> MetricsLog:
     """--overwrite sets the earlier run aside (renames) and puts it back if the new run cannot start
-    (a tracker that fails, a full disk); it is deleted once run.json is written. Accelerate prepares
-    the objective, optimizer and schedule. Returns the run's metrics.jsonl."""
+    (a tracker that fails, a full disk); it is deleted once run.json is written (and beside it the
+    warm start's unigram `counts`, from which run/before.py rebuilds the base as training began).
+    Accelerate prepares the objective, optimizer and schedule. Returns the run's metrics.jsonl."""
     out, main, aside = folder.path, accelerator.is_main_process, None
     if main:
         with writing("the run's files", out):
@@ -183,6 +189,8 @@ def take_output_dir(cfg: Config, accelerator, folder: Folder, trainable: Trainab
         if main and not cfg.resume:
             with writing("run.json", out):
                 atomic_write_json(out / "run.json", record())
+                if counts is not None:
+                    write_counts(out / UNIGRAM_FILE, counts)
     except BaseException:
         if main:
             put_back(aside, out)
