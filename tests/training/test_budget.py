@@ -50,3 +50,31 @@ def test_a_budget_the_warm_start_spends_still_scores_the_saved_model(tmp_path, t
     assert results["eval_perplexity"] < results["baseline_perplexity"]
     last = [r for r in records(out) if r["type"] == "eval"][-1]
     assert last["perplexity"] == pytest.approx(results["warm_start_perplexity"], rel=1e-6)
+
+
+# --- when a run evaluates: ~8 points over the plan, so the curves are curves (issue 20) ---------------
+
+def test_evaluations_default_to_eight_over_a_plan_of_steps_or_epochs():
+    from mlmtune.config import build_config
+    from mlmtune.training.budget import EVALUATIONS, plan_totals
+
+    assert EVALUATIONS == 8
+    steps = plan_totals(build_config({"model": "m", "data": ["d"], "max_steps": 120}), steps_per_epoch=50)
+    assert steps.eval_every == 15 and [s for s in range(1, 121) if steps.eval_due(s, 0, 0)] == list(range(15, 121, 15))
+    epochs = plan_totals(build_config({"model": "m", "data": ["d"], "epochs": 2}), steps_per_epoch=20)
+    assert epochs.eval_every == 5  # 40 steps / 8
+    tiny_plan = plan_totals(build_config({"model": "m", "data": ["d"], "max_steps": 3}), steps_per_epoch=50)
+    assert tiny_plan.eval_every == 1  # never 0
+    given = plan_totals(build_config({"model": "m", "data": ["d"], "max_steps": 120, "eval_every": 50}), 50)
+    assert given.eval_every == 50  # --eval-every decides when given
+
+
+def test_a_budget_evaluates_at_each_eighth_of_it():
+    from mlmtune.config import build_config
+    from mlmtune.training.budget import plan_totals
+
+    totals = plan_totals(build_config({"model": "m", "data": ["d"], "max_time": "80s"}), steps_per_epoch=50)
+    assert totals.by_time and totals.eval_every is None
+    # a step that crosses 10 s, 20 s, ... of the 80 s budget is followed by an evaluation; one within a tenth is not
+    assert totals.eval_due(7, 9.5, 10.2) and not totals.eval_due(8, 10.2, 11.0) and totals.eval_due(30, 39.9, 40.0)
+    assert "8th of the 80 s budget" in totals.evaluations()

@@ -14,12 +14,15 @@ def test_grad_norm_is_the_norm_before_clipping(tiny_bert, split_news, tmp_path, 
     train, _ = split_news
     for clip in ("1e-4", "none"):
         out = tmp_path / clip
-        code, _, err = run_cli(capsys, *train_args(tiny_bert, out, "--data", train, "--max-steps", 3,
-                                                   "--max-grad-norm", clip))
+        code, said, err = run_cli(capsys, *train_args(tiny_bert, out, "--data", train, "--max-steps", 3,
+                                                      "--max-grad-norm", clip))
         assert_ok(code, err)
         records = [r for r in read_metrics(out / "metrics.jsonl") if r["type"] == "train"]
         assert len(records) == 3 and all(r["grad_norm"] > 1e-3 for r in records)  # far above the clip
         assert all(isinstance(r["time"], float) for r in records)
+        # stderr is not a terminal here (a pipe, a log file): no progress bar's "\r" frames; the evaluation
+        # lines say how far the run is instead
+        assert "\r" not in err + said and "eval step 3 of 3: perplexity" in said
 
 
 def test_accumulating_two_batches_of_8_equals_one_batch_of_16(no_dropout_bert, news_folder, tmp_path):
@@ -28,3 +31,19 @@ def test_accumulating_two_batches_of_8_equals_one_batch_of_16(no_dropout_bert, n
                        max_steps=6))
     assert two["train_tokens"] == one["train_tokens"]
     assert two["eval_perplexity"] == pytest.approx(one["eval_perplexity"], rel=1e-4)
+
+
+def test_a_resumed_state_counts_its_sessions_and_their_time():
+    """A resumed run's total time is every session's (results.json total_wall_seconds, the report)."""
+    import time
+
+    from mlmtune.training.step import TrainState
+
+    first = TrainState(step=5, session_start=time.perf_counter() - 100)
+    saved = {"step": 5, **first.counters()}
+    assert saved["sessions"] == 1 and saved["wall_seconds"] == pytest.approx(100, abs=1)
+    second = TrainState.restored(saved, session_start=time.perf_counter() - 30)
+    assert second.sessions == 2 and second.wall_seconds == pytest.approx(130, abs=1)
+    # a checkpoint of an older mlmtune (no sessions, no wall_seconds) counts as one session of unknown time
+    old = TrainState.restored({"step": 5, "tokens": 10}, session_start=time.perf_counter())
+    assert old.sessions == 2 and old.wall_seconds == pytest.approx(0, abs=1)

@@ -39,6 +39,7 @@ from ..run.metrics_log import MetricsLog, utc_iso
 from ..run.ownership import Folder, check_output_dir, discard, failure_rules, put_back, run_inputs, set_aside_old_run
 from ..run.report import write_report
 from ..run.sentence import keep_sentence_encoder, write_sentence_files
+from ..run.verdict import run_verdict
 from .budget import Totals, plan_totals
 from .build import Baseline, Trainable, build_trainable, load_model, score_base_words, score_before_training, warm_start
 from .evaluations import Evaluations
@@ -74,10 +75,11 @@ def fit(cfg: Config) -> dict:
             check_not_shorter(resume, totals, cfg)
         say_data(data, cfg, world=world, say=say)
         prepare_seconds = time.perf_counter() - started
-        state, baseline = TrainState(), Baseline()
+        state, baseline = TrainState(session_start=started), Baseline()
         evaluations = Evaluations(accelerator, data.eval_set, steps_per_epoch=data.steps_per_epoch,
                                   words=data.vocabulary.tuned_words if data.vocabulary else None,
                                   report_to=cfg.report_to, say=say)
+        say(evaluation_plan(totals, evaluations))
         # 2. model, optimizer, schedule
         loaded = load_model(cfg, accelerator, data, say)
         if data.vocabulary is not None:  # the base scored on the masked words once, with its own tokenizer
@@ -99,6 +101,7 @@ def fit(cfg: Config) -> dict:
         # 5. resume
         if resume is not None:
             state, baseline = restore(cfg, accelerator, resume, trainable, totals, log, say)
+            state.session_start = started
 
         def checkpoint(step: int) -> Path:
             check_finite_weights(dict(unwrap(accelerator, trainable.objective).named_parameters()),
@@ -112,7 +115,8 @@ def fit(cfg: Config) -> dict:
         batches = data.batches(cfg, state.step, rank=accelerator.process_index, world=world)
         train_loop(accelerator, trainable.objective, trainable.optimizer, trainable.scheduler, batches, state, totals,
                    cfg, out=out, log=log, checkpoint=checkpoint,
-                   evaluate=lambda step, when: evaluations(trainable.objective, step, when, state))
+                   evaluate=lambda step, when, interim=False: evaluations(trainable.objective, step, when, state,
+                                                                          interim=interim))
         # 7. finish
         if evaluations.last_step != state.step:  # no step ran in this session (a finished run resumed: its last
             # eval is logged already; or a budget the warm start spent: its model is scored and logged here)
@@ -123,6 +127,15 @@ def fit(cfg: Config) -> dict:
         results = results_record(accelerator, state, baseline, evaluations, totals, data,
                                  prepare_seconds=prepare_seconds, started=started, started_at=started_at)
         return finish(cfg, accelerator, out, trainable, data, results, say)
+
+
+def evaluation_plan(totals: Totals, evaluations: Evaluations) -> str:
+    """When the run evaluates, in one line: the curve's points and what they cost."""
+    n, subset = len(evaluations.batches), evaluations.subset
+    scored = "on the whole evaluation set" if subset >= n else \
+        f"on the first quarter of the evaluation set ({subset} of {n} batches per process)"
+    cost = ", which count against --max-time" if totals.budget is not None else ""
+    return f"evaluations: {totals.evaluations()} {scored}{cost}, and on all of it at the end"
 
 
 def train(config: Config | dict | None = None, **overrides) -> dict:
@@ -145,6 +158,8 @@ def results_record(accelerator, state: TrainState, baseline: Baseline, evaluatio
         "eval_seconds": round(state.eval_seconds, 3),
         "prepare_seconds": round(prepare_seconds, 3),  # this session: reading, tokenizing, cutting
         "wall_seconds": round(time.perf_counter() - started, 3),  # this session, up to the final save
+        "total_wall_seconds": round(state.wall_seconds, 3),  # every session of the run (--resume), to the final save
+        "sessions": state.sessions,
         "baseline_perplexity": baseline.perplexity,
         "baseline_accuracy": baseline.accuracy,
         "warm_start_perplexity": baseline.warm_start_perplexity,
@@ -256,6 +271,8 @@ def finish(cfg: Config, accelerator, out: Path, trainable: Trainable, data: Data
         accelerator.end_training()
     if main and cfg.report:
         write_report(out, base_model=cfg.model, probes=cfg.probe, say=say)
+    if main:  # what the curve says, and the command that trains further while it still falls
+        say(f"verdict: {run_verdict(out).line()}")
     shutdown(accelerator)
     if main and cfg.push_to_hub:
         push(out, cfg.push_to_hub, say=say)
