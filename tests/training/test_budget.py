@@ -62,9 +62,9 @@ def test_evaluations_default_to_eight_over_a_plan_of_steps_or_epochs():
     steps = plan_totals(build_config({"model": "m", "data": ["d"], "max_steps": 120}), steps_per_epoch=50)
     assert steps.eval_every == 15 and [s for s in range(1, 121) if steps.eval_due(s, 0, 0)] == list(range(15, 121, 15))
     epochs = plan_totals(build_config({"model": "m", "data": ["d"], "epochs": 2}), steps_per_epoch=20)
-    assert epochs.eval_every == 5  # 40 steps / 8
+    assert epochs.eval_every == 5 and epochs.evaluations() == "every 5 steps"  # 40 steps / 8
     tiny_plan = plan_totals(build_config({"model": "m", "data": ["d"], "max_steps": 3}), steps_per_epoch=50)
-    assert tiny_plan.eval_every == 1  # never 0
+    assert tiny_plan.eval_every == 1 and tiny_plan.evaluations() == "after every step"  # never 0
     given = plan_totals(build_config({"model": "m", "data": ["d"], "max_steps": 120, "eval_every": 50}), 50)
     assert given.eval_every == 50  # --eval-every decides when given
 

@@ -41,7 +41,7 @@ class Totals:
     def evaluations(self) -> str:
         """When the run evaluates, in words (train's data line)."""
         if self.eval_every is not None:
-            return f"every {self.eval_every:,} steps"
+            return "after every step" if self.eval_every == 1 else f"every {self.eval_every:,} steps"
         return f"at each {EVALUATIONS}th of the {self.budget:,.0f} s budget"
 
     @property
