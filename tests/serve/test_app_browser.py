@@ -78,7 +78,7 @@ def test_page_fills_both_columns(server_url, browser, tmp_path):
     # tiny_encoder has no MLM head: shown as the head training starts from, warm-started (no run names it as
     # its base: from the built-in corpus' word counts), never as a random head's noise
     assert base.locator(".badge").inner_text() == "warm-started head"
-    assert "warm-started" in base.locator(".note").inner_text()
+    assert "warm-started with the word frequencies of bbc-news" in base.locator(".note").inner_text()
     # the JSON view: the request as curl and the API's answer, as the page received it
     page.locator("#json summary").click()
     answer = json.loads(page.locator("#json-answer").inner_text())
