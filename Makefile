@@ -20,9 +20,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # predict without TEXT fills the run's probe sentences (examples/demo.yaml's, else the defaults)
+# demo_reached.py: what the demo reached on this CPU, and the verdict with the command that trains further
 demo: setup
 	$(PY) -m mlmtune train --config examples/demo.yaml --overwrite
 	$(PY) -m mlmtune predict --model runs/demo --compare minilm
+	$(PY) examples/demo_reached.py runs/demo
 
 # Debian's chromium for the browser test (never a browser downloaded by a test tool).
 browser:

@@ -151,7 +151,7 @@ class TrainConfig:
     warmup_steps: int = _opt(0, "linear warm-up steps (overrides --warmup-ratio when > 0)")
     warmup_ratio: float = _opt(0.0, "warm-up as a share of all optimizer steps")
     max_grad_norm: float | None = _opt(1.0, "clip the gradient norm to this (none: no clipping)")
-    eval_every: int | None = _opt(None, "also evaluate every N optimizer steps")
+    eval_every: int | None = _opt(None, "evaluate every N optimizer steps (default: 8 times over the plan, or at each eighth of a --max-time budget, on a quarter of the eval set; the last step on all of it)")
     log_every: int = _opt(10, "append a training record to metrics.jsonl every N steps")
     save_every: int | None = _opt(None, "save a full training checkpoint every N optimizer steps")
     keep_checkpoints: int = _opt(2, "how many of the newest checkpoints to keep")

@@ -18,7 +18,7 @@ from mlmtune.cli import main
 from mlmtune.config import build_config
 from mlmtune.model.fill_mask import FillMask
 from mlmtune.run.metrics_log import read_metrics
-from mlmtune.run.report import _fmt, _result_value, curves_figure, duration, write_report
+from mlmtune.run.report import RESULT_LABELS, _fmt, _result_value, curves_figure, duration, write_report
 from mlmtune.training.fit import fit
 
 PROBES = ["The [MASK] is happy.", "Shares in the company [MASK] sharply after the [MASK]."]
@@ -62,12 +62,13 @@ def tokens(model: FillMask, text: str) -> list[list[str]]:
 def test_training_writes_a_complete_report(run_dir, tiny_bert):
     page = (run_dir / "report.html").read_text(encoding="utf-8")
 
-    # the curves: curves.png beside the report, and the same PNG embedded in it
+    # the curves: curves.png (the four panels in one image) beside the report, and in it each panel a figure
+    # of its own (a 2 x 2 image shrunk to a phone's width was unreadable)
     png = (run_dir / "curves.png").read_bytes()
     assert png.startswith(PNG_MAGIC) and len(png) > 5_000
-    embedded = re.search(r'<img alt="training and eval loss, eval perplexity, eval accuracy and learning rate" '
-                         r'src="data:image/png;base64,([^"]+)">', page)
-    assert embedded and base64.b64decode(embedded.group(1)) == png
+    embedded = re.findall(r'<img alt="[^"]+" data-panel="([^"]+)" src="data:image/png;base64,([^"]+)">', page)
+    assert [name for name, _ in embedded] == ["loss", "perplexity", "accuracy", "learning rate"]
+    assert all(base64.b64decode(data).startswith(PNG_MAGIC) for _, data in embedded)
 
     # the headline: baseline -> final eval perplexity from metrics.jsonl
     evals = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["type"] == "eval"]
@@ -83,11 +84,25 @@ def test_training_writes_a_complete_report(run_dir, tiny_bert):
     assert run["config"]["chunk_size"] == 64
     results = json.loads((run_dir / "results.json").read_text())
     for key in ("steps", "eval_perplexity", "eval_accuracy", "train_tokens_per_second", "peak_rss_mb", "train_seconds"):
-        assert f"<tr><th>{key}</th><td>{html.escape(_result_value(key, results[key]))}</td></tr>" in page, key
-    assert f"<tr><th>eval_accuracy</th><td>{results['eval_accuracy']:.1%}</td></tr>" in page
-    assert re.search(r"<tr><th>train_seconds</th><td>(\d+ min )?\d+(\.\d)? s</td></tr>", page)
+        label = RESULT_LABELS[key]
+        assert f"<tr><th>{label}</th><td>{html.escape(_result_value(key, results[key]))}</td></tr>" in page, key
+    assert f"<tr><th>eval accuracy, final</th><td>{results['eval_accuracy']:.1%}</td></tr>" in page
+    assert re.search(r"<tr><th>training steps</th><td>(\d+ min )?\d+(\.\d)? s</td></tr>", page)
+    assert "<tr><th>precision</th><td>fp32</td></tr>" in page  # Accelerate's "no" mixed precision, by its name
+    assert re.search(r"<tr><th>peak memory</th><td>[\d,.]+ MB</td></tr>", page)
+    # no raw key in the Results and Data tables, and the fingerprints folded away
+    tables = page.split("<h2>Results</h2>", 1)[1].split("<h2>Config</h2>", 1)[0]
+    shown = tables.split("<details>", 1)[0]
+    assert not [k for k in re.findall(r"<tr><th>(.*?)</th>", shown) if "_" in k]
+    assert json.loads((run_dir / "run.json").read_text())["data"]["train_fingerprint"] not in shown
     assert not re.search(r"\d\.?\d*e[+-]\d\d", re.sub(r'src="data:[^"]*"', "", page))  # no 4.5e+04 anywhere
     assert "<h2>Versions</h2>" in page and "<th>transformers</th>" in page
+    # the verdict first, computed from the curve; the interim points (step 6) scored on the curve's subset, said
+    verdict = re.search(r"<p class='verdict (\w+)'>", page)
+    assert verdict and page.index(verdict.group(0)) < page.index("<div class=figs>")
+    interim = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["type"] == "eval" and r["step"] == 6]
+    assert interim and "subset_perplexity" in interim[0] and "perplexity" not in interim[0]
+    assert "the first quarter of the evaluation set" in page
 
     # before (the base model) and after (this run), top 5 per mask of every probe
     rows = prediction_rows(page)
@@ -111,6 +126,7 @@ def test_report_command_regenerates_the_report(run_dir, tmp_path, capsys):
     assert main(["report", str(out)]) == 0
     assert capsys.readouterr().out.strip() == str(out / "report.html")
     assert (out / "curves.png").read_bytes().startswith(PNG_MAGIC)
+    original = original.replace(html.escape(str(run_dir / "run.json")), html.escape(str(out / "run.json")))  # verdict
     assert (out / "report.html").read_text(encoding="utf-8") == original  # the same report as training wrote
 
     assert main(["report", str(out), "--probe", "A [MASK] day for the [MASK] team."]) == 0
@@ -145,7 +161,10 @@ def test_unfinished_run_gets_curves_without_predictions(tmp_path):
 
 def test_headless_base_with_its_own_tokenizer(tiny_encoder, tiny_bert, news_folder, tmp_path):
     """A base folder without tokenizer files (--tokenizer given) and without an MLM head: the report's
-    "before" column is the head training grew from --seed, read with the run's tokenizer."""
+    "before" column is the head training began with: grown from --seed, warm-started from the unigram
+    counts of the run's training text (unigram_counts.npy), read with the run's tokenizer."""
+    import numpy as np
+
     base = tmp_path / "encoder-only"
     base.mkdir()
     for name in ("config.json", "model.safetensors"):
@@ -154,13 +173,18 @@ def test_headless_base_with_its_own_tokenizer(tiny_encoder, tiny_bert, news_fold
     fit(run_config(str(base), news_folder, out, tokenizer=tiny_bert, seed=7, max_steps=4, eval_every=None,
                    probe=PROBES[:1]))
     page = (out / "report.html").read_text(encoding="utf-8")
-    assert "has no MLM head" in page
+    assert "has no MLM head; its head is warm-started as training starts one" in page
     (label, cells), = prediction_rows(page)
     grown = FillMask(str(base), tokenizer=tiny_bert, seed=7)
-    assert grown.grown_head
-    assert cells[0] == (f"before ({base})", tokens(grown, PROBES[0])[0])
+    random_head = tokens(grown, PROBES[0])
+    grown.warm_start(np.load(out / "unigram_counts.npy"), "the run's text")
+    assert grown.grown_head and grown.label == f"{base}, warm-started head"
+    assert cells[0] == (f"before ({base}, warm-started head)", tokens(grown, PROBES[0])[0])
+    assert tokens(grown, PROBES[0]) != random_head  # not the random head's noise
     # with another seed the grown head, and so the column, would differ
-    assert tokens(FillMask(str(base), tokenizer=tiny_bert, seed=0), PROBES[0]) != tokens(grown, PROBES[0])
+    other = FillMask(str(base), tokenizer=tiny_bert, seed=0)
+    other.warm_start(np.load(out / "unigram_counts.npy"), "the run's text")
+    assert tokens(other, PROBES[0]) != tokens(grown, PROBES[0])
 
 
 def test_a_probe_without_mask_is_refused_before_training(tiny_bert, news_folder, tmp_path):
@@ -255,6 +279,18 @@ def test_the_headline_of_a_grown_head_counts_from_its_warm_start(tiny_encoder, n
     assert (f"<b>{_fmt(fresh)}</b> (fresh head) &rarr; <b>{_fmt(warm)}</b> (warm start) &rarr; <b>{_fmt(last)}</b> "
             f"({_fmt(warm / last, 2)}&times; lower than the warm start)") in page
 
+    # the honest "before": the report's base column is the warm-started head, with the very words that serve
+    # (and so predict --compare: the same run/before.shown_model) shows beside this run for the same sentence
+    from mlmtune.serve.app import _predict_all, load_models
+
+    served = load_models(str(out), compare=tiny_encoder)
+    base = next(m for m in _predict_all(served, PROBES[0], 5) if m["role"] == "base")
+    title, words = prediction_rows(page)[0][1][0]  # the first probe's one mask: (title, words) of the base
+    assert base["label"] == f"{tiny_encoder}, warm-started head" and title == f"before ({base['label']})"
+    assert base["head"] == "warm" and base["head_text"] == "this run's training text"
+    pieces = served[1].fm.tokenizer.convert_ids_to_tokens([p["token"] for p in base["masks"][0]])
+    assert words == ["…" + t.removeprefix("##") if piece else t for t, piece in zip(pieces, base["pieces"][0])]
+
 
 # --- what the report tells (issue 13) -------------------------------------------------------------
 
@@ -294,24 +330,29 @@ def test_curves_label_the_values_and_add_accuracy_and_learning_rate():
         loss, ppl, acc, lr = fig.axes
         assert ["loss" in loss.get_title(), "perplexity" in ppl.get_title(), "accuracy" in acc.get_title(),
                 "learning rate" in lr.get_title()] == [True] * 4
-        # the eval loss beside the training loss, on the same axes
+        # the eval loss beside the training loss, on the same axes; a grown head's eval curves start at its warm
+        # start (7.53), not at the random head (10.73), which would set the axis
+        warm = next(r for r in records if r["type"] == "warm_start")
         train_line, eval_line = loss.get_lines()
-        assert list(eval_line.get_ydata()) == [e[1] for e in evals]
+        assert list(eval_line.get_ydata()) == [warm["loss"]] + [e[1] for e in evals[1:]]
         assert list(train_line.get_xdata()) == list(range(10, 430, 10))
         assert [t.get_text() for t in loss.get_legend().get_texts()] == ["training", "eval (fixed masks)"]
-        # every perplexity point labelled with its value (and the warm start); minor ticks labelled at 2x and 5x
+        # every perplexity point labelled with its value (the warm start as such), the fresh head named off the
+        # axis; minor ticks labelled at 2x and 5x
         labels = [t.get_text() for t in ppl.texts]
-        assert labels == ["warm start 1,866"] + [_fmt(e[2]) for e in evals]
-        assert ppl.get_yscale() == "log"
+        assert labels == ["warm start 1,866", "fresh head: 45,749 (off the axis)"] + [_fmt(e[2]) for e in evals[1:]]
         low, high = ppl.get_ylim()
+        assert high < evals[0][2] / 10 and low < evals[-1][2]  # the axis spans the warm start to the end
+        assert ppl.get_yscale() == "log"
         minor = [v for v in ppl.yaxis.get_minorticklocs() if low <= v <= high]
-        assert len(minor) >= 8 * 3  # 2..9 in each of the decades 10^1..10^4 in view
+        assert len(minor) >= 8 + 4  # 2..9 x 100 and some of the decades beside
         shown = {t.get_text() for t in ppl.yaxis.get_minorticklabels() if t.get_text()}
-        assert {"200", "500", "2,000", "5,000", "20,000"} <= shown
+        assert {"200", "500", "2,000"} <= shown
         assert not any("e" in t.get_text() or "^" in t.get_text() for t in ppl.yaxis.get_majorticklabels())
         # accuracy in percent, each point labelled; the learning rate as logged
-        assert [t.get_text() for t in acc.texts] == [f"{e[3]:.1%}" for e in evals]
-        assert list(acc.get_lines()[0].get_ydata()) == pytest.approx([e[3] * 100 for e in evals])
+        assert [t.get_text() for t in acc.texts] == [f"{a:.1%}" for a in [warm["accuracy"]] + [e[3] for e in evals[1:]]]
+        assert list(acc.get_lines()[0].get_ydata()) == pytest.approx(
+            [warm["accuracy"] * 100] + [e[3] * 100 for e in evals[1:]])
         assert list(lr.get_lines()[0].get_ydata()) == [r["lr"] for r in records if r["type"] == "train"]
     finally:
         plt.close(fig)
@@ -357,7 +398,7 @@ def test_run_date_and_baseline_accuracy(tmp_path):
     page = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert "run on 2026-11-25 at 08:00 UTC, finished 08:02 (2 min 36 s)" in page
     assert "masked-token accuracy <b>4.0%</b> (baseline) &rarr; <b>31.0%</b>" in page
-    assert "<tr><th>baseline_accuracy</th><td>4.0%</td></tr>" in page
+    assert "<tr><th>accuracy before training</th><td>4.0%</td></tr>" in page
 
     # figures of the wrong type (a hand edit, another version) fall back, never fail the report
     (tmp_path / "results.json").write_text(json.dumps({"started_at": "yesterday", "finished_at": [1],
@@ -505,33 +546,56 @@ def test_report_puts_the_base_cloze_on_the_row_of_the_base_with_its_own_vocabula
 
 @pytest.mark.slow
 @pytest.mark.browser
-def test_report_fits_a_phone(browser, tiny_bert, tmp_path):
-    """report.html at 390 px: no sideways scrolling, with long paths, a long probe and every table."""
+def test_report_fits_a_phone(browser, tiny_bert, tiny_encoder, tmp_path):
+    """report.html at 390 px (and 1280): no sideways scrolling, with long paths, a long probe and every table;
+    the verdict first; each curve a figure of its own at the page's width; the base (no MLM head) shown as the
+    warm-started head training began with."""
+    import numpy as np
+    from helpers import REPO
+
+    from mlmtune.model.tokenizer import load_tokenizer
+    from mlmtune.run.before import write_counts
     from mlmtune.run.report import write_report
 
     out = tmp_path / ("run-with-a-long-folder-name-" + "x" * 60)
-    shutil.copytree(tiny_bert, out)  # the tuned model: tiny_bert's files; its base: tiny_bert itself
+    shutil.copytree(tiny_bert, out)  # the tuned model: tiny_bert's files; its base: tiny_encoder (no MLM head)
     probe = "The government announced a new [MASK] on Tuesday after a long meeting in " + "Brussels" * 8 + "."
     (out / "run.json").write_text(json.dumps({
-        "config": {"model": tiny_bert, "output_dir": str(out), "data": [str(tmp_path / ("corpus-" + "y" * 80))],
-                   "probe": [probe], "chunk_size": 64, "lr": 0.003, "seed": 42, "epochs": 3, "weight_decay": 0.01},
+        "config": {"model": tiny_encoder, "output_dir": str(out), "data": [str(tmp_path / ("corpus-" + "y" * 80))],
+                   "probe": [probe], "chunk_size": 64, "lr": 0.003, "seed": 42, "max_steps": 428, "weight_decay": 0.01},
         "data": {"documents": 2127, "train_fingerprint": "a2d7e5b4adb8d9c1" * 4}, "started": "2026-11-24T13:29:37+0000",
         "versions": {"platform": "Linux-6.18.44-fc-v595-x86_64-with-glibc2.36-and-a-very-long-suffix"}}))
-    records = [{"type": "eval", "step": s, "loss": l, "perplexity": p, "accuracy": a, "masked_tokens": 5685}
-               for s, l, p, a in [(0, 10.7, 45749.1, 0.0), (428, 4.29, 72.76, 0.31)]]
+    write_counts(out / "unigram_counts.npy", np.arange(len(load_tokenizer(tiny_encoder)), dtype=np.int64) % 7)
+    curve_points = [(0, 10.7, 45749.1, 0.0)] + [(s, 6.0 - s / 200, 1866 / (1 + s / 20), 0.04 + s / 2000)
+                                                for s in range(0, 429, 53)]
+    records = [{"type": "eval" if i != 1 else "warm_start", "step": s, "loss": l, "perplexity": p, "accuracy": a,
+                "masked_tokens": 5685} for i, (s, l, p, a) in enumerate(curve_points)]
     records += [{"type": "train", "step": s, "loss": 6.0, "lr": 1e-4} for s in range(10, 430, 10)]
     (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     (out / "results.json").write_text(json.dumps({"steps": 428, "eval_perplexity": 72.76, "wall_seconds": 288.8,
                                                   "files": ["config.json", "model.safetensors", "tokenizer.json"]}))
-    write_report(out, say=lambda m: None)
+    write_report(out, base_model=tiny_encoder, say=lambda m: None)
 
-    page = browser.new_page(viewport={"width": 390, "height": 844})
-    try:
-        page.goto((out / "report.html").as_uri())
-        assert page.locator("table.preds").is_visible() and page.locator("table.side").is_visible()
-        page.locator("details summary").first.click()  # the folded defaults, opened, fit too
-        widths = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
-        assert widths[0] <= widths[1], widths
-        assert page.evaluate("document.documentElement.clientWidth") == 390
-    finally:
-        page.close()
+    shots = REPO / "test-output"
+    shots.mkdir(exist_ok=True)
+    for width in (390, 1280):
+        page = browser.new_page(viewport={"width": width, "height": 844})
+        try:
+            page.goto((out / "report.html").as_uri())
+            assert page.locator("table.preds").is_visible() and page.locator("table.side").is_visible()
+            verdict = page.locator(".verdict")
+            assert verdict.is_visible() and "Still improving fast" in verdict.inner_text()
+            assert "--resume --max-steps 856" in verdict.inner_text()
+            assert page.locator(".verdict").bounding_box()["y"] < page.locator(".figs").bounding_box()["y"]
+            assert f"before ({tiny_encoder}, warm-started head)" in page.locator("table.preds").inner_text()
+            page.locator("details summary").first.click()  # the folded defaults, opened, fit too
+            widths = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+            assert widths[0] <= widths[1], widths
+            assert page.evaluate("document.documentElement.clientWidth") == width
+            figures = [f.bounding_box() for f in page.locator(".figs img").all()]
+            assert len(figures) == 4
+            # each curve at least the width a phone gives the text (not a quarter of a shrunk 2 x 2 image)
+            assert all(f["width"] >= min(340, width / 2 - 60) for f in figures), figures
+            page.screenshot(path=str(shots / f"report-{width}.png"), full_page=True)
+        finally:
+            page.close()

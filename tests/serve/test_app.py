@@ -228,8 +228,11 @@ def test_health_lists_the_models(client, tiny_bert, tiny_encoder):
     r = client.get("/health")
     assert r.status_code == 200
     assert r.json() == {"status": "ok", "models": [
-        {"name": tiny_bert, "role": "tuned", "grown_head": False, "mask_token": "[MASK]"},
-        {"name": tiny_encoder, "role": "base", "grown_head": True, "mask_token": "[MASK]"},
+        {"name": tiny_bert, "label": tiny_bert, "role": "tuned", "grown_head": False, "head": None,
+         "head_text": None, "mask_token": "[MASK]"},
+        # no run names tiny_encoder as its base: its grown head warm-started from the built-in corpus' counts
+        {"name": tiny_encoder, "label": f"{tiny_encoder}, warm-started head", "role": "base", "grown_head": True,
+         "head": "warm", "head_text": "bbc-news", "mask_token": "[MASK]"},
     ]}
 
 

@@ -75,7 +75,15 @@ def test_page_fills_both_columns(server_url, browser, tmp_path):
         assert all(words), words
         scores = column.locator(".prediction .score").all_inner_texts()
         assert all(s.strip().endswith("%") for s in scores), scores
-    assert base.locator(".badge").inner_text() == "untrained head"  # tiny_encoder has no MLM head
+    # tiny_encoder has no MLM head: shown as the head training starts from, warm-started (no run names it as
+    # its base: from the built-in corpus' word counts), never as a random head's noise
+    assert base.locator(".badge").inner_text() == "warm-started head"
+    assert "warm-started with the word frequencies of bbc-news" in base.locator(".note").inner_text()
+    # the JSON view: the request as curl and the API's answer, as the page received it
+    page.locator("#json summary").click()
+    answer = json.loads(page.locator("#json-answer").inner_text())
+    assert [m["role"] for m in answer["models"]] == ["tuned", "base"] and answer["models"][1]["head"] == "warm"
+    assert "curl -s" in page.locator("#json-request").inner_text() and '"top_k":5' in page.locator("#json-request").inner_text()
     assert tuned.locator(".badge").count() == 0
     # side by side, base on the left (before -> after)
     base_box, tuned_box = base.bounding_box(), tuned.bounding_box()
@@ -109,6 +117,15 @@ def test_page_fills_both_columns(server_url, browser, tmp_path):
     page.set_viewport_size({"width": 420, "height": 900})
     base_box, tuned_box = base.bounding_box(), tuned.bounding_box()
     assert base_box["y"] >= tuned_box["y"] + tuned_box["height"] - 1
+    # a phone: every word whole (never "suspen…"), no sideways scrolling
+    page.set_viewport_size({"width": 390, "height": 844})
+    submit(page, "The [MASK] is happy.")
+    base.locator(".prediction").nth(4).wait_for()
+    for cell in page.locator(".prediction .token").all():
+        assert cell.evaluate("e => e.scrollWidth <= e.clientWidth + 1"), cell.inner_text()
+    widths = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+    assert widths[0] <= widths[1], widths
+    page.screenshot(path=str(REPO / "test-output" / "serve-390.png"), full_page=True)
     assert not problems, problems
 
 

@@ -114,3 +114,31 @@ def test_step_times_expect_the_slowest_recent_step_alike_on_every_process():
     totals = Totals(None, 20.0, 0)
     assert not totals.finished(5, 18.9, 1.0) and totals.finished(5, 19.1, 1.0) and totals.finished(5, 20.0)
     assert not Totals(None, None, 10).finished(5, 1e9, 1e9)
+
+
+# --- when a run evaluates: ~8 points over the plan, so the curves are curves (issue 20) ---------------
+
+def test_evaluations_default_to_eight_over_a_plan_of_steps_or_epochs():
+    from mlmtune.config import build_config
+    from mlmtune.training.budget import EVALUATIONS, plan_totals
+
+    assert EVALUATIONS == 8
+    steps = plan_totals(build_config({"model": "m", "data": ["d"], "max_steps": 120}), steps_per_epoch=50)
+    assert steps.eval_every == 15 and [s for s in range(1, 121) if steps.eval_due(s, 0, 0)] == list(range(15, 121, 15))
+    epochs = plan_totals(build_config({"model": "m", "data": ["d"], "epochs": 2}), steps_per_epoch=20)
+    assert epochs.eval_every == 5 and epochs.evaluations() == "every 5 steps"  # 40 steps / 8
+    tiny_plan = plan_totals(build_config({"model": "m", "data": ["d"], "max_steps": 3}), steps_per_epoch=50)
+    assert tiny_plan.eval_every == 1 and tiny_plan.evaluations() == "after every step"  # never 0
+    given = plan_totals(build_config({"model": "m", "data": ["d"], "max_steps": 120, "eval_every": 50}), 50)
+    assert given.eval_every == 50  # --eval-every decides when given
+
+
+def test_a_budget_evaluates_at_each_eighth_of_it():
+    from mlmtune.config import build_config
+    from mlmtune.training.budget import plan_totals
+
+    totals = plan_totals(build_config({"model": "m", "data": ["d"], "max_time": "80s"}), steps_per_epoch=50)
+    assert totals.by_time and totals.eval_every is None
+    # a step that crosses 10 s, 20 s, ... of the 80 s budget is followed by an evaluation; one within a tenth is not
+    assert totals.eval_due(7, 9.5, 10.2) and not totals.eval_due(8, 10.2, 11.0) and totals.eval_due(30, 39.9, 40.0)
+    assert "8th of the 80 s budget" in totals.evaluations()

@@ -29,12 +29,14 @@ def run(args) -> int:
     recover_model_folders(args.model, args.compare)  # a run an interrupted --overwrite set aside goes back first
     texts = read_texts(args.texts) if args.texts else run_probes(args.model)
     require_masks(texts, [args.model] + ([args.compare] if args.compare else []))  # before a model loads
-    from ..model.fill_mask import GENERIC_MASK, FillMask
+    from ..model.fill_mask import GENERIC_MASK
+    from ..run.before import head_note, shown_model
 
-    models = [FillMask(args.model)] + ([FillMask(args.compare)] if args.compare else [])
+    # a base without an MLM head as the run (--model, a run folder) began: warm-started, as serve and the report show it
+    models = [shown_model(args.model)] + ([shown_model(args.compare, run=args.model)] if args.compare else [])
     for m in models:
         if m.grown_head:
-            print(f"note: {m.name} has no MLM head; its predictions come from an untrained head", file=sys.stderr)
+            print(head_note(m), file=sys.stderr)
     asked = texts  # any model's own mask (<mask>) is a mask for each model, as in serve: [MASK] is understood by all
     for token in {m.tokenizer.mask_token for m in models} - {GENERIC_MASK}:
         asked = [t.replace(token, GENERIC_MASK) for t in asked]
@@ -43,11 +45,11 @@ def run(args) -> int:
         if args.json:
             record = {"text": text, "masks": [[p.as_dict() for p in mask] for mask in results[0][i]]}
             if args.compare:
-                record["compare"] = {"model": args.compare,
+                record["compare"] = {"model": args.compare, "label": models[1].label, "head": models[1].head_start,
                                      "masks": [[p.as_dict() for p in mask] for mask in results[1][i]]}
             print(json.dumps(record))
         else:  # the base (--compare) on the left, so a row reads before -> after
-            columns = [(m.name, r[i]) for m, r in zip(models, results)]
+            columns = [(m.label, r[i]) for m, r in zip(models, results)]
             print(format_columns(text, columns[::-1]))
     return 0
 
@@ -102,7 +104,8 @@ def format_columns(text: str, columns: list[tuple[str, list[list]]]) -> str:
     width = 28
     n_masks = len(columns[0][1])
     for m in range(n_masks):
-        lines.append(f"  mask {m + 1}/{n_masks}:  " + "".join(f"{name[:width]:<{width}}" for name, _ in columns).rstrip())
+        lines.append(f"  mask {m + 1}/{n_masks}:  " + "".join(f"{fit_width(name, width - 1):<{width}}"
+                                                               for name, _ in columns).rstrip())
         for rank in range(len(columns[0][1][m])):
             cells = []
             for _, masks in columns:
@@ -110,3 +113,8 @@ def format_columns(text: str, columns: list[tuple[str, list[list]]]) -> str:
                 cells.append(f"{p.word[:16]:<16} {p.score:>7.2%}".ljust(width))
             lines.append(f"  {rank + 1:>9}   " + "".join(cells).rstrip())
     return "\n".join(lines)
+
+
+def fit_width(name: str, width: int) -> str:
+    """A column's title cut to `width` from the left, so that its end ("..., warm-started head") stays."""
+    return name if len(name) <= width else "…" + name[-(width - 1):]

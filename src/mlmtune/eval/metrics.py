@@ -34,18 +34,29 @@ class EvalResult:
 
 
 @torch.no_grad()
-def evaluate_batches(objective, batches: list[Batch], device, reduce=None) -> EvalResult:
-    """Sum NLL, correct predictions and masked tokens over `batches`; `reduce` sums the three
-    across processes (Accelerator.reduce), so every process returns the same, global result."""
+def evaluate_batches(objective, batches: list[Batch], device, reduce=None, *, subset: int | None = None):
+    """Sum NLL, correct predictions and masked tokens over `batches`; `reduce` sums them across processes
+    (Accelerator.reduce), so every process returns the same, global result.
+
+    With `subset` (a number of this process's first batches, the same on every process), returns
+    `(all, subset)`: the figures of the whole set and of those first batches, from the one pass (the
+    training curve's points are scored on that subset: training/evaluations.py)."""
     was_training = objective.training
     objective.eval()
     sums = torch.zeros(3, dtype=torch.float64, device=device)
-    for batch in batches:
+    first = None
+    for i, batch in enumerate(batches):
+        if i == subset:
+            first = sums.clone()
         b = batch.to(device)
         nll, correct = objective(*b.tensors())
         sums += torch.stack([nll.double(), correct.double(), torch.tensor(float(b.n_masked), device=device, dtype=torch.float64)])
+    if subset is not None and first is None:  # the subset is every batch
+        first = sums.clone()
+    both = sums if subset is None else torch.cat([sums, first])
     if reduce is not None:
-        sums = reduce(sums)
+        both = reduce(both)
     objective.train(was_training)
-    nll, correct, count = sums.tolist()
-    return EvalResult.from_sums(nll, correct, count)
+    values = both.tolist()
+    whole = EvalResult.from_sums(*values[:3])
+    return whole if subset is None else (whole, EvalResult.from_sums(*values[3:]))

@@ -27,6 +27,7 @@ from ..errors import InputError, ModelError
 from .load import load_masked_lm, max_positions
 from .objective import masked_logits, masked_positions_head
 from .tokenizer import load_tokenizer
+from .warmstart import set_unigram_bias
 
 GENERIC_MASK = "[MASK]"
 # The work of one step of FillMask.predict_steps, of the order of 0.1 s for minilm on 2 cores: a forward
@@ -90,7 +91,11 @@ class FillMask:
         self.name = model
         self.tokenizer = load_tokenizer(model, tokenizer)
         loaded = load_masked_lm(model, seed=seed, tokenizer=self.tokenizer)
-        self.grown_head = bool(loaded.new_parameters)  # predictions of an untrained head are noise
+        self.grown_head = bool(loaded.new_parameters)  # the checkpoint has no MLM head: one was grown from `seed`
+        # How a grown head starts: "random" (its predictions are noise) until warm_start() gives it the
+        # unigram bias that training starts from ("warm"); None for a model with its own head.
+        self.head_start: str | None = "random" if self.grown_head else None
+        self.head_text: str | None = None  # the text whose unigram counts warm-started the head
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = loaded.model.to(self.device).eval()
         self.head = masked_positions_head(self.model)  # the vocabulary projection at mask positions only
@@ -105,6 +110,18 @@ class FillMask:
         head = "a grown, untrained MLM head" if self.grown_head else "its own MLM head"
         return (f"FillMask({self.name!r}: {len(self.tokenizer):,} tokens, mask {self.tokenizer.mask_token!r}, "
                 f"up to {self.max_length:,} tokens a text, {head}, on {self.device})")
+
+    def warm_start(self, counts, text: str) -> None:
+        """A grown head's output bias := the log unigram frequency of `counts` (token counts of `text`),
+        exactly as training's warm start sets it (model/warmstart.py). A model's own head is left alone."""
+        if self.grown_head and set_unigram_bias(self.model, counts, list(self.tokenizer.all_special_ids)):
+            self.head_start, self.head_text = "warm", text
+
+    @property
+    def label(self) -> str:
+        """The model's name as every view shows it, with how its head starts when it grew one:
+        "minilm, warm-started head" or "minilm, untrained head"."""
+        return self.name + {"warm": ", warm-started head", "random": ", untrained head"}.get(self.head_start or "", "")
 
     def normalise(self, text: str) -> str:
         mask = self.tokenizer.mask_token

@@ -46,15 +46,40 @@ class WarmStart:
     seconds: float
     loss_before: float  # mean NLL on the cached features, after the bias and before the pre-fit
     loss_after: float
+    counts: np.ndarray | None = None  # the unigram counts the bias came from (run/before.py builds the base from them)
 
 
-def unigram_log_frequency(tokens: np.ndarray, vocab_size: int, never: list[int]) -> torch.Tensor:
-    """log((count + 1) / (total + V)) per token id; ids in `never` (special tokens, never a target)
-    are counted as unseen."""
-    counts = np.bincount(np.asarray(tokens, dtype=np.int64), minlength=vocab_size)[:vocab_size].astype(np.float64)
+def unigram_counts(tokens: np.ndarray, vocab_size: int) -> np.ndarray:
+    """How often each token id in 0..vocab_size-1 occurs in `tokens` (int64; ids beyond are left out)."""
+    return np.bincount(np.asarray(tokens, dtype=np.int64), minlength=vocab_size)[:vocab_size]
+
+
+def log_frequency(counts: np.ndarray, never: list[int]) -> torch.Tensor:
+    """log((count + 1) / (total + V)) per token id of `counts`; ids in `never` (special tokens, never a
+    target) are counted as unseen."""
+    counts = np.asarray(counts, dtype=np.float64).copy()
+    vocab_size = len(counts)
     counts[[i for i in never if 0 <= i < vocab_size]] = 0
     probs = (counts + SMOOTHING) / (counts.sum() + SMOOTHING * vocab_size)
     return torch.from_numpy(np.log(probs)).float()
+
+
+def unigram_log_frequency(tokens: np.ndarray, vocab_size: int, never: list[int]) -> torch.Tensor:
+    """The warm start's output bias: log_frequency of the unigram counts of `tokens`."""
+    return log_frequency(unigram_counts(tokens, vocab_size), never)
+
+
+def set_unigram_bias(model: torch.nn.Module, counts: np.ndarray, special_ids: list[int]) -> bool:
+    """A grown head's output bias := the log unigram frequency of `counts` (cut or padded with zeros to
+    the bias's size: a tokenizer with added words counts more ids). False when the model has no bias."""
+    bias = output_bias(model)
+    if bias is None:
+        return False
+    counts = np.asarray(counts, dtype=np.int64)[:bias.shape[0]]
+    counts = np.pad(counts, (0, bias.shape[0] - len(counts)))
+    with torch.no_grad():
+        bias.copy_(log_frequency(counts, special_ids).to(bias.device, bias.dtype))
+    return True
 
 
 def output_bias(model: torch.nn.Module) -> torch.nn.Parameter | None:
@@ -111,12 +136,12 @@ def warm_start_head(model: torch.nn.Module, head, new_parameters: list[str], *, 
     rows = PREFIT_ROWS if rows is None else rows
     t0 = time.perf_counter()
     bias = output_bias(model)
-    if bias is not None:
-        with torch.no_grad():
-            bias.copy_(unigram_log_frequency(tokens, bias.shape[0], special_ids).to(bias.device, bias.dtype))
+    counts = unigram_counts(tokens, bias.shape[0]) if bias is not None else None
+    if counts is not None:
+        set_unigram_bias(model, counts, special_ids)
     if passes <= 0 or not batches:
         return WarmStart(features=0, seconds=time.perf_counter() - t0, loss_before=float("nan"),
-                         loss_after=float("nan"))
+                         loss_after=float("nan"), counts=counts)
     feats, targets = cache_features(model, batches, device, autocast)
     generator = torch.Generator().manual_seed(seed)
     losses = []
@@ -138,4 +163,5 @@ def warm_start_head(model: torch.nn.Module, head, new_parameters: list[str], *, 
                 losses.append(float(loss.detach()))
     before = losses[0] if losses else float("nan")
     after = float(np.mean(losses[-n_batches:])) if losses else float("nan")
-    return WarmStart(features=len(feats), seconds=time.perf_counter() - t0, loss_before=before, loss_after=after)
+    return WarmStart(features=len(feats), seconds=time.perf_counter() - t0, loss_before=before, loss_after=after,
+                     counts=counts)

@@ -58,8 +58,8 @@ def save_checkpoint(accelerator, output_dir: Path, step: int, state: dict, keep:
 
 # The counters fit() keeps in mlmtune_state.json besides the step; None where a figure was not finite.
 COUNTERS = {"tokens": (int,), "empty_steps": (int,), "step_seconds": (int, float), "train_seconds": (int, float),
-            "eval_seconds": (int, float),
-            "warm_seconds": (int, float), "budget_spent": (int, float),
+            "eval_seconds": (int, float), "warm_seconds": (int, float), "budget_spent": (int, float),
+            "sessions": (int,), "wall_seconds": (int, float),
             "baseline_perplexity": (int, float, type(None)), "warm_start_perplexity": (int, float, type(None)),
             "baseline_accuracy": (int, float, type(None))}
 

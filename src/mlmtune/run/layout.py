@@ -6,6 +6,8 @@
   run.json       resolved config, library versions, processes, data summary
   metrics.jsonl  one record per evaluation and per --log-every training steps
   results.json   final figures: throughput, time, eval perplexity/accuracy, peak memory
+  unigram_counts.npy   a grown head's warm start: the unigram counts of the training text its bias came
+                 from, so that every view of the base (report, serve, predict) shows the head training began with
   report.html    curves, config, results and before/after fill-mask (the plot also as curves.png)
   checkpoints/step-NNNNNNN/   full training states for --resume (STATE_FILE written last)
 
@@ -32,7 +34,8 @@ from .files import TEMP_PREFIX, read_json
 # What a run writes into its folder, and so all that --overwrite may remove: these names, the
 # step-NNNNNNN folders in checkpoints/, the model and tokenizer files the run's results.json lists
 # (`files`), and a --report-to tensorboard log folder. Anything else (a user's notes, a .git) is kept.
-RUN_FILES = ("run.json", "metrics.jsonl", "results.json", "report.html", "curves.png")
+UNIGRAM_FILE = "unigram_counts.npy"
+RUN_FILES = ("run.json", "metrics.jsonl", "results.json", "report.html", "curves.png", UNIGRAM_FILE)
 MODEL_FILE_PATTERNS = (  # only for a results.json of mlmtune 0.1.0, which did not list its files
     "config.json", "generation_config.json", "*.safetensors", "model.safetensors.index.json",
     "pytorch_model*.bin", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",

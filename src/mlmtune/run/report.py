@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 import math
 from datetime import datetime, timezone
@@ -23,107 +22,14 @@ from ..errors import ConfigError
 from ..eval.cloze import cloze_accuracy, cloze_predictions, read_cloze_file
 from ..model.device import autocast_for
 from ..model.fill_mask import GENERIC_MASK, FillMask
+from .before import head_note, shown_model
+from .figures import curves_figure, panel_pngs, plot_curves, series  # noqa: F401 (curves_figure: the API)
 from .files import atomic_write_bytes, atomic_write_text, read_json_object
+from .formats import duration
+from .formats import fmt as _fmt
 from .metrics_log import read_metrics
 from .ownership import run_folder_lock
-
-
-def series(records: list[dict], kind: str, key: str, low: float) -> list[tuple[int, float]]:
-    """(step, value) of the `kind` records whose `key` is a finite number >= low; a record without
-    one (a hand edit, an eval whose perplexity was not finite) is left out of the curves."""
-    return [(r["step"], v) for r in records if r.get("type") == kind and isinstance(v := r.get(key), (int, float))
-            and not isinstance(v, bool) and math.isfinite(v) and v >= low]
-
-
-def _labelled(points: list[tuple[int, float]], most: int = 12) -> list[tuple[int, float]]:
-    """The points to write a value beside: all of a few, else the first, the last and evenly between."""
-    if len(points) <= most:
-        return points
-    step = (len(points) - 1) / (most - 1)
-    return [points[round(i * step)] for i in range(most)]
-
-
-def curves_figure(records: list[dict]):
-    """Four panels against the optimizer step: training loss with the eval loss beside it, eval
-    perplexity (each point labelled with its value), eval accuracy and the learning rate."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import AutoMinorLocator, FuncFormatter, LogLocator, NullFormatter
-
-    train = series(records, "train", "loss", 0)
-    eval_loss = series(records, "eval", "loss", 0)
-    evals = series(records, "eval", "perplexity", 1)  # exp(mean NLL) >= 1
-    accuracy = series(records, "eval", "accuracy", 0)
-    lr = series(records, "train", "lr", 0)
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7), dpi=110)
-    (loss_ax, ppl_ax), (acc_ax, lr_ax) = axes
-    tick = FuncFormatter(lambda v, _: _fmt(float(v)))
-
-    loss_ax.plot([s for s, _ in train], [v for _, v in train], color="#2563eb", lw=1.6, label="training")
-    loss_ax.plot([s for s, _ in eval_loss], [v for _, v in eval_loss], "o-", color="#db2777", lw=1.2, ms=5,
-                 label="eval (fixed masks)")
-    loss_ax.set(title="loss (cross-entropy per masked token)", ylabel="loss")
-    if train or eval_loss:
-        loss_ax.legend(frameon=False)
-
-    ppl_ax.plot([s for s, _ in evals], [v for _, v in evals], "o-", color="#db2777", lw=1.6)
-    ppl_ax.set(title="eval perplexity (fixed masks)", ylabel="perplexity")
-    if evals and max(v for _, v in evals) > 20 * min(v for _, v in evals):
-        ppl_ax.set_yscale("log")
-        ppl_ax.yaxis.set_minor_locator(LogLocator(base=10, subs=range(2, 10), numticks=100))
-        # the minor ticks at 2x and 5x carry labels too: with values across decades, 10^3 and 10^4 alone say little
-        ppl_ax.yaxis.set_minor_formatter(FuncFormatter(
-            lambda v, _: _fmt(float(v)) if round(v / 10 ** math.floor(math.log10(v))) in (2, 5) else ""))
-        ppl_ax.yaxis.set_major_formatter(tick)
-    else:
-        ppl_ax.yaxis.set_minor_locator(AutoMinorLocator())
-        ppl_ax.yaxis.set_major_formatter(tick)
-    warm = series(records, "warm_start", "perplexity", 1)
-    if warm:  # a grown head's warm start, where training began
-        ppl_ax.plot([s for s, _ in warm], [v for _, v in warm], "D", color="#f59e0b", ms=6, label="warm start")
-        ppl_ax.annotate(f"warm start {_fmt(warm[0][1])}", warm[0], textcoords="offset points", xytext=(8, -3),
-                        fontsize=8, color="#92400e")
-    # a diverged run's perplexity near float's limit (1e300): a 12% margin on the log axis overflows to inf
-    ppl_ax.margins(x=0.08, y=0.12 if max((v for _, v in evals + warm), default=1) < 1e200 else 0)
-    acc_ax.margins(x=0.08, y=0.12)
-    for step, value in _labelled(evals):
-        ppl_ax.annotate(_fmt(value), (step, value), textcoords="offset points", xytext=(0, 7), ha="center",
-                        fontsize=8, color="#831843")
-
-    acc_ax.plot([s for s, _ in accuracy], [v * 100 for _, v in accuracy], "o-", color="#059669", lw=1.6)
-    acc_ax.set(title="eval accuracy (masked tokens predicted exactly)", ylabel="accuracy (%)")
-    for step, value in _labelled(accuracy):
-        acc_ax.annotate(f"{value:.1%}", (step, value * 100), textcoords="offset points", xytext=(0, 7),
-                        ha="center", fontsize=8, color="#065f46")
-
-    lr_ax.plot([s for s, _ in lr], [v for _, v in lr], color="#7c3aed", lw=1.6)
-    lr_ax.set(title="learning rate (pretrained parameters)", ylabel="learning rate")
-    lr_ax.yaxis.set_major_formatter(tick)
-
-    for ax in axes.flat:
-        ax.set_xlabel("optimizer step")
-        ax.grid(alpha=0.3)
-        ax.grid(which="minor", alpha=0.12)
-        if ax is not ppl_ax:
-            ax.yaxis.set_minor_locator(AutoMinorLocator())
-            ax.yaxis.set_minor_formatter(NullFormatter())
-        ax.xaxis.set_minor_locator(AutoMinorLocator())
-        ax.spines[["top", "right"]].set_visible(False)
-    fig.tight_layout()
-    return fig
-
-
-def plot_curves(records: list[dict]) -> bytes:
-    """curves_figure as PNG bytes."""
-    import matplotlib.pyplot as plt
-
-    fig = curves_figure(records)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+from .verdict import Verdict, curve, grew_head, verdict
 
 
 def _table(rows: list[tuple[str, str]]) -> str:
@@ -132,47 +38,80 @@ def _table(rows: list[tuple[str, str]]) -> str:
     ) + "</table>"
 
 
-def _fmt(value, digits: int = 4) -> str:
-    """The report's one number format: thousands separated, about `digits` significant digits, never an
-    exponent (45,242 / 72.76 / 0.3098 / 0.00005); whole numbers as they are; anything else as text."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
-    if isinstance(value, int):
-        return f"{value:,}"
-    if not math.isfinite(value):
-        return str(value)
-    if value == 0:
-        return "0"
-    if abs(value) >= 1e15:  # past float's exact digits (and a diverged run's 1e300): 4 figures and the power of ten
-        mantissa, exponent = f"{value:.{digits - 1}e}".split("e")
-        return f"{mantissa.rstrip('0').rstrip('.')} × 10^{int(exponent)}"
-    decimals = max(0, digits - 1 - math.floor(math.log10(abs(value))))
-    text = f"{value:,.{decimals}f}"
-    return text.rstrip("0").rstrip(".") if "." in text else text
+# results.json's figures as the report names them, in this order (a key not named here: its words).
+RESULT_LABELS = {
+    "steps": "optimizer steps", "sessions": "sessions (--resume)", "total_wall_seconds": "time, all sessions",
+    "wall_seconds": "time, this session", "started_at": "this session started", "finished_at": "this session finished",
+    "prepare_seconds": "preparing the data", "warm_start_seconds": "warm start of the grown head",
+    "train_seconds": "training steps", "eval_seconds": "evaluations", "max_time_seconds": "time budget (--max-time)",
+    "budget_seconds_spent": "budget spent", "train_tokens": "training tokens",
+    "train_tokens_per_second": "training speed (tokens/s)", "baseline_perplexity": "perplexity before training",
+    "baseline_accuracy": "accuracy before training", "warm_start_perplexity": "perplexity after the warm start",
+    "eval_perplexity": "eval perplexity, final", "eval_accuracy": "eval accuracy, final",
+    "eval_masked_tokens": "masked tokens scored", "peak_rss_mb": "peak memory", "processes": "processes",
+    "precision": "precision", "added_tokens": "words added (--add-tokens)",
+    "pieces_per_word_before": "pieces per word, before", "pieces_per_word_after": "pieces per word, after",
+    "base_word_bits_per_char": "masked words, base (bits/char)", "base_word_accuracy": "masked words, base (exact)",
+    "word_bits_per_char": "masked words, tuned (bits/char)", "word_accuracy": "masked words, tuned (exact)",
+    "masked_words": "masked words scored", "files": "files saved",
+}
+# run.json's data summary, likewise; the fingerprints (--resume's check of the data) are folded away.
+DATA_LABELS = {
+    "documents": "documents", "duplicates_dropped": "repeated documents dropped", "holdout": "evaluation text",
+    "lines_truncated": "lines cut (--line-by-line)", "train_examples": "training examples",
+    "train_tokens": "training tokens", "eval_documents": "evaluation documents", "eval_examples": "evaluation examples",
+    "eval_tokens": "evaluation tokens", "streaming": "streamed",
+}
+FINGERPRINTS = {"train_fingerprint": "training tokens", "eval_fingerprint": "evaluation tokens"}
+HOLDOUT = {"documents": "whole documents held out (--eval-fraction)", "tail": "the tail of the text",
+           "split": "the source's own split (--eval-split)", "eval-data": "--eval-data",
+           "stream head": "the first documents of the stream"}
 
 
-def duration(seconds: float) -> str:
-    """Seconds in the units a person reads: 12 ms, 4.2 s, 38 s, 2 min 36 s, 1 h 5 min."""
-    if seconds < 0.1:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 10:
-        return f"{seconds:.1f} s"
-    whole = round(seconds)
-    if whole < 60:
-        return f"{whole} s"
-    if whole < 3600:
-        return f"{whole // 60} min {whole % 60} s"
-    return f"{whole // 3600} h {whole % 3600 // 60} min"
+def _label(key: str, labels: dict) -> str:
+    return labels.get(key) or key.replace("_", " ")
 
 
 def _result_value(key: str, value) -> str:
-    """A results.json figure as the report shows it: times in human units, shares as percentages."""
+    """A results.json figure as the report shows it: times in human units, shares as percentages, memory in
+    MB, moments in UTC, the precision by name ("no" mixed precision: fp32)."""
     if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
         if key.endswith("_seconds") or key.endswith("_seconds_spent"):
             return duration(value)
         if key.endswith("accuracy") and isinstance(value, float):
             return f"{value:.1%}"
+        if key.endswith("_mb"):
+            return f"{_fmt(value)} MB"
+    if key == "precision" and isinstance(value, str):
+        return {"no": "fp32", "bf16": "bf16 (mixed)", "fp16": "fp16 (mixed)"}.get(value, value)
+    if key.endswith("_at") and (moment := _moment(value)) is not None:
+        return f"{moment:%Y-%m-%d %H:%M:%S} UTC"
     return _fmt(value)
+
+
+def _results_rows(results: dict) -> list[tuple[str, str]]:
+    """The Results table: labelled, in RESULT_LABELS' order, figures that do not apply (null) left out."""
+    keys = [k for k in RESULT_LABELS if k in results] + [k for k in results if k not in RESULT_LABELS]
+    labels = dict(RESULT_LABELS)
+    sessions = results.get("sessions")
+    if not (isinstance(sessions, int) and sessions > 1):  # one session: its time is the run's
+        keys = [k for k in keys if k not in ("sessions", "total_wall_seconds")]
+        labels["wall_seconds"] = "time"
+    if results.get("max_time_seconds") is None:  # no --max-time: no budget to spend
+        keys = [k for k in keys if k != "budget_seconds_spent"]
+    return [(_label(k, labels), _result_value(k, results[k])) for k in keys if results[k] is not None]
+
+
+def _data_html(data: dict, run: dict) -> str:
+    """The Data table, labelled, and the fingerprints folded."""
+    rows = [(_label(k, DATA_LABELS), HOLDOUT.get(v, v) if k == "holdout" else _fmt(v))
+            for k, v in data.items() if k not in FINGERPRINTS and v is not None]
+    rows += [(label, run.get(key)) for key, label in (("processes", "processes"), ("device", "device"))
+             if run.get(key) is not None]
+    prints = [(FINGERPRINTS[k], _fmt(v)) for k, v in data.items() if k in FINGERPRINTS]
+    folded = (f"<details><summary>fingerprints (what --resume checks)</summary>{_table(prints)}</details>"
+              if prints else "")
+    return _table(rows) + folded
 
 
 def _shown(model, p) -> str:
@@ -186,7 +125,7 @@ def _predictions_html(probes: list[str], tuned, base) -> str:
     parts = []
     for i, probe in enumerate(probes):
         for m, tuned_mask in enumerate(top_tuned[i]):
-            cols = [("before (" + html.escape(base.name) + ")", top_base[i][m])] if top_base else []
+            cols = [("before (" + html.escape(base.label) + ")", top_base[i][m])] if top_base else []
             cols.append(("after (this run)", tuned_mask))
             cells = "".join(
                 "<td><b>" + title + "</b><ol>" + "".join(
@@ -230,8 +169,10 @@ def side_by_side_rows(records: list[dict], results: dict, config: dict, has_mode
                  "figures": _record_figures(own)},
                 {"key": "base", "label": f"{model} with the added words (rows from their pieces)",
                  "figures": _record_figures(base)}]
-    if warm is not None:
-        rows.append({"key": "warm", "label": f"{model}, warm-started head", "figures": _record_figures(warm)})
+    if warm is not None:  # a grown head: the honest "before" is its warm start, where training began
+        if own is None:
+            rows[0]["label"] = f"{model}, fresh head (random)"
+        rows.append({"key": "warm", "label": f"before: {model}, warm-started head", "figures": _record_figures(warm)})
     if has_model:
         rows.append({"key": "tuned", "label": "after: this run", "figures": _record_figures(final)})
     return rows
@@ -306,6 +247,33 @@ def _moment(value) -> datetime | None:
     return None
 
 
+FIGURE_ALT = {"loss": "training loss and eval loss against the optimizer step",
+              "perplexity": "eval perplexity at each evaluation, each point labelled",
+              "accuracy": "eval accuracy at each evaluation", "learning rate": "learning rate against the step"}
+
+
+def _figures_html(figures: list[tuple[str, bytes]]) -> str:
+    return "\n".join(f'<figure><img alt="{FIGURE_ALT[name]}" data-panel="{name}" '
+                     f'src="data:image/png;base64,{base64.b64encode(data).decode()}"></figure>' for name, data in figures)
+
+
+def _curve_note(records: list[dict]) -> str:
+    """Say what the eval curves score when their points are the subset's (training/evaluations.py)."""
+    if not any(r.get("type") == "eval" and "subset_perplexity" in r and "perplexity" not in r for r in records):
+        return ""
+    return ("<p class=note>The eval curves score the same masks at every point: the first quarter of the evaluation "
+            "set, so that evaluating often costs little. The headline and Results score all of it.</p>")
+
+
+def _verdict_html(judged: Verdict) -> str:
+    """The run's verdict, first on the page: still improving (and the command that trains further),
+    converged, or rising."""
+    # each word of the command kept whole where it fits the line ("--max-steps" never cut after its "--")
+    words = " ".join(f"<span class=w>{html.escape(w)}</span>" for w in (judged.command or "").split(" "))
+    command = f": <code>{words}</code>" if judged.command else ""
+    return f"<p class='verdict {judged.kind}'>{html.escape(judged.text)}{command}</p>\n"
+
+
 def _when_line(run: dict, results: dict, records: list[dict]) -> str:
     """The run's date: results.json's started_at/finished_at where written, else run.json's started and
     the metrics' timestamps; and the time taken in human units."""
@@ -321,7 +289,12 @@ def _when_line(run: dict, results: dict, records: list[dict]) -> str:
     # the time taken: results.json's own start and end, else its wall_seconds (the last session's), else the span
     wall = (stamped[1] - stamped[0]).total_seconds() if None not in stamped else _number(results.get("wall_seconds"))
     wall = (end - start).total_seconds() if wall is None and end is not None and end >= start else wall
-    if wall is not None:
+    sessions, total = results.get("sessions"), _number(results.get("total_wall_seconds"))
+    if isinstance(sessions, int) and sessions > 1 and total is not None:  # a resumed run: every session's time
+        text = text.replace("run on", "last session on", 1)
+        text += f" ({duration(wall)}; {sessions} sessions, {duration(total)} in all)" if wall is not None else \
+            f" ({sessions} sessions, {duration(total)} in all)"
+    elif wall is not None:
         text += f" ({duration(wall)})"
     return f"<p class=when>{text}</p>"
 
@@ -397,24 +370,24 @@ def _write_report(out: Path, *, base_model: str | None, probes: list[str] | None
             if GENERIC_MASK not in probe and tuned.tokenizer.mask_token not in probe:
                 raise ConfigError(f"--probe {probe!r} has no {GENERIC_MASK}: write {GENERIC_MASK} where a word "
                                   "should be filled in")
-        base = None
-        if base_model == config.get("model"):  # the run's base: its --tokenizer, and the head training grew (--seed)
-            base = FillMask(base_model, tokenizer=config.get("tokenizer"), seed=config.get("seed", 0))
-        elif base_model:
-            base = FillMask(base_model)
+        # the run's base as training began (its --tokenizer, the head grown from --seed and warm-started from
+        # the run's unigram counts), the same model serve and predict show beside this run (run/before.py)
+        base = shown_model(base_model, run=out) if base_model else None
         predictions = _predictions_html(probes, tuned, base)
         if base is not None and base.grown_head:
-            predictions += (f"<p class=note>{html.escape(base_model)} has no MLM head: its column shows a "
-                            "freshly initialised head, which is what training started from.</p>")
+            predictions += f"<p class=note>{html.escape(head_note(base).removeprefix('note: '))}.</p>"
         if items:
             cloze_scores["tuned"] = _cloze_scores(tuned, items, config.get("precision"))
             if base is not None:
                 scores = _cloze_scores(base, items, config.get("precision"))
-                if base_model == config.get("model"):  # as it is, its own tokenizer: with --add-tokens, that row
-                    own = any(r["key"] == "base_vocabulary" for r in rows)
-                    cloze_scores["base_vocabulary" if own else "base"] = scores
+                keys = {r["key"] for r in rows}
+                if base_model == config.get("model"):  # as it is, its own tokenizer: with --add-tokens, that row;
+                    # a grown head as shown, warm-started: the warm start's row
+                    row = "base_vocabulary" if "base_vocabulary" in keys else \
+                        "warm" if base.head_start == "warm" and "warm" in keys else "base"
+                    cloze_scores[row] = scores
                 else:  # another base than the run's: a row of its own, with no figures on these masks
-                    rows.insert(0, {"key": "other", "label": f"before: {base_model} (--base-model)", "figures": None})
+                    rows.insert(0, {"key": "other", "label": f"before: {base.label} (--base-model)", "figures": None})
                     cloze_scores["other"] = scores
 
     command = f"mlmtune evaluate --config OUT/run.json --model {config.get('model') or 'BASE'} --model OUT"
@@ -432,7 +405,10 @@ def _write_report(out: Path, *, base_model: str | None, probes: list[str] | None
                  "with an accepted answer among the model's top 1 / top 5 tokens.")
     side_by_side = _side_by_side_html(rows, cloze_scores if items else None, note)
 
-    png = plot_curves(records)
+    grown = grew_head(records, run)
+    png = plot_curves(records, grown)
+    figures = panel_pngs(records, grown)
+    judged = verdict(curve(records, "perplexity", grown=grown, low=1), config, out)
     evals = series(records, "eval", "perplexity", 1)
     headline = ""
     warm_records = [r for r in records if r.get("type") == "warm_start" and isinstance(r.get("perplexity"), (int, float))
@@ -450,6 +426,7 @@ def _write_report(out: Path, *, base_model: str | None, probes: list[str] | None
             headline = (f"<p class=headline>eval perplexity <b>{_fmt(first)}</b> &rarr; <b>{_fmt(last)}</b> "
                         f"({change})</p>")
     headline += _accuracy_line(records, results) + _when_line(run, results, records)
+    headline = _verdict_html(judged) + headline
     page = f"""<!doctype html>
 <html lang=en><head><meta charset=utf-8><meta name=viewport content="width=device-width, initial-scale=1"><title>mlmtune report: {html.escape(out.name)}</title>
 <style>
@@ -460,6 +437,13 @@ th {{ font-weight: 600; color: #374151; }} .headline {{ font-size: 1.2rem; }}
 .preds td {{ min-width: 14rem; }} .preds ol {{ margin: .2rem 0; padding-left: 1.3rem; }} .preds span {{ color: #6b7280; }}
 .side td, .side th {{ text-align: right; }} .side td:first-child, .side th:first-child {{ text-align: left; }}
 .note {{ color: #6b7280; font-size: .9rem; }} img {{ max-width: 100%; }}
+.verdict {{ font-size: 1.1rem; padding: .7rem 1rem; border-radius: 8px; border-left: 5px solid #6b7280; background: #f3f4f6; }}
+.verdict.fast, .verdict.slow {{ border-color: #2563eb; background: #eff6ff; }} .verdict.converged {{ border-color: #059669; background: #ecfdf5; }}
+.verdict.rising {{ border-color: #b91c1c; background: #fef2f2; }} .verdict code {{ font-size: .95rem; }}
+.verdict .w {{ display: inline-block; max-width: 100%; }}
+/* the curves: two by two on a wide screen, one under another on a phone, each at its full width */
+.figs {{ display: grid; grid-template-columns: repeat(auto-fit, minmax(min(100%, 26rem), 1fr)); gap: .5rem 1.5rem; }}
+.figs figure {{ margin: 0; }} .figs img {{ width: 100%; height: auto; display: block; }}
 .cols {{ display: flex; gap: 3rem; flex-wrap: wrap; }} .cols > div {{ flex: 1 1 22rem; min-width: 0; }}
 .when {{ color: #4b5563; margin-top: -.4rem; }} details summary {{ cursor: pointer; color: #374151; margin: .4rem 0; }}
 /* a long path, fingerprint or probe list wraps instead of widening the page (no sideways scrolling on a phone) */
@@ -473,15 +457,18 @@ body, td {{ overflow-wrap: anywhere; }} th {{ overflow-wrap: break-word; }} tabl
 </style></head><body>
 <h1>mlmtune report: {html.escape(str(out))}</h1>
 {headline}
-<img alt="training and eval loss, eval perplexity, eval accuracy and learning rate" src="data:image/png;base64,{base64.b64encode(png).decode()}">
+<div class=figs>
+{_figures_html(figures)}
+</div>
+{_curve_note(records)}
 <h2>Side by side</h2>
 {side_by_side}
 <h2>Fill-mask before and after</h2>
 {predictions}
 <div class=cols><div><h2>Results</h2>
-{_table([(k, _result_value(k, v)) for k, v in results.items()])}
+{_table(_results_rows(results))}
 <h2>Data</h2>
-{_table([(k, _fmt(v)) for k, v in data.items()] + [("processes", run.get("processes")), ("device", run.get("device"))])}
+{_data_html(data, run)}
 </div><div><h2>Config</h2>
 {_config_html(config)}
 <h2>Versions</h2>

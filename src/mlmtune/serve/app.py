@@ -1,7 +1,7 @@
 """`mlmtune serve`: a fill-mask web page and JSON API for a tuned model and, beside it, its base.
 
     POST /v1/fill-mask  {"text": "The [MASK] is happy.", "top_k": 5}
-        -> {"text", "models": [{"name", "role": "tuned"|"base", "grown_head",
+        -> {"text", "models": [{"name", "label", "role": "tuned"|"base", "grown_head", "head",
                                 "masks": [[{"score", "token", "token_str", "sequence"}]], "pieces": [[bool]]}]}
     POST /v1/fill-mask  {"inputs": "The [MASK] is happy.", "parameters": {"top_k": 5, "targets": [...]}}   (the Hub's)
         -> [{"score", "token", "token_str", "sequence"}, ...]   (the tuned model's, as the fill-mask pipeline)
@@ -40,6 +40,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..config import DEFAULT_PROBES
 from ..errors import InputError, MlmtuneError
 from ..model.fill_mask import GENERIC_MASK, FillMask, pipeline_shape, require_utf8
+from ..run.before import head_note, shown_model
 from ..version import __version__
 from . import turns
 
@@ -92,17 +93,30 @@ class TokenScore(BaseModel):
     sequence: str = Field(description="the text with this token in place of its mask (as the tokenizer decodes it)")
 
 
+HEAD_FIELD = Field(description="how a grown head starts: \"warm\" (warm-started as training starts it: output "
+                               "bias = log unigram frequency of the run's training text) or \"random\" (untrained, "
+                               "noise); null for a model with its own MLM head")
+HEAD_TEXT_FIELD = Field(None, description="with head \"warm\": the text whose unigram counts set the bias")
+LABEL_FIELD = Field(description="the name as the page, predict and the report show it: \"minilm, warm-started head\"")
+
+
 class ModelInfo(BaseModel):
     name: str
+    label: str = LABEL_FIELD
     role: Literal["tuned", "base"]
-    grown_head: bool = Field(description="the checkpoint had no MLM head: its predictions come from an untrained one")
+    grown_head: bool = Field(description="the checkpoint had no MLM head: one was grown (see head)")
+    head: Literal["warm", "random"] | None = HEAD_FIELD
+    head_text: str | None = HEAD_TEXT_FIELD
     mask_token: str
 
 
 class ModelResult(BaseModel):
     name: str
+    label: str = LABEL_FIELD
     role: Literal["tuned", "base"]
     grown_head: bool
+    head: Literal["warm", "random"] | None = HEAD_FIELD
+    head_text: str | None = HEAD_TEXT_FIELD
     masks: list[list[TokenScore]] = Field(description="per mask, in the order of the text, the top_k predictions")
     pieces: list[list[bool]] = Field(description="beside masks: whether each prediction continues the word before it "
                                                  "(\"##s\", or RoBERTa's \"s\" without its word-start space)")
@@ -232,23 +246,29 @@ class Served:
     def __init__(self, fm: FillMask, name: str, role: str):
         self.fm, self.name, self.role = fm, name, role
 
+    def describe(self) -> dict:
+        """The model's name, label, role and head: the same in /health and in every answer."""
+        return {"name": self.name, "label": self.fm.label, "role": self.role, "grown_head": self.fm.grown_head,
+                "head": self.fm.head_start, "head_text": self.fm.head_text}
+
     def info(self) -> dict:
-        return {"name": self.name, "role": self.role, "grown_head": self.fm.grown_head,
-                "mask_token": self.fm.tokenizer.mask_token}
+        return {**self.describe(), "mask_token": self.fm.tokenizer.mask_token}
 
 
 def load_models(model: str, compare: str | None = None, say=None) -> list[Served]:
+    """The tuned model and its base, each as run/before.shown_model loads it: a base without an MLM head
+    warm-started as the run (`model`, when it is a run folder) began, so the page shows what the report shows."""
     say = say or (lambda m: None)
     say(f"loading {model} ...")
-    tuned = FillMask(model)
+    tuned = shown_model(model)
     served = [Served(tuned, model, "tuned")]
     if compare:
         if compare != model:
             say(f"loading {compare} ...")
-        served.append(Served(tuned if compare == model else FillMask(compare), compare, "base"))
+        served.append(Served(tuned if compare == model else shown_model(compare, run=model), compare, "base"))
     for s in served:
         if s.fm.grown_head:
-            say(f"note: {s.name} has no MLM head; its predictions come from an untrained head")
+            say(head_note(s.fm))
     return served
 
 
@@ -444,6 +464,6 @@ def _predict_all(served: list[Served], text: str, top_k: int) -> list[dict]:
 
 def _result(s: Served, masks) -> dict:
     """One model's part of mlmtune's answer."""
-    return {"name": s.name, "role": s.role, "grown_head": s.fm.grown_head,
+    return {**s.describe(),
             "masks": [[p.as_dict() for p in mask] for mask in masks],
             "pieces": [[s.fm.continues_word(p.token) for p in mask] for mask in masks]}

@@ -120,14 +120,14 @@ def score_before_training(trainable: Trainable, accelerator, evaluations: Evalua
 
 
 def warm_start(cfg: Config, accelerator, data: Data, loaded: LoadedModel, trainable: Trainable,
-               evaluations: Evaluations, state: TrainState, baseline: Baseline, say=print) -> None:
+               evaluations: Evaluations, state: TrainState, baseline: Baseline, say=print) -> np.ndarray | None:
     """A grown head's output bias set to the log unigram frequency of the training tokens (and with
     --head-init prefit, the head pre-fit on cached frozen features); then scored again. Its seconds
-    count against --max-time."""
+    count against --max-time. Returns the unigram counts the bias came from (None: no warm start)."""
     if not loaded.new_parameters or cfg.head_init == "random":
         if cfg.head_init == "prefit":
             say(f"note: {cfg.model} has its own MLM head, so --head-init {cfg.head_init} leaves it as it is")
-        return
+        return None
     # The bias alone is the default: at equal wall-clock time the pre-fit bought nothing on top
     # of it (minilm, bbc-news, 150 s: perplexity 139.0 with it, 139.1 without; benchmarks/README.md).
     model = loaded.model
@@ -161,3 +161,4 @@ def warm_start(cfg: Config, accelerator, data: Data, loaded: LoadedModel, traina
     detail = (f" and a head pre-fit on {report.features:,} cached features (loss {report.loss_before:.2f} -> "
               f"{report.loss_after:.2f})") if report.features else ""
     say(f"warm start: unigram output bias{detail}, {state.warm_seconds:.1f} s")
+    return report.counts

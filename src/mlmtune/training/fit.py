@@ -26,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 
 from ..config import Config, build_config, parse_duration, resolve, to_command, validate
 from ..data.batching import Prefetch
@@ -37,7 +38,8 @@ from ..run.card import write_card
 from ..run.checkpoints import load_checkpoint, save_checkpoint
 from ..run.files import atomic_write_json, save_model, versions, writing
 from ..run.hub import check_hub_access, push
-from ..run.layout import complete_checkpoints, remove_temporaries
+from ..run.before import write_counts
+from ..run.layout import UNIGRAM_FILE, complete_checkpoints, remove_temporaries
 from ..run.metrics_log import MetricsLog, utc_iso
 from ..run.ownership import (
     Folder,
@@ -55,6 +57,7 @@ from ..run.ownership import (
 from ..run.report import write_report
 from ..run.shared import check_shared_folder
 from ..run.sentence import keep_sentence_encoder, write_sentence_files
+from ..run.verdict import run_verdict
 from .budget import Totals, plan_totals
 from .build import Baseline, Trainable, build_trainable, load_model, score_base_words, score_before_training, warm_start
 from .evaluations import Evaluations
@@ -104,10 +107,11 @@ def fit(cfg: Config) -> dict:
             check_not_shorter(resume, totals, cfg)
         say_data(data, cfg, world=world, say=say)
         prepare_seconds = time.perf_counter() - started
-        state, baseline = TrainState(), Baseline()
+        state, baseline = TrainState(session_start=started), Baseline()
         evaluations = Evaluations(accelerator, data.eval_set, steps_per_epoch=data.steps_per_epoch,
                                   words=data.vocabulary.tuned_words if data.vocabulary else None,
                                   report_to=cfg.report_to, say=say)
+        say(evaluation_plan(totals, evaluations))
         # 2. model, optimizer, schedule
         loaded = load_model(cfg, accelerator, data, say)
         if data.vocabulary is not None:  # the base scored on the masked words once, with its own tokenizer
@@ -117,16 +121,19 @@ def fit(cfg: Config) -> dict:
             add_rows(loaded.model, data.vocabulary, len(data.tokenizer))
         trainable = build_trainable(cfg, loaded, data, totals)
         # 3. before training (nothing written yet)
+        counts = None
         if resume is None:
             score_before_training(trainable, accelerator, evaluations, state, baseline)
-            warm_start(cfg, accelerator, data, loaded, trainable, evaluations, state, baseline, say)
+            counts = warm_start(cfg, accelerator, data, loaded, trainable, evaluations, state, baseline, say)
         # 4. the output folder becomes this run's
         log = take_output_dir(cfg, accelerator, folder, trainable,
-                              record=lambda: run_record(cfg, accelerator, data, loaded.new_parameters, totals))
+                              record=lambda: run_record(cfg, accelerator, data, loaded.new_parameters, totals),
+                              counts=counts)
         evaluations.attach(log)
         # 5. resume
         if resume is not None:
             state, baseline = restore(cfg, accelerator, resume, trainable, totals, log, say)
+            state.session_start = started
 
         def checkpoint(step: int) -> Path:
             check_finite_weights(dict(unwrap(accelerator, trainable.objective).named_parameters()),
@@ -141,7 +148,8 @@ def fit(cfg: Config) -> dict:
                                                           world=world), pin=accelerator.device.type == "cuda"))
         train_loop(accelerator, trainable.objective, trainable.optimizer, trainable.scheduler, batches, state, totals,
                    cfg, out=out, log=log, checkpoint=checkpoint,
-                   evaluate=lambda step, when: evaluations(trainable.objective, step, when, state))
+                   evaluate=lambda step, when, interim=False: evaluations(trainable.objective, step, when, state,
+                                                                          interim=interim))
         if state.empty_steps:
             say(f"note: {state.empty_steps} global batches had no masked token; they were skipped, not counted as "
                 "steps (results.json: empty_steps)")
@@ -155,6 +163,15 @@ def fit(cfg: Config) -> dict:
         results = results_record(accelerator, state, baseline, evaluations, totals, data,
                                  prepare_seconds=prepare_seconds, started=started, started_at=started_at)
         return finish(cfg, accelerator, out, trainable, data, results, say)
+
+
+def evaluation_plan(totals: Totals, evaluations: Evaluations) -> str:
+    """When the run evaluates, in one line: the curve's points and what they cost."""
+    n, subset = len(evaluations.batches), evaluations.subset
+    scored = "on the whole evaluation set" if subset >= n else \
+        f"on the first quarter of the evaluation set ({subset} of {n} batches per process)"
+    cost = ", which count against --max-time" if totals.budget is not None else ""
+    return f"evaluations: {totals.evaluations()} {scored}{cost}, and on all of it at the end"
 
 
 def train(config: Config | dict | None = None, **overrides) -> TrainResult:
@@ -183,6 +200,8 @@ def results_record(accelerator, state: TrainState, baseline: Baseline, evaluatio
         "eval_seconds": round(state.eval_seconds, 3),
         "prepare_seconds": round(prepare_seconds, 3),  # this session: reading, tokenizing, cutting
         "wall_seconds": round(time.perf_counter() - started, 3),  # this session, up to the final save
+        "total_wall_seconds": round(state.wall_seconds, 3),  # every session of the run (--resume), to the final save
+        "sessions": state.sessions,
         "baseline_perplexity": baseline.perplexity,
         "baseline_accuracy": baseline.accuracy,
         "warm_start_perplexity": baseline.warm_start_perplexity,
@@ -207,10 +226,12 @@ def results_record(accelerator, state: TrainState, baseline: Baseline, evaluatio
     return results
 
 
-def take_output_dir(cfg: Config, accelerator, folder: Folder, trainable: Trainable, record) -> MetricsLog:
+def take_output_dir(cfg: Config, accelerator, folder: Folder, trainable: Trainable, record,
+                    counts: np.ndarray | None = None) -> MetricsLog:
     """--overwrite sets the earlier run aside (renames) and puts it back if the new run cannot start
-    (a tracker that fails, a full disk); it is deleted once run.json is written. Accelerate prepares
-    the objective, optimizer and schedule. Returns the run's metrics.jsonl."""
+    (a tracker that fails, a full disk); it is deleted once run.json is written (and beside it the
+    warm start's unigram `counts`, from which run/before.py rebuilds the base as training began).
+    Accelerate prepares the objective, optimizer and schedule. Returns the run's metrics.jsonl."""
     out, main, aside = folder.path, accelerator.is_main_process, None
     if main:
         with writing("the run's files", out):
@@ -226,6 +247,8 @@ def take_output_dir(cfg: Config, accelerator, folder: Folder, trainable: Trainab
         if main and not cfg.resume:
             with writing("run.json", out):
                 atomic_write_json(out / "run.json", record())
+                if counts is not None:
+                    write_counts(out / UNIGRAM_FILE, counts)
     except BaseException:
         if main:
             put_back(aside, out)
@@ -303,6 +326,8 @@ def finish(cfg: Config, accelerator, out: Path, trainable: Trainable, data: Data
         accelerator.end_training()
     if main and cfg.report:
         write_report(out, base_model=cfg.model, probes=cfg.probe, say=say)
+    if main:  # what the curve says, and the command that trains further while it still falls
+        say(f"verdict: {run_verdict(out).line()}")
     shutdown(accelerator)
     if main and cfg.push_to_hub:
         push(out, cfg.push_to_hub, say=say)

@@ -4,6 +4,7 @@ when due, and stopping cleanly on SIGINT/SIGTERM (the step finishes, a checkpoin
 from __future__ import annotations
 
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,13 +23,15 @@ from .step import NonFiniteLoss, TrainState, train_step
 
 
 def train_loop(accelerator, objective, optimizer, scheduler, batches: Iterator[Batch], state: TrainState,
-               totals: Totals, cfg: Config, *, out: Path, log: MetricsLog, evaluate: Callable[[int, str], object],
+               totals: Totals, cfg: Config, *, out: Path, log: MetricsLog, evaluate: Callable[..., object],
                checkpoint: Callable[[int], Path]) -> None:
-    """Train from state.step until `totals` is reached. `evaluate(step, when)` scores the fixed masks
-    (at each epoch's end, every --eval-every steps and at the last step); `checkpoint(step)` saves a
-    full training state (at each epoch's end, every --save-every steps, the last step, and on a signal)."""
+    """Train from state.step until `totals` is reached. `evaluate(step, when, interim=...)` scores the
+    fixed masks: in full at the last step, on the curve's subset when `totals.eval_due` (~8 times over
+    the plan, or every --eval-every steps); with a budget, an interim evaluation's seconds count against
+    it. `checkpoint(step)` saves a full training state (at each epoch's end, every --save-every steps,
+    the last step, and on a signal)."""
     accum, spe = cfg.gradient_accumulation_steps, totals.steps_per_epoch
-    bar = progress_bar(totals, state, enabled=accelerator.is_main_process)
+    bar = progress_bar(totals, state, enabled=accelerator.is_main_process and interactive())
     window = Window()
     # the warm start's seconds differ a little between processes: agree on them before the first check
     spent = torch.tensor(float(state.budget_spent), device=accelerator.device)
@@ -38,7 +41,7 @@ def train_loop(accelerator, objective, optimizer, scheduler, batches: Iterator[B
     times = StepTimes(state.budget_agreed, state.step_seconds)  # a budget stops before a step that would not fit
     with StopFlag() as stop, bar:
         while not totals.finished(state.step, state.budget_agreed, times.next_step):
-            step, t0, before = state.step + 1, time.perf_counter(), state.budget_spent
+            step, t0, before, agreed_before = state.step + 1, time.perf_counter(), state.budget_spent, state.budget_agreed
             micro = [next(batches) for _ in range(accum)]
             try:
                 result = train_step(accelerator, objective, optimizer, scheduler, micro, state,
@@ -72,13 +75,23 @@ def train_loop(accelerator, objective, optimizer, scheduler, batches: Iterator[B
             window.add(result.nll, result.masked, tokens, seconds)
             bar.update(min(state.budget_spent, totals.budget) - min(before, totals.budget) if totals.by_time else 1)
             last = totals.finished(step, state.budget_agreed, times.next_step)
-            if step % cfg.log_every == 0 or last:
+            logged = step % cfg.log_every == 0 or last
+            if logged:
                 window.log(accelerator, bar, log, scheduler, state, totals, cfg.report_to)
             # evaluate and checkpoint when due
             epoch_end = spe > 0 and step % spe == 0
-            if epoch_end or last or (cfg.eval_every and step % cfg.eval_every == 0):
+            if not last and totals.eval_due(step, agreed_before, state.budget_agreed):
                 bar.clear()
-                evaluate(step, f"step {step}" + (f" (epoch {step / spe:.2f})" if spe else ""))
+                t_eval = time.perf_counter()
+                evaluate(step, progress_words(step, totals, state), interim=True)
+                charge_evaluation(accelerator, bar, state, totals, time.perf_counter() - t_eval)
+                times.last = state.budget_agreed  # the evaluation's seconds are not the next step's
+                last = totals.finished(step, state.budget_agreed, times.next_step)  # it may have spent the budget
+                if last and not logged:
+                    window.log(accelerator, bar, log, scheduler, state, totals, cfg.report_to)
+            if last:  # in full, and (below) a checkpoint: every run ends with both at its last step
+                bar.clear()
+                evaluate(step, progress_words(step, totals, state))
             if result.stop or epoch_end or last or (cfg.save_every and step % cfg.save_every == 0):
                 path = checkpoint(step)
             if result.stop:
@@ -95,6 +108,40 @@ def stopped(signum: int | None, step: int, path: Path, out: Path) -> None:
     signum = signal.SIGTERM if (signum or signal.SIGTERM) == signal.SIGTERM else signal.SIGINT
     raise Interrupted(f"stopped by {signal.Signals(signum).name} after step {step}; checkpoint saved in "
                       f"{path}. Resume with: mlmtune train --config {out / 'run.json'} --resume", SIGNAL_EXIT[signum])
+
+
+def charge_evaluation(accelerator, bar, state: TrainState, totals: Totals, seconds: float) -> None:
+    """An interim evaluation took `seconds`: with a --max-time budget they are spent from it (every process
+    adds the same, agreed amount, so all still stop at the same step). The step bar's clock skips them, so
+    its s/step stays the training steps' own."""
+    if totals.budget is not None:
+        agreed = float(accelerator.reduce(torch.tensor(float(seconds), device=accelerator.device), "sum"))
+        agreed /= accelerator.num_processes
+        state.budget_spent += agreed
+        state.budget_agreed += agreed
+        if totals.by_time:
+            bar.update(max(0.0, min(state.budget_agreed, totals.budget) - min(state.budget_agreed - agreed,
+                                                                                totals.budget)))
+    if not totals.by_time:
+        bar.unpause()
+
+
+def progress_words(step: int, totals: Totals, state: TrainState) -> str:
+    """Where the run is, for an evaluation's line: "step 57 of 455 (epoch 0.13)", "step 57 (25% of the
+    budget)". With the progress bar off (a log file), these lines are the progress."""
+    words = f"step {step}" + (f" of {totals.total_steps:,}" if totals.total_steps else "")
+    if totals.by_time:
+        words += f" ({min(state.budget_agreed / totals.budget, 1):.0%} of the budget)"
+    elif totals.steps_per_epoch:
+        words += f" (epoch {step / totals.steps_per_epoch:.2f})"
+    return words
+
+
+def interactive() -> bool:
+    """Draw a progress bar: on a terminal or in a notebook; not into a pipe or a log file, which would
+    fill with its carriage-return frames (the evaluation lines say how far the run is instead)."""
+    stream = sys.stderr
+    return bool(getattr(stream, "isatty", lambda: False)()) or "ipykernel" in sys.modules
 
 
 def progress_bar(totals: Totals, state: TrainState, *, enabled: bool):

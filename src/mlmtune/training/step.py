@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import NamedTuple
 
 import torch
@@ -32,27 +32,41 @@ class TrainState:
     grad_norm: torch.Tensor | None = None  # of the last step, read only when logged (no extra wait for the device)
     empty_steps: int = 0  # global batches with no masked token, skipped: the data is at step + empty_steps
     step_seconds: float = 0.0  # what the next step is expected to take of a budget (budget.StepTimes)
+    sessions: int = 1  # this one and the ones before it (--resume)
+    wall_before: float = 0.0  # wall-clock seconds of the sessions before this one, to their last checkpoint
+    session_start: float = field(default_factory=time.perf_counter)  # when this session started (perf_counter)
 
     SAVED = ("tokens", "train_seconds", "eval_seconds", "warm_seconds", "budget_spent", "empty_steps",
-             "step_seconds")
+             "step_seconds", "sessions")
 
     @property
     def position(self) -> int:
         """The optimizer steps' worth of batches drawn so far: where the data goes on from."""
         return self.step + self.empty_steps
 
+    @property
+    def wall_seconds(self) -> float:
+        """Wall-clock seconds of the whole run so far, all sessions together (a resumed run's total time)."""
+        return self.wall_before + (time.perf_counter() - self.session_start)
+
     def counters(self) -> dict:
         """What a checkpoint's mlmtune_state.json keeps besides the step."""
-        return {name: getattr(self, name) for name in self.SAVED}
+        return {**{name: getattr(self, name) for name in self.SAVED}, "wall_seconds": round(self.wall_seconds, 3)}
 
     @classmethod
-    def restored(cls, saved: dict) -> "TrainState":
-        """The state a checkpoint recorded (a counter it lacks starts at 0)."""
+    def restored(cls, saved: dict, session_start: float | None = None) -> "TrainState":
+        """The state a checkpoint recorded (a counter it lacks starts at 0), in a new session."""
         state = cls(step=int(saved["step"]))
         kinds = {f.name: f.type for f in fields(cls)}
         for name in cls.SAVED:
             if saved.get(name) is not None:
                 setattr(state, name, int(saved[name]) if kinds[name] == "int" else float(saved[name]))
+        state.sessions += 1  # this one too (a checkpoint of an older mlmtune counts as one session)
+        wall = saved.get("wall_seconds")  # not in a checkpoint of an older mlmtune
+        state.wall_before = float(wall) if isinstance(wall, (int, float)) and not isinstance(wall, bool) \
+            and math.isfinite(wall) and wall > 0 else 0.0
+        if session_start is not None:
+            state.session_start = session_start
         return state
 
 
