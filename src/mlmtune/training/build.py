@@ -13,7 +13,7 @@ from ..config import Config
 from ..data.streaming import StreamingData
 from ..eval import words as wordeval
 from ..model import warmstart
-from ..model.load import LoadedModel, load_masked_lm, use_training_attention
+from ..model.load import LoadedModel, fused_training_attention, load_masked_lm, use_training_attention
 from ..model.objective import MaskedLMObjective, masked_positions_head
 from ..model.vocabulary import NewRowsLearningRate
 from .budget import Totals
@@ -82,7 +82,8 @@ def score_base_words(model, words: wordeval.WordSet, accelerator, evaluations: E
 
 def build_trainable(cfg: Config, loaded: LoadedModel, data: Data, totals: Totals) -> Trainable:
     """The objective (the masked-position forward), AdamW in its groups, the schedule by steps or by time."""
-    objective = MaskedLMObjective(loaded.model)
+    device = next(loaded.model.parameters()).device
+    objective = MaskedLMObjective(loaded.model, training_attention=fused_training_attention(loaded.model, device))
     optimizer = build_optimizer(objective.model, lr=cfg.lr, head_lr=cfg.head_lr, weight_decay=cfg.weight_decay,
                                 new_parameters=loaded.new_parameters)
     new_rows_lr = None
