@@ -83,7 +83,7 @@ def fit(cfg: Config) -> dict:
                 baseline.word = score_base_words(loaded.model, data.vocabulary.base_words, accelerator, evaluations,
                                                  vocabulary_size=data.vocabulary.first_id, say=say)
             add_rows(loaded.model, data.vocabulary, len(data.tokenizer))
-        trainable = build_trainable(cfg, loaded, data, totals)
+        trainable = build_trainable(cfg, loaded, data, totals, processes=world)
         # 3. before training (nothing written yet)
         if resume is None:
             score_before_training(trainable, accelerator, evaluations, state, baseline)
@@ -108,7 +108,8 @@ def fit(cfg: Config) -> dict:
         batches = data.batches(cfg, state.step, rank=accelerator.process_index, world=world)
         train_loop(accelerator, trainable.objective, trainable.optimizer, trainable.scheduler, batches, state, totals,
                    cfg, out=out, log=log, checkpoint=checkpoint,
-                   evaluate=lambda step, when: evaluations(trainable.objective, step, when, state))
+                   evaluate=lambda step, when: evaluations(trainable.objective, step, when, state),
+                   before_step=trainable.freezer.update if trainable.freezer else None)
         # 7. finish
         if evaluations.last_step != state.step:  # no step ran in this session (a finished run resumed: its last
             # eval is logged already; or a budget the warm start spent: its model is scored and logged here)

@@ -23,10 +23,11 @@ from .step import NonFiniteLoss, TrainState, train_step
 
 def train_loop(accelerator, objective, optimizer, scheduler, batches: Iterator[Batch], state: TrainState,
                totals: Totals, cfg: Config, *, out: Path, log: MetricsLog, evaluate: Callable[[int, str], object],
-               checkpoint: Callable[[int], Path]) -> None:
+               checkpoint: Callable[[int], Path], before_step: Callable[[float], None] | None = None) -> None:
     """Train from state.step until `totals` is reached. `evaluate(step, when)` scores the fixed masks
     (at each epoch's end, every --eval-every steps and at the last step); `checkpoint(step)` saves a
-    full training state (at each epoch's end, every --save-every steps, the last step, and on a signal)."""
+    full training state (at each epoch's end, every --save-every steps, the last step, and on a signal);
+    `before_step(progress)` is told the share of the run done before each step (--freeze-layers)."""
     accum, spe = cfg.gradient_accumulation_steps, totals.steps_per_epoch
     bar = progress_bar(totals, state, enabled=accelerator.is_main_process)
     window = Window()
@@ -36,6 +37,8 @@ def train_loop(accelerator, objective, optimizer, scheduler, batches: Iterator[B
     objective.train()
     with StopFlag() as stop, bar:
         while not totals.finished(state.step, state.budget_agreed):
+            if before_step is not None:
+                before_step(totals.progress(state.step, state.budget_agreed))
             state.step += 1
             step, t0, before = state.step, time.perf_counter(), state.budget_spent
             micro = [next(batches) for _ in range(accum)]
