@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mlmtune.model.load import fused_training_attention, use_training_attention
+from mlmtune.model.load import use_training_attention
 from mlmtune.model.objective import MaskedLMObjective
 
 
@@ -84,36 +84,6 @@ def test_training_attention_on_cpu_computes_the_same_loss_and_gradients(kind):
     assert torch.allclose(grad_a, grad_b, atol=1e-5)
     # GPUs keep their default
     assert use_training_attention(_tiny(kind), torch.device("cuda")) is None
-
-
-@pytest.mark.parametrize("kind", ["bert", "roberta", "distilbert"])
-def test_without_dropout_training_steps_take_sdpa_and_evaluation_keeps_eager(kind):
-    # With no dropout SDPA's fused CPU kernel is the cheaper training step; evaluation stays in the attention
-    # use_training_attention set, so a run's scores are what `mlmtune evaluate` computes.
-    model = _tiny(kind)
-    use_training_attention(model, torch.device("cpu"))
-    assert fused_training_attention(model, torch.device("cpu")) is None  # the model's own dropout: eager
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
-    assert fused_training_attention(model, torch.device("cpu")) == "sdpa"
-    assert model.config._attn_implementation == "eager"  # asking changes nothing
-    assert fused_training_attention(model, torch.device("cuda")) is None
-    objective = MaskedLMObjective(model, training_attention="sdpa")
-    g = torch.Generator().manual_seed(3)
-    ids = torch.randint(5, 500, (3, 20), generator=g)
-    attention = torch.ones_like(ids)
-    attention[1, 12:] = 0
-    labels = torch.where(torch.rand(ids.shape, generator=g) < 0.3, ids, torch.full_like(ids, -100))
-    labels[attention == 0] = -100
-    results = {}
-    for training in (True, False):
-        objective.train(training)
-        results[training] = objective(ids, attention, labels)[0]
-        assert model.config._attn_implementation == ("sdpa" if training else "eager")
-        assert all(m.config._attn_implementation == model.config._attn_implementation
-                   for m in model.modules() if hasattr(m, "config"))
-    assert torch.allclose(results[True], results[False], rtol=1e-5)  # the same function
 
 
 def test_training_mode_skips_the_accuracy_count():

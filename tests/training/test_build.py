@@ -40,20 +40,3 @@ def test_dropout_zero_trains_like_a_model_without_dropout(tmp_path, tiny_bert, n
     assert any(not torch.allclose(kept[k], plain[k], atol=1e-6) for k in plain)
     saved = json.loads((tmp_path / "off" / "config.json").read_text())
     assert saved["hidden_dropout_prob"] == 0.1 and saved["attention_probs_dropout_prob"] == 0.1
-
-
-def test_without_dropout_the_steps_run_sdpa_and_the_evaluations_eager(tmp_path, tiny_bert, news_folder, monkeypatch):
-    """SDPA's fused CPU kernel is the cheaper training step when nothing is dropped; the scores stay eager's."""
-    sdpa = torch.nn.functional.scaled_dot_product_attention
-    calls = []
-
-    def spy(*args, **kwargs):
-        calls.append(torch.is_grad_enabled())  # a training step computes gradients, an evaluation does not
-        return sdpa(*args, **kwargs)
-
-    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
-    fit(tiny(tiny_bert, news_folder, tmp_path / "off", max_steps=2, dropout=0.0))
-    assert calls and all(calls)
-    calls.clear()
-    fit(tiny(tiny_bert, news_folder, tmp_path / "kept", max_steps=2))  # dropout: eager throughout
-    assert calls == []

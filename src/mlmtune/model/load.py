@@ -140,10 +140,9 @@ def load_masked_lm(model: str, *, seed: int = 0, dtype: torch.dtype = torch.floa
 
 
 def use_training_attention(model: nn.Module, device: torch.device) -> str | None:
-    """On a CPU, train and evaluate with the eager attention: with attention dropout PyTorch's SDPA leaves
-    its fused CPU kernels for a math path that upcasts bf16 to fp32, and the eager path is ~1.25x faster
-    per step (benchmarks/README.md). Same computation. GPUs keep SDPA. Returns the implementation set, or
-    None. (Without dropout the training steps switch to SDPA: fused_training_attention.)"""
+    """On a CPU, train with the eager attention: with attention dropout PyTorch's SDPA leaves its fused
+    CPU kernels for a math path that upcasts bf16 to fp32, and the eager path is ~1.25x faster per step
+    (benchmarks/README.md). Same computation. GPUs keep SDPA. Returns the implementation set, or None."""
     if device.type != "cpu" or not hasattr(model, "set_attn_implementation"):
         return None
     try:
@@ -151,24 +150,3 @@ def use_training_attention(model: nn.Module, device: torch.device) -> str | None
     except (ValueError, ImportError, AttributeError):  # a model without an eager path: keep its default
         return None
     return "eager"
-
-
-def fused_training_attention(model: nn.Module, device: torch.device) -> str | None:
-    """"sdpa" when a CPU's training steps are better off with it than with the eager attention: when no
-    dropout is applied (every Dropout module at p = 0, as --dropout 0 leaves them), SDPA takes its fused
-    CPU kernel, which needs no copies of the (B, heads, L, d) tensors and no (L x L) softmax saved for the
-    backward. Same computation (tests/model/test_objective.py); the step cost, eager vs SDPA, is
-    benchmarks/README.md's "time to quality (issue 22)". None: keep what use_training_attention set."""
-    if device.type != "cpu" or not hasattr(model, "set_attn_implementation"):
-        return None
-    if any(m.p > 0 for m in model.modules() if isinstance(m, nn.Dropout)):
-        return None
-    current = model.config._attn_implementation
-    try:
-        model.set_attn_implementation("sdpa")
-    except (ValueError, ImportError, AttributeError):  # a family without SDPA
-        return None
-    finally:
-        if model.config._attn_implementation != current:
-            model.set_attn_implementation(current)  # the caller switches it for training steps only
-    return "sdpa"

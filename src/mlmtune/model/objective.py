@@ -52,20 +52,10 @@ class MaskedLMObjective(nn.Module):
     gradient hooks and Accelerate's autocast in the path.
     """
 
-    def __init__(self, model: nn.Module, *, training_attention: str | None = None):
+    def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
         self.head = masked_positions_head(model)
-        # training steps in `training_attention` (load.fused_training_attention), evaluation in the
-        # model's own, so a run's scores are what `mlmtune evaluate` computes for the same model
-        self.attention = {True: training_attention, False: model.config._attn_implementation} \
-            if training_attention else None
-
-    def train(self, mode: bool = True) -> "MaskedLMObjective":
-        super().train(mode)
-        if self.attention is not None and self.model.config._attn_implementation != self.attention[mode]:
-            self.model.set_attn_implementation(self.attention[mode])
-        return self
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor):
         picked = labels != IGNORE_INDEX  # (B, L) bool

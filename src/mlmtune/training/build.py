@@ -14,7 +14,7 @@ from ..data.streaming import StreamingData
 from ..errors import ConfigError
 from ..eval import words as wordeval
 from ..model import warmstart
-from ..model.load import LoadedModel, fused_training_attention, load_masked_lm, use_training_attention
+from ..model.load import LoadedModel, load_masked_lm, use_training_attention
 from ..model.objective import MaskedLMObjective, masked_positions_head
 from ..model.vocabulary import NewRowsLearningRate
 from .budget import Totals
@@ -88,8 +88,7 @@ def build_trainable(cfg: Config, loaded: LoadedModel, data: Data, totals: Totals
     if cfg.freeze_layers and processes > 1:  # DDP syncs only the parameters that took gradients when it wrapped
         raise ConfigError(f"--freeze-layers trains with one process, and this run has {processes}: drop "
                           "--freeze-layers or run one process")
-    device = next(loaded.model.parameters()).device
-    objective = MaskedLMObjective(loaded.model, training_attention=fused_training_attention(loaded.model, device))
+    objective = MaskedLMObjective(loaded.model)
     optimizer = build_optimizer(objective.model, lr=cfg.lr, head_lr=cfg.head_lr, weight_decay=cfg.weight_decay,
                                 new_parameters=loaded.new_parameters)
     new_rows_lr = None
