@@ -151,6 +151,11 @@ class TrainConfig:
     warmup_steps: int = _opt(0, "linear warm-up steps (overrides --warmup-ratio when > 0)")
     warmup_ratio: float = _opt(0.0, "warm-up as a share of all optimizer steps")
     max_grad_norm: float | None = _opt(1.0, "clip the gradient norm to this (none: no clipping)")
+    freeze_layers: int = _opt(
+        0, "train without the lowest N encoder layers (and the embeddings but the word rows) for the first "
+        "--freeze-until of the run: no backward through them, so those steps are cheaper; then all train (one process)",
+    )
+    freeze_until: float = _opt(0.5, "with --freeze-layers: the share of the run (steps or budget) they stay frozen")
     eval_every: int | None = _opt(None, "evaluate every N optimizer steps (default: 8 times over the plan, or at each eighth of a --max-time budget, on a quarter of the eval set; the last step on all of it)")
     log_every: int = _opt(10, "append a training record to metrics.jsonl every N steps")
     save_every: int | None = _opt(None, "save a full training checkpoint every N optimizer steps")
@@ -633,6 +638,8 @@ def validate(cfg: Config, *, training: bool = True) -> None:
         check(cfg.warmup_steps >= 0, f"--warmup-steps must not be negative, got {cfg.warmup_steps}")
         check(0 <= cfg.warmup_ratio < 1, f"--warmup-ratio must be in [0, 1), got {cfg.warmup_ratio}")
         check(cfg.max_grad_norm is None or cfg.max_grad_norm > 0, "--max-grad-norm must be positive or none")
+        check(cfg.freeze_layers >= 0, f"--freeze-layers must not be negative, got {cfg.freeze_layers}")
+        check(0 < cfg.freeze_until <= 1, f"--freeze-until must be in (0, 1], got {cfg.freeze_until}")
         check(cfg.eval_every is None or cfg.eval_every > 0, "--eval-every must be positive")
         check(cfg.log_every > 0, "--log-every must be positive")
         check(cfg.save_every is None or cfg.save_every > 0, "--save-every must be positive")

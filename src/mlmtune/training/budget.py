@@ -60,6 +60,12 @@ class Totals:
             return True
         return self.budget is not None and spent + next_step >= self.budget
 
+    def progress(self, step: int, spent: float) -> float:
+        """The share of the run done after `step` steps and `spent` seconds of the budget (0..1)."""
+        if self.total_steps is not None:
+            return min(1.0, step / max(self.total_steps, 1))
+        return min(1.0, spent / self.budget)
+
     def epoch(self, step: int) -> float:
         return step / self.steps_per_epoch if self.steps_per_epoch else 0.0
 

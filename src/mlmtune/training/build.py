@@ -11,6 +11,7 @@ import torch
 
 from ..config import Config
 from ..data.streaming import StreamingData
+from ..errors import ConfigError
 from ..eval import words as wordeval
 from ..model import warmstart
 from ..model.load import LoadedModel, load_masked_lm, use_training_attention
@@ -18,6 +19,7 @@ from ..model.objective import MaskedLMObjective, full_logits_note, masked_positi
 from ..model.vocabulary import NewRowsLearningRate
 from .budget import Totals
 from .evaluations import Evaluations
+from .freeze import LowerLayersFrozen
 from .optimizer import build_optimizer, build_scheduler
 from .peers import first_process
 from .prepare import Data
@@ -32,6 +34,7 @@ class Trainable:
     optimizer: torch.optim.Optimizer
     scheduler: object
     new_rows_lr: NewRowsLearningRate | None = None  # --new-token-lr's hooks on the optimizer
+    freezer: LowerLayersFrozen | None = None  # --freeze-layers: told the run's progress before each step
 
 
 @dataclass
@@ -96,8 +99,11 @@ def stream_sample(cfg: Config, data: Data, global_batch: int, n: int) -> tuple[l
     return picked, tokens
 
 
-def build_trainable(cfg: Config, loaded: LoadedModel, data: Data, totals: Totals) -> Trainable:
+def build_trainable(cfg: Config, loaded: LoadedModel, data: Data, totals: Totals, *, processes: int = 1) -> Trainable:
     """The objective (the masked-position forward), AdamW in its groups, the schedule by steps or by time."""
+    if cfg.freeze_layers and processes > 1:  # DDP syncs only the parameters that took gradients when it wrapped
+        raise ConfigError(f"--freeze-layers trains with one process, and this run has {processes}: drop "
+                          "--freeze-layers or run one process")
     objective = MaskedLMObjective(loaded.model)
     optimizer = build_optimizer(objective.model, lr=cfg.lr, head_lr=cfg.head_lr, weight_decay=cfg.weight_decay,
                                 new_parameters=loaded.new_parameters)
@@ -107,9 +113,11 @@ def build_trainable(cfg: Config, loaded: LoadedModel, data: Data, totals: Totals
                                           list(range(data.vocabulary.first_id, len(data.tokenizer))), cfg.new_token_lr)
     scheduler = build_scheduler(optimizer, total_steps=totals.total_steps, warmup_steps=cfg.warmup_steps,
                                 warmup_ratio=cfg.warmup_ratio)
+    # after the optimizer, which takes every parameter: the frozen ones join in once thawed
+    freezer = LowerLayersFrozen(loaded.model, cfg.freeze_layers, cfg.freeze_until) if cfg.freeze_layers else None
     if cfg.compile:
         objective = torch.compile(objective)
-    return Trainable(objective, optimizer, scheduler, new_rows_lr)
+    return Trainable(objective, optimizer, scheduler, new_rows_lr, freezer)
 
 
 def score_before_training(trainable: Trainable, accelerator, evaluations: Evaluations, state: TrainState,

@@ -119,7 +119,7 @@ def fit(cfg: Config) -> dict:
                 baseline.word = score_base_words(loaded.model, data.vocabulary.base_words, accelerator, evaluations,
                                                  vocabulary_size=data.vocabulary.first_id, say=say)
             add_rows(loaded.model, data.vocabulary, len(data.tokenizer))
-        trainable = build_trainable(cfg, loaded, data, totals)
+        trainable = build_trainable(cfg, loaded, data, totals, processes=world)
         # 3. before training (nothing written yet)
         counts = None
         if resume is None:
@@ -149,7 +149,8 @@ def fit(cfg: Config) -> dict:
         train_loop(accelerator, trainable.objective, trainable.optimizer, trainable.scheduler, batches, state, totals,
                    cfg, out=out, log=log, checkpoint=checkpoint,
                    evaluate=lambda step, when, interim=False: evaluations(trainable.objective, step, when, state,
-                                                                          interim=interim))
+                                                                          interim=interim),
+                   before_step=trainable.freezer.update if trainable.freezer else None)
         if state.empty_steps:
             say(f"note: {state.empty_steps} global batches had no masked token; they were skipped, not counted as "
                 "steps (results.json: empty_steps)")

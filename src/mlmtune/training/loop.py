@@ -24,12 +24,13 @@ from .step import NonFiniteLoss, TrainState, train_step
 
 def train_loop(accelerator, objective, optimizer, scheduler, batches: Iterator[Batch], state: TrainState,
                totals: Totals, cfg: Config, *, out: Path, log: MetricsLog, evaluate: Callable[..., object],
-               checkpoint: Callable[[int], Path]) -> None:
+               checkpoint: Callable[[int], Path], before_step: Callable[[float], None] | None = None) -> None:
     """Train from state.step until `totals` is reached. `evaluate(step, when, interim=...)` scores the
     fixed masks: in full at the last step, on the curve's subset when `totals.eval_due` (~8 times over
     the plan, or every --eval-every steps); with a budget, an interim evaluation's seconds count against
     it. `checkpoint(step)` saves a full training state (at each epoch's end, every --save-every steps,
-    the last step, and on a signal)."""
+    the last step, and on a signal); `before_step(progress)` is told the share of the run done before
+    each step (--freeze-layers)."""
     accum, spe = cfg.gradient_accumulation_steps, totals.steps_per_epoch
     bar = progress_bar(totals, state, enabled=accelerator.is_main_process and interactive())
     window = Window()
@@ -41,6 +42,8 @@ def train_loop(accelerator, objective, optimizer, scheduler, batches: Iterator[B
     times = StepTimes(state.budget_agreed, state.step_seconds)  # a budget stops before a step that would not fit
     with StopFlag() as stop, bar:
         while not totals.finished(state.step, state.budget_agreed, times.next_step):
+            if before_step is not None:
+                before_step(totals.progress(state.step, state.budget_agreed))
             step, t0, before, agreed_before = state.step + 1, time.perf_counter(), state.budget_spent, state.budget_agreed
             micro = [next(batches) for _ in range(accum)]
             try:
