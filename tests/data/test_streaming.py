@@ -112,3 +112,27 @@ def test_a_tsv_file_streams_as_a_table(tmp_path):
     path = tmp_path / "reviews.tsv"
     path.write_text('text\tlabel\nA "quoted" start\t1\nsecond row\t0\n', encoding="utf-8")
     assert [ex["text"] for ex in open_documents([str(path)])] == ['A "quoted" start', "second row"]
+
+
+def test_two_processes_tokenize_each_document_once(tokenizer, tmp_path, monkeypatch):
+    """--streaming on 2 processes: the first tokenizes the held-out head and hands it over, then each takes
+    every other training document. Counted here: every document's text goes to the tokenizer exactly once
+    across the two shares and the hold-out, none twice, none left out."""
+    path = tmp_path / "docs.jsonl"
+    texts = [f"document {i} " + "word " * (20 + i % 7) for i in range(60)]
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    seen: list[str] = []
+    real = StreamingData._blocks
+    monkeypatch.setattr(StreamingData, "_blocks", lambda self, batch: seen.extend(batch) or real(self, batch))
+    options = dict(chunk_size=32, line_by_line=False, max_length=128, eval_size=10, seed=0)
+    docs = open_documents([str(path)])
+    held_out = StreamingData(docs, tokenizer, **options).held_out()  # the first process's work
+    held_texts = list(seen)
+    assert 0 < len(held_texts) < len(texts)
+    for share in (0, 1):
+        before = len(seen)
+        data = StreamingData(docs, tokenizer, **options, share=share, shares=2, held_out=held_out)
+        assert len(seen) == before  # taking the hand-over tokenizes nothing
+        list(data._epoch_blocks(0))
+        assert 0 < len(seen) - before < len(texts) - len(held_texts)  # a share, not all of it
+    assert sorted(seen) == sorted(texts)  # each document once, across the hold-out and both shares
