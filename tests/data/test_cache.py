@@ -33,7 +33,11 @@ def corpus(news_folder, tmp_path) -> Path:
 
 @pytest.fixture
 def tokenize_calls(monkeypatch) -> list:
-    """Every call of the corpus tokenizer (the work the cache saves)."""
+    """Every call of the corpus tokenizer (the work the cache saves). Each splits_from_config call here is
+    a run in a new process: the in-process memo (data/memo.py) keeps nothing."""
+    from mlmtune.data.memo import Memo
+
+    monkeypatch.setattr(blocks, "_PREPARED", Memo(size=0))
     calls, real = [], blocks.tokenize
 
     def counted(texts, *args, **kwargs):

@@ -349,7 +349,7 @@ def splits_from_config(cfg, tokenizer, max_positions: int, *, read_train: bool =
             return ""
         if cache.load(entry) is not None:
             if say is not None:
-                say(f"data: the prepared blocks of an earlier run of the same text, tokenizer and options, from "
+                say(f"note: the prepared blocks of an earlier run of the same text, tokenizer and options, from "
                     f"{entry} (tokenized once; MLMTUNE_CACHE=off does without)")
             return str(entry)
         made.append(compute())

@@ -178,9 +178,9 @@ def run_comparison(cfg: Config, models: list[str] | None = None, *, probes=None,
                                                          documents=documents).eval) if own else shared_batches
         started = time.perf_counter()
         which = f" ({number} of {len(models)})" if len(models) > 1 else ""
+        loaded = load_masked_lm(m, seed=cfg.seed, tokenizer=tok)  # a model that cannot load: its one error line
         note(f"evaluating {m}{which} on {len(splits.eval):,} examples ({splits.eval.num_tokens:,} tokens)"
              + (", then the masked words" if word_sets is not None else ""))
-        loaded = load_masked_lm(m, seed=cfg.seed, tokenizer=tok)
         row = ModelScores(m, EvalResult.from_sums(0, 0, 0), grown_head=bool(loaded.new_parameters), own_tokens=own)
         if row.grown_head:
             note(f"note: {m} has no MLM head; scoring a new, untrained one (initialised from --seed {cfg.seed})")
