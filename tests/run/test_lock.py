@@ -18,6 +18,7 @@ from mlmtune.errors import OutputError
 from mlmtune.run.layout import LOCK_FILE, has_content, remove_temporaries
 from mlmtune.run.lock import FolderBusy, acquire, folder_lock, holds, release
 
+
 def test_a_run_is_refused_while_another_process_holds_the_folder_then_goes_on_after_a_sigkill(
         capsys, holder, tmp_path, tiny_bert, news_folder):
     out = tmp_path / "out"

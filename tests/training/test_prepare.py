@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from helpers import assert_clean_error, assert_ok, run_cli, strict_json, tiny_run, train_args, train_argv
 
 from mlmtune.run.metrics_log import read_metrics

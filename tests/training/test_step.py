@@ -16,7 +16,6 @@ import mlmtune.training.loop as loop
 import mlmtune.training.prepare as prepare
 from mlmtune.data.batching import Batch
 from mlmtune.errors import Interrupted
-
 from mlmtune.run.metrics_log import read_metrics
 from mlmtune.training.fit import fit
 

@@ -39,7 +39,6 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from ..eval.compare import format_table, run_comparison
-
     from ..run.ownership import recover_for_reading
 
     models = getattr(args, "models", None)  # --model, repeatable; else the run's own model, else the config's

@@ -29,8 +29,8 @@ from ..data.split import heldout_texts
 from ..errors import ConfigError, DataError, ModelError
 from ..model.device import make_accelerator, shutdown
 from ..model.load import load_masked_lm, max_positions, resolve_model, use_training_attention
-from ..model.objective import MaskedLMObjective, masked_positions_head
 from ..model.normaliser import note as normaliser_note
+from ..model.objective import MaskedLMObjective, masked_positions_head
 from ..model.tokenizer import added_words_only, model_tokenizer, tokenizer_difference
 from . import words as wordeval
 from .cloze import CLOZE_K, answerable, check_cloze_fits, cloze_accuracy, cloze_predictions, read_cloze_file

@@ -17,7 +17,6 @@ from torch import nn
 
 from ..data.masking import IGNORE_INDEX
 
-
 # Each family's MLM head: the modules its *ForMaskedLM applies, in order, to the encoder's last hidden
 # states (`model.base_model(...)[0]`), each position on its own. tests/model/test_objective.py checks every
 # entry against the family's full logits, loss and gradients to 1e-5.

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 
 from ..config import Config, parse_duration
 
-
 EVALUATIONS = 8  # evaluations over a plan when --eval-every does not say (the last one at its end)
 
 

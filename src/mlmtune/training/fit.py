@@ -34,11 +34,11 @@ from ..errors import TrainingError
 from ..model.device import make_accelerator, shutdown, unwrap
 from ..model.load import first_non_finite
 from ..model.objective import retie, tied_groups
+from ..run.before import write_counts
 from ..run.card import write_card
 from ..run.checkpoints import load_checkpoint, save_checkpoint
 from ..run.files import atomic_write_json, save_model, versions, writing
 from ..run.hub import check_hub_access, push
-from ..run.before import write_counts
 from ..run.layout import UNIGRAM_FILE, complete_checkpoints, remove_temporaries
 from ..run.metrics_log import MetricsLog, utc_iso
 from ..run.ownership import (
@@ -55,8 +55,8 @@ from ..run.ownership import (
     undo_new_run,
 )
 from ..run.report import write_report
-from ..run.shared import check_shared_folder
 from ..run.sentence import keep_sentence_encoder, write_sentence_files
+from ..run.shared import check_shared_folder
 from ..run.verdict import run_verdict
 from .budget import Totals, plan_totals
 from .build import Baseline, Trainable, build_trainable, load_model, score_base_words, score_before_training, warm_start
