@@ -56,7 +56,7 @@ def main(out: str) -> int:
           f"{fmt(results['baseline_perplexity'])} (fresh head) -> {fmt(results['warm_start_perplexity'])} (warm start) "
           f"-> {fmt(results['eval_perplexity'])}, masked accuracy {results['eval_accuracy']:.1%}, "
           f"after {results['steps']:,} steps in {duration(results['train_seconds'])} of training; "
-          f"{evaluations(records)}; \"{SENTENCE}\" -> {word.token} ({word.score:.1%})")
+          f"{evaluations(records)}; \"{SENTENCE}\" -> {word.word} ({word.score:.1%})")
     print(f"verdict: {run_verdict(folder).line()}")
     return 0
 

@@ -86,3 +86,16 @@ def test_a_grown_heads_curve_starts_at_the_warm_start():
     assert curve(old, "perplexity", grown=False) == [(0, 100.0), (10, 40.0)]
     # --head-init random grew a head without a warm start: run.json's new parameters say so
     assert grew_head(own, {"new_parameters": ["cls.predictions.bias"]})
+
+
+def test_a_verdict_on_subset_points_says_so():
+    """The demo's verdict said "59.63 at step 622" beside its final 53.15 on the whole eval set: both true,
+    but the line did not say the curve scores a quarter of the set."""
+    from mlmtune.run.verdict import on_subset
+
+    points = [(0, 1900.0), (50, 400.0), (100, 150.0)]
+    subset = [{"type": "eval", "step": 100, "perplexity": 142.9, "subset_perplexity": 150.0}]
+    assert on_subset(subset) and not on_subset([{"type": "eval", "step": 10, "perplexity": 40.0}])
+    said = verdict(points, {"max_steps": 100}, "runs/demo", subset=on_subset(subset)).text
+    assert "150 at step 100, on the curve's subset of the eval set" in said
+    assert "subset" not in verdict(points, {"max_steps": 100}, "runs/demo").text

@@ -81,9 +81,15 @@ class Verdict:
         return self.text + (f": {self.command}" if self.command else "")
 
 
-def verdict(points: list[tuple[int, float]], config: dict, out: str | Path) -> Verdict:
+def on_subset(records: list[dict]) -> bool:
+    """The curve's points score the subset of the eval set (a run of this mlmtune), not all of it."""
+    return any(r.get("type") == "eval" and "subset_perplexity" in r for r in records)
+
+
+def verdict(points: list[tuple[int, float]], config: dict, out: str | Path, *, subset: bool = False) -> Verdict:
     """The verdict of a perplexity curve (see the module's docstring); `config` is run.json's, `out`
-    the run's folder as the command should name it."""
+    the run's folder as the command should name it; `subset`: the points score the curve's subset of the
+    eval set, so the figures are not the whole set's final perplexity (say so)."""
     if len(points) < MIN_POINTS or points[-1][0] <= points[0][0]:
         return Verdict("unknown", f"Too few evaluations ({len(points)}) for a verdict on the curve: evaluate more "
                                   "often (--eval-every N) to see whether the run was still improving.")
@@ -98,7 +104,8 @@ def verdict(points: list[tuple[int, float]], config: dict, out: str | Path) -> V
                                  "fits the training text at the cost of held-out text (overfitting), or the learning "
                                  "rate is too high: train less, lower --lr, or add text.")
     fell = (middle[1] - end) / middle[1]
-    span = f"{fmt(middle[1])} at step {middle[0]:,} to {fmt(end)} at step {last_step:,}"
+    span = f"{fmt(middle[1])} at step {middle[0]:,} to {fmt(end)} at step {last_step:,}" + \
+        (", on the curve's subset of the eval set" if subset else "")
     if fell >= FAST:
         return Verdict("fast", f"Still improving fast: eval perplexity fell {fell:.0%} over the second half of the run "
                                f"({span}). Train further", further(config, out))
@@ -139,4 +146,5 @@ def run_verdict(out: str | Path) -> Verdict:
     run = run if isinstance(run, dict) else {}
     config = run.get("config") if isinstance(run.get("config"), dict) else {}
     records = read_metrics(Path(out) / "metrics.jsonl")
-    return verdict(curve(records, "perplexity", grown=grew_head(records, run), low=1), config, out)
+    return verdict(curve(records, "perplexity", grown=grew_head(records, run), low=1), config, out,
+                   subset=on_subset(records))
