@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import statistics
 import sys
@@ -43,7 +42,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 from families import FAMILIES, Ids, Size, Vocabularies, build_model, family_tokenizer, model_config, training_texts  # noqa: E402
-from train_throughput import fresh_accelerator, interleaved, machine, table  # noqa: E402
+from train_throughput import emit, fresh_accelerator, interleaved, log, machine, table  # noqa: E402
 
 from mlmtune.config import build_config  # noqa: E402
 from mlmtune.data.batching import make_batch  # noqa: E402
@@ -57,10 +56,6 @@ from mlmtune.training.step import TrainState, train_step  # noqa: E402
 
 BATCH, CHUNK, SEED = 16, 128, 42
 BENCHED = [n for n in FAMILIES if n != "distilroberta"]  # DistilRoBERTa is a RoBERTa: the same at equal size
-
-
-def log(*args):
-    print(*args, file=sys.stderr, flush=True)
 
 
 def parameters(family, ids: Ids, size: Size) -> int:
@@ -172,12 +167,7 @@ def main(argv=None) -> int:
     result = {"batch": BATCH, "chunk": CHUNK, "precision": accelerator.mixed_precision, "families": rows,
               "rounds": args.blocks, "steps": args.steps, "warmup": args.warmup, "machine": machine(),
               "seconds": round(time.perf_counter() - t0, 1)}
-    text = report(result)
-    if args.json:
-        log(text)
-        print(json.dumps(result, indent=2))
-    else:
-        print(text)
+    emit(report(result), result, args.json)
     return 0
 
 

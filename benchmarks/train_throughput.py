@@ -76,6 +76,15 @@ def log(*args):
     print(*args, file=sys.stderr, flush=True)
 
 
+def emit(text: str, result: dict, as_json: bool) -> None:
+    """The report on stdout; with --json the JSON result on stdout and the report on stderr."""
+    if as_json:
+        log(text)
+        print(json.dumps(result, indent=2))
+    else:
+        print(text)
+
+
 # --- setup ----------------------------------------------------------------------------------
 
 def load_template(shape: str, tokenizer):
@@ -533,12 +542,7 @@ def main(argv=None) -> int:
     result["seconds"] = round(time.perf_counter() - t0, 1)
     result["machine"] = machine()
 
-    text = report(result)
-    if args.json:
-        log(text)
-        print(json.dumps(result, indent=2))
-    else:
-        print(text)
+    emit(report(result), result, args.json)
     return 0 if result.get("parity", {}).get("ok", True) else 1
 
 
