@@ -29,7 +29,7 @@ from .formats import duration
 from .formats import fmt as _fmt
 from .metrics_log import read_metrics
 from .ownership import run_folder_lock
-from .verdict import Verdict, curve, grew_head, on_subset, verdict
+from .verdict import Verdict, grew_head, records_verdict
 
 
 def _table(rows: list[tuple[str, str]]) -> str:
@@ -408,7 +408,7 @@ def _write_report(out: Path, *, base_model: str | None, probes: list[str] | None
     grown = grew_head(records, run)
     png = plot_curves(records, grown)
     figures = panel_pngs(records, grown)
-    judged = verdict(curve(records, "perplexity", grown=grown, low=1), config, out, subset=on_subset(records))
+    judged = records_verdict(records, config, out, grown=grown)
     evals = series(records, "eval", "perplexity", 1)
     headline = ""
     warm_records = [r for r in records if r.get("type") == "warm_start" and isinstance(r.get("perplexity"), (int, float))

@@ -146,5 +146,9 @@ def run_verdict(out: str | Path) -> Verdict:
     run = run if isinstance(run, dict) else {}
     config = run.get("config") if isinstance(run.get("config"), dict) else {}
     records = read_metrics(Path(out) / "metrics.jsonl")
-    return verdict(curve(records, "perplexity", grown=grew_head(records, run), low=1), config, out,
-                   subset=on_subset(records))
+    return records_verdict(records, config, out, grown=grew_head(records, run))
+
+
+def records_verdict(records: list[dict], config: dict, out: str | Path, *, grown: bool) -> Verdict:
+    """The verdict of the perplexity curve in a run's metrics records (the report's and run_verdict's)."""
+    return verdict(curve(records, "perplexity", grown=grown, low=1), config, out, subset=on_subset(records))
