@@ -235,7 +235,7 @@ def print_table(path: str) -> None:
 # --- step cost ----------------------------------------------------------------------------------------
 
 COST_CHILD = """
-import json, os, sys, time
+import contextlib, json, os, sys, time
 sys.path.insert(0, {src!r})
 import torch
 torch.set_num_threads({threads})
@@ -248,6 +248,8 @@ def stop_before_loop(accelerator, objective, optimizer, scheduler, batches, stat
                  batches=batches, state=state, totals=totals, cfg=cfg, before_step=kw.get("before_step"))
     raise KeyboardInterrupt
 fitmod.train_loop = stop_before_loop
+# no prefetch thread: fit()'s exit (the interrupt above) stops it, and the steps below draw from the batches
+fitmod.Prefetch = lambda batches, **kw: contextlib.nullcontext(batches)
 try:
     fitmod.fit(build_config({options!r}))
 except KeyboardInterrupt:
