@@ -10,7 +10,7 @@ fitted direction, normalised, at a scale (the LayerNorm's weight) chosen on the 
 the raw rows, the rows less their mean (the bias carries the frequencies), and W = I (the hidden state itself).
 The SGD pre-fit is the library's: 4 passes, AdamW 3e-3, rows of 1024, linear decay (warmstart.py).
 
-    python benchmarks/closed_form_head.py      # ~5 min on 2 cores; clock-independent (seeded)
+    python benchmarks/closed_form_head.py      # ~10 min on 2 cores; clock-independent (seeded)
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 SHIFT = 20.0  # added to the dense layer's bias: gelu(x + 20) = x + 20 for the pre-activations seen here
-SCALES = [0.25, 0.5, 1, 2, 4, 8, 16]
-RIDGES = [1.0, 30.0, 300.0]
+SCALES = [0.02, 0.04, 0.06, 0.08, 0.1, 0.125, 0.15, 0.2, 0.25, 0.35, 0.5, 1, 2]
+RIDGES = [1.0, 30.0]
 
 
 def main() -> None:
