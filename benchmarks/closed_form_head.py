@@ -8,7 +8,7 @@ is ridge least squares from a hidden state h to the target's tied embedding row 
 shifted by +20 the gelu is the identity on it and the LayerNorm removes the shift, so the head computes the
 fitted direction, normalised, at a scale (the LayerNorm's weight) chosen on the training features. Variants:
 the raw rows, the rows less their mean (the bias carries the frequencies), and W = I (the hidden state itself).
-The SGD pre-fit is the library's: 4 passes, AdamW 3e-3, rows of 1024, linear decay (warmstart.py).
+The SGD pre-fit is the library's own (warmstart.prefit, at its constants).
 
     python benchmarks/closed_form_head.py      # ~10 min on 2 cores; clock-independent (seeded)
 """
@@ -108,20 +108,9 @@ def main() -> None:
     print(f"| W = I: the hidden state itself (scale {scale:g}) | {ppl:,.1f} |")
 
     head.load_state_dict(bias_only)
-    names = {n for n, _ in model.named_parameters() if n.startswith("cls.") and "decoder" not in n}
     t0 = time.perf_counter()
-    with warmstart.only_trainable(model, names) as params:
-        optimizer = torch.optim.AdamW(params, lr=warmstart.PREFIT_LR, weight_decay=0.0)
-        batches = -(-len(h_fit) // warmstart.PREFIT_ROWS)
-        total = warmstart.PREFIT_PASSES * batches
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1.0 - i / total)
-        generator = torch.Generator().manual_seed(0)
-        for _ in range(warmstart.PREFIT_PASSES):
-            for idx in torch.randperm(len(h_fit), generator=generator).split(warmstart.PREFIT_ROWS):
-                F.cross_entropy(head(h_fit[idx]), y_fit[idx]).backward()
-                optimizer.step()
-                schedule.step()
-                optimizer.zero_grad(set_to_none=True)
+    warmstart.prefit(model, head, lm.new_parameters, h_fit, y_fit, passes=warmstart.PREFIT_PASSES,
+                     lr=warmstart.PREFIT_LR, rows=warmstart.PREFIT_ROWS, seed=0)
     print(f"| SGD pre-fit, {warmstart.PREFIT_PASSES} passes ({time.perf_counter() - t0:.0f} s) "
           f"| {perplexity(h_eval, y_eval):,.1f} |")
 

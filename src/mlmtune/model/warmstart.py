@@ -126,6 +126,30 @@ def cache_features(model: torch.nn.Module, batches, device, autocast) -> tuple[t
     return torch.cat(feats), torch.cat(targets)
 
 
+def prefit(model: torch.nn.Module, head, new_parameters: list[str], feats: torch.Tensor, targets: torch.Tensor, *,
+           passes: int, lr: float, rows: int, seed: int, autocast=contextlib.nullcontext) -> list[float]:
+    """Train the new head parameters alone on cached (features, targets): `passes` shuffled passes in rows
+    of `rows`, AdamW at `lr` decaying linearly to 0. The loss of each row batch, in order."""
+    generator = torch.Generator().manual_seed(seed)
+    losses = []
+    with only_trainable(model, set(new_parameters)) as params:
+        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+        total = passes * max(1, -(-len(feats) // rows))
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1.0 - i / total)  # linear to 0
+        for _ in range(passes):
+            order = torch.randperm(len(feats), generator=generator).to(feats.device)
+            for idx in order.split(rows):
+                with autocast():
+                    logits = head(feats[idx])
+                loss = F.cross_entropy(logits.float(), targets[idx])
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                optimizer.zero_grad(set_to_none=True)
+                losses.append(float(loss.detach()))
+    return losses
+
+
 def warm_start_head(model: torch.nn.Module, head, new_parameters: list[str], *, tokens: np.ndarray,
                     special_ids: list[int], batches, device, autocast, seed: int,
                     passes: int | None = None, lr: float | None = None, rows: int | None = None) -> WarmStart:
@@ -143,24 +167,9 @@ def warm_start_head(model: torch.nn.Module, head, new_parameters: list[str], *, 
         return WarmStart(features=0, seconds=time.perf_counter() - t0, loss_before=float("nan"),
                          loss_after=float("nan"), counts=counts)
     feats, targets = cache_features(model, batches, device, autocast)
-    generator = torch.Generator().manual_seed(seed)
-    losses = []
-    with only_trainable(model, set(new_parameters)) as params:
-        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-        n_batches = max(1, -(-len(feats) // rows))
-        total = passes * n_batches
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1.0 - i / total)  # linear to 0
-        for _ in range(passes):
-            order = torch.randperm(len(feats), generator=generator).to(feats.device)
-            for idx in order.split(rows):
-                with autocast():
-                    logits = head(feats[idx])
-                loss = F.cross_entropy(logits.float(), targets[idx])
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-                optimizer.zero_grad(set_to_none=True)
-                losses.append(float(loss.detach()))
+    losses = prefit(model, head, new_parameters, feats, targets, passes=passes, lr=lr, rows=rows, seed=seed,
+                    autocast=autocast)
+    n_batches = max(1, -(-len(feats) // rows))
     before = losses[0] if losses else float("nan")
     after = float(np.mean(losses[-n_batches:])) if losses else float("nan")
     return WarmStart(features=len(feats), seconds=time.perf_counter() - t0, loss_before=before, loss_after=after,
